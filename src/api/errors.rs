@@ -1,0 +1,82 @@
+//! The API's error body: `{"error":{"code","message"[,"field"]}}`.
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+use crate::journal::AppendError;
+use crate::protocol::FieldError;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub field: Option<String>,
+    pub extra: Option<serde_json::Value>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+            extra: None,
+        }
+    }
+
+    pub fn field(error: FieldError) -> ApiError {
+        ApiError {
+            status: StatusCode::UNPROCESSABLE_ENTITY,
+            code: "invalid_field",
+            message: error.to_string(),
+            field: Some(error.field),
+            extra: None,
+        }
+    }
+}
+
+impl From<AppendError> for ApiError {
+    fn from(error: AppendError) -> ApiError {
+        let message = error.to_string();
+        match error {
+            AppendError::DuplicateReceipt { seq, id, .. } => ApiError {
+                status: StatusCode::CONFLICT,
+                code: "duplicate_receipt",
+                message,
+                field: Some("receipt".into()),
+                extra: Some(serde_json::json!({ "seq": seq, "id": id })),
+            },
+            AppendError::IdempotencyMismatch(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                message,
+            ),
+            AppendError::DiskFull => {
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "storage_full", message)
+            }
+            AppendError::Storage(_) | AppendError::Closed => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "journal_unavailable",
+                message,
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = serde_json::json!({ "code": self.code, "message": self.message });
+        if let Some(field) = self.field {
+            error["field"] = field.into();
+        }
+        if let (Some(serde_json::Value::Object(extra)), Some(obj)) =
+            (self.extra, error.as_object_mut())
+        {
+            obj.extend(extra);
+        }
+        (self.status, Json(serde_json::json!({ "error": error }))).into_response()
+    }
+}

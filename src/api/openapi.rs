@@ -1,0 +1,65 @@
+//! `GET /v1/openapi.json`: the API's description for POS integrators and schema-driven tests.
+
+use axum::Json;
+
+pub(super) async fn document() -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "openapi": "3.0.3",
+        "info": { "title": "storegate local API", "version": env!("CARGO_PKG_VERSION") },
+        "paths": {
+            "/v1/purchases": { "post": {
+                "summary": "Record a purchase; answers after it is committed to the journal",
+                "parameters": [{ "name": "Idempotency-Key", "in": "header", "required": false,
+                                  "schema": { "type": "string", "minLength": 1, "maxLength": 255 } }],
+                "requestBody": { "required": true, "content": { "application/json": {
+                    "schema": { "$ref": "#/components/schemas/PurchaseRequest" } } } },
+                "responses": {
+                    "201": { "description": "Committed", "content": { "application/json": {
+                        "schema": { "$ref": "#/components/schemas/Recorded" } } } },
+                    "400": { "$ref": "#/components/responses/Error" },
+                    "401": { "$ref": "#/components/responses/Error" },
+                    "409": { "$ref": "#/components/responses/Error" },
+                    "413": { "description": "Body too large" },
+                    "422": { "$ref": "#/components/responses/Error" },
+                    "503": { "$ref": "#/components/responses/Error" },
+                    "507": { "$ref": "#/components/responses/Error" }
+                }
+            } },
+            "/healthz": { "get": { "summary": "Liveness, journal position, broker connection",
+                "responses": { "200": { "description": "Healthy" } } } },
+            "/metrics": { "get": { "summary": "Prometheus metrics",
+                "responses": { "200": { "description": "Text exposition" } } } }
+        },
+        "components": {
+            "schemas": {
+                "Line": { "type": "object", "required": ["sku", "qty", "unit_minor"], "additionalProperties": false,
+                    "properties": {
+                        "sku": { "type": "string", "minLength": 1, "maxLength": 64 },
+                        "gtin": { "type": "string", "pattern": "^[0-9]{1,14}$" },
+                        "qty": { "type": "integer" },
+                        "unit_minor": { "type": "integer", "minimum": 0 } } },
+                "PurchaseRequest": { "type": "object",
+                    "required": ["till", "receipt", "lines", "total_minor", "currency", "customer"],
+                    "additionalProperties": false,
+                    "properties": {
+                        "till": { "type": "string", "pattern": "^[A-Za-z0-9_-]{1,32}$" },
+                        "receipt": { "type": "string", "minLength": 1, "maxLength": 64 },
+                        "lines": { "type": "array", "minItems": 1, "maxItems": 500, "items": { "$ref": "#/components/schemas/Line" } },
+                        "total_minor": { "type": "integer" },
+                        "currency": { "type": "string", "pattern": "^[A-Z]{3}$" },
+                        "customer": { "type": "string", "nullable": true },
+                        "coupons": { "type": "array", "items": { "type": "string" } },
+                        "points": { "type": "integer", "minimum": 0 } } },
+                "Recorded": { "type": "object", "required": ["seq", "id"],
+                    "properties": { "seq": { "type": "integer" }, "id": { "type": "string" } } },
+                "Error": { "type": "object", "required": ["error"], "properties": { "error": {
+                    "type": "object", "required": ["code", "message"],
+                    "properties": { "code": { "type": "string" }, "message": { "type": "string" },
+                                    "field": { "type": "string" } } } } }
+            },
+            "responses": { "Error": { "description": "Refused; nothing was recorded",
+                "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } } },
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } }
+        }
+    }))
+}

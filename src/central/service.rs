@@ -1,0 +1,384 @@
+//! Central's MQTT side: batches in, acks out; rpc requests in, responses out.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
+};
+use tokio::sync::mpsc;
+
+use super::store::{Store, StoreError};
+use crate::config::{is_topic_id, CentralConfig};
+use crate::protocol::topics::{self, split_gateway_topic, GatewayTopics};
+use crate::protocol::{
+    Ack, CentralStatus, EventBatch, RpcError, RpcRequest, RpcResponse, MAX_PACKET_BYTES,
+    MAX_PAYLOAD_BYTES,
+};
+use crate::sync::Backoff;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CentralError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("TLS setup: {0}")]
+    Tls(String),
+}
+
+/// Runs the reference central until `shutdown` resolves.
+pub async fn run(
+    config: CentralConfig,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), CentralError> {
+    let store = Arc::new(Mutex::new(Store::open(std::path::Path::new(
+        &config.central.db,
+    ))?));
+    let options = options(&config)?;
+    let (client, eventloop) = AsyncClient::new(options, 1024);
+    let (net_tx, mut net_rx) = mpsc::channel(256);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let driver = tokio::spawn(drive(eventloop, net_tx, stop_rx));
+    let service = Service {
+        client,
+        store,
+        share_group: config.central.share_group.clone(),
+    };
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            message = net_rx.recv() => match message {
+                Some(Net::Connected) => service.on_connected(),
+                Some(Net::Publish(topic, payload)) => service.on_publish(&topic, &payload).await,
+                None => break,
+            },
+        }
+    }
+    let offline = serde_json::to_vec(&CentralStatus {
+        state: "offline".into(),
+    })
+    .unwrap_or_default();
+    let _ = service
+        .client
+        .try_publish(topics::CENTRAL_STATUS, QoS::AtLeastOnce, true, offline);
+    let _ = service.client.try_disconnect();
+    let _ = stop_tx.send(true);
+    if tokio::time::timeout(Duration::from_secs(3), driver)
+        .await
+        .is_err()
+    {
+        tracing::warn!("central's MQTT connection did not close within 3 s");
+    }
+    Ok(())
+}
+
+fn options(config: &CentralConfig) -> Result<MqttOptions, CentralError> {
+    let broker = config.mqtt.broker()?;
+    let mut options = MqttOptions::new(
+        config.central.client_id.clone(),
+        broker.host.clone(),
+        broker.port,
+    );
+    options.set_keep_alive(Duration::from_secs(config.mqtt.keep_alive_secs));
+    options.set_clean_session(true);
+    options.set_max_packet_size(MAX_PACKET_BYTES, MAX_PAYLOAD_BYTES + 4 * 1024);
+    options.set_inflight(256);
+    let will = serde_json::to_vec(&CentralStatus {
+        state: "offline".into(),
+    })
+    .unwrap_or_default();
+    options.set_last_will(LastWill::new(
+        topics::CENTRAL_STATUS,
+        will,
+        QoS::AtLeastOnce,
+        true,
+    ));
+    if broker.tls {
+        let read = |p: &std::path::Path| {
+            std::fs::read(p).map_err(|e| CentralError::Tls(format!("{}: {e}", p.display())))
+        };
+        let ca = match &config.mqtt.ca {
+            Some(p) => read(p)?,
+            None => return Err(CentralError::Tls("mqtts:// needs [mqtt] ca".into())),
+        };
+        let client_auth = match (&config.mqtt.cert, &config.mqtt.key) {
+            (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+            _ => None,
+        };
+        options.set_transport(Transport::Tls(TlsConfiguration::Simple {
+            ca,
+            alpn: None,
+            client_auth,
+        }));
+    }
+    Ok(options)
+}
+
+enum Net {
+    Connected,
+    Publish(String, bytes::Bytes),
+}
+
+async fn drive(
+    mut eventloop: EventLoop,
+    net: mpsc::Sender<Net>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
+    let mut stopping = false;
+    loop {
+        let polled = if stopping {
+            eventloop.poll().await
+        } else {
+            tokio::select! {
+                _ = stop.changed() => { stopping = true; continue; }
+                polled = eventloop.poll() => polled,
+            }
+        };
+        match polled {
+            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                backoff.reset();
+                if net.send(Net::Connected).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                if net.send(Net::Publish(p.topic, p.payload)).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) if stopping => return,
+            Ok(_) => {}
+            Err(error) => {
+                if stopping {
+                    return;
+                }
+                tracing::warn!(%error, "central: broker connection lost");
+                crate::sync::forget_session(&mut eventloop);
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                }
+            }
+        }
+    }
+}
+
+struct Service {
+    client: AsyncClient,
+    store: Arc<Mutex<Store>>,
+    share_group: Option<String>,
+}
+
+impl Service {
+    fn on_connected(&self) {
+        let filter = |topic: &str| match &self.share_group {
+            Some(group) => format!("$share/{group}/{topic}"),
+            None => topic.to_string(),
+        };
+        let filters = [filter(topics::ALL_EVENTS), filter(topics::ALL_RPC_REQ)]
+            .into_iter()
+            .map(|path| rumqttc::SubscribeFilter::new(path, QoS::AtLeastOnce));
+        if let Err(e) = self.client.try_subscribe_many(filters) {
+            tracing::error!(error = %e, "central: subscribe not queued");
+        }
+        let online = serde_json::to_vec(&CentralStatus {
+            state: "online".into(),
+        })
+        .unwrap_or_default();
+        let _ = self
+            .client
+            .try_publish(topics::CENTRAL_STATUS, QoS::AtLeastOnce, true, online);
+        tracing::info!("central connected and subscribed");
+    }
+
+    async fn on_publish(&self, topic: &str, payload: &[u8]) {
+        let Some((store, gateway, rest)) = split_gateway_topic(topic) else {
+            return refused("unknown", "unexpected_topic", topic);
+        };
+        if !is_topic_id(store) || !is_topic_id(gateway) {
+            return refused(rest, "invalid_topic", topic);
+        }
+        match rest {
+            "events" => self.on_batch(store, gateway, payload).await,
+            "rpc/req" => self.on_rpc(store, gateway, payload).await,
+            _ => refused(rest, "unexpected_topic", topic),
+        }
+    }
+
+    async fn on_batch(&self, store: &str, gateway: &str, payload: &[u8]) {
+        let batch = match check_batch(store, gateway, payload) {
+            Ok(batch) => Some(batch),
+            Err(reason) => {
+                refused("events", reason.0, &reason.1);
+                None
+            }
+        };
+        let (s, g) = (store.to_string(), gateway.to_string());
+        let db = self.store.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut db = db
+                .lock()
+                .map_err(|_| "central store lock poisoned".to_string())?;
+            match batch {
+                Some(batch) => db.store_batch(&s, &g, &batch.events).map(|o| o.acked_upto),
+                None => db.acked(&s, &g),
+            }
+            .map_err(|e| e.to_string())
+        })
+        .await;
+        // Central answers every batch, duplicates and refused ones too, with its current ack:
+        // a gateway whose ack was lost moves on.
+        match result {
+            Ok(Ok(upto)) => {
+                let ack = serde_json::to_vec(&Ack { upto_seq: upto }).unwrap_or_default();
+                let topic = GatewayTopics::new(store, gateway).ack();
+                if let Err(e) = self.client.try_publish(topic, QoS::AtLeastOnce, false, ack) {
+                    tracing::warn!(error = %e, "central: ack not queued; the gateway will re-send");
+                }
+            }
+            Ok(Err(error)) => {
+                tracing::error!(%error, store, gateway, "central: storing a batch failed; not acked")
+            }
+            Err(error) => tracing::error!(%error, "central: store task failed"),
+        }
+    }
+
+    async fn on_rpc(&self, store: &str, gateway: &str, payload: &[u8]) {
+        if payload.len() > MAX_PAYLOAD_BYTES {
+            return refused("rpc/req", "oversized", &payload.len().to_string());
+        }
+        let request: RpcRequest = match serde_json::from_slice(payload) {
+            Ok(r) => r,
+            Err(e) => return refused("rpc/req", "invalid_message", &e.to_string()),
+        };
+        let (s, g) = (store.to_string(), gateway.to_string());
+        let db = self.store.clone();
+        let method = request.method.clone();
+        let params = request.params;
+        let outcome = tokio::task::spawn_blocking(move || {
+            let mut db = db
+                .lock()
+                .map_err(|_| internal("central store lock poisoned"))?;
+            handle_rpc(&mut db, &s, &g, &method, &params)
+        })
+        .await
+        .unwrap_or_else(|e| Err(internal(&e.to_string())));
+        let response = match outcome {
+            Ok(result) => RpcResponse {
+                id: request.id,
+                ok: true,
+                result: Some(result),
+                error: None,
+            },
+            Err(error) => RpcResponse {
+                id: request.id,
+                ok: false,
+                result: None,
+                error: Some(error),
+            },
+        };
+        let topic = GatewayTopics::new(store, gateway).rpc_res();
+        if let Ok(bytes) = serde_json::to_vec(&response) {
+            let _ = self
+                .client
+                .try_publish(topic, QoS::AtLeastOnce, false, bytes);
+        }
+    }
+}
+
+fn refused(family: &str, reason: &str, detail: &str) {
+    tracing::warn!(
+        topic = family,
+        reason,
+        detail,
+        "central: inbound message refused"
+    );
+}
+
+fn internal(message: &str) -> RpcError {
+    RpcError {
+        code: "internal".into(),
+        message: message.into(),
+    }
+}
+
+fn bad_params(message: &str) -> RpcError {
+    RpcError {
+        code: "bad_params".into(),
+        message: message.into(),
+    }
+}
+
+fn handle_rpc(
+    db: &mut Store,
+    store: &str,
+    gateway: &str,
+    method: &str,
+    params: &serde_json::Value,
+) -> Result<serde_json::Value, RpcError> {
+    match method {
+        "coupon.reserve" => {
+            let coupon = params
+                .get("coupon")
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| bad_params("coupon is required"))?;
+            let receipt = params
+                .get("receipt")
+                .and_then(|v| v.as_str())
+                .ok_or_else(|| bad_params("receipt is required"))?;
+            let customer = params.get("customer").and_then(|v| v.as_str());
+            db.reserve_coupon(store, gateway, coupon, customer, receipt)
+                .map_err(|e| internal(&e.to_string()))??;
+            Ok(serde_json::json!({ "reserved": true }))
+        }
+        "identity.since" => {
+            let rev = params
+                .get("rev")
+                .and_then(|v| v.as_u64())
+                .ok_or_else(|| bad_params("rev is required"))?;
+            let changes = db
+                .identity_since(rev, 1000)
+                .map_err(|e| internal(&e.to_string()))?;
+            Ok(serde_json::json!({ "changes": changes }))
+        }
+        other => Err(RpcError {
+            code: "unknown_method".into(),
+            message: format!("central has no method {other}"),
+        }),
+    }
+}
+
+fn check_batch(
+    store: &str,
+    gateway: &str,
+    payload: &[u8],
+) -> Result<EventBatch, (&'static str, String)> {
+    if payload.len() > MAX_PAYLOAD_BYTES {
+        return Err(("oversized", format!("{} bytes", payload.len())));
+    }
+    let batch: EventBatch =
+        serde_json::from_slice(payload).map_err(|e| ("invalid_message", e.to_string()))?;
+    if batch.store != store || batch.gateway != gateway {
+        return Err((
+            "invalid_message",
+            "store/gateway differ from the topic".into(),
+        ));
+    }
+    let mut previous = 0;
+    for event in &batch.events {
+        if event.seq == 0 || event.seq <= previous {
+            return Err(("invalid_message", format!("seq {} out of order", event.seq)));
+        }
+        if event.id.is_empty() || event.id.len() > 64 || event.kind.is_empty() {
+            return Err((
+                "invalid_message",
+                format!("event {} lacks id or kind", event.seq),
+            ));
+        }
+        previous = event.seq;
+    }
+    Ok(batch)
+}

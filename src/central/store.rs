@@ -1,0 +1,363 @@
+//! Central's storage (SQLite). Dedup by (gateway, seq) and by event id; application in seq
+//! order; the ack is the end of the gap-free prefix of stored events.
+//!
+//! A second event at a (gateway, seq) that central already holds under another id is not
+//! dropped: it goes to `seq_conflicts` (a gateway whose journal was restored from an old copy
+//! re-used seqs before it saw our ack), so no event is ever lost silently.
+
+use std::path::Path;
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+use serde_json::value::RawValue;
+
+use crate::protocol::{timestamp, RpcError, WireEvent};
+
+const SCHEMA: &[&str] = &["CREATE TABLE gateways(
+        store TEXT NOT NULL, gateway TEXT NOT NULL, acked_upto INTEGER NOT NULL,
+        PRIMARY KEY(store, gateway)) WITHOUT ROWID;
+    CREATE TABLE events(
+        store TEXT NOT NULL, gateway TEXT NOT NULL, seq INTEGER NOT NULL,
+        id TEXT NOT NULL, kind TEXT NOT NULL, at TEXT NOT NULL, clock_synced INTEGER NOT NULL,
+        till TEXT NOT NULL, body TEXT NOT NULL, received_at TEXT NOT NULL,
+        duplicate_id INTEGER NOT NULL,
+        applied INTEGER,
+        PRIMARY KEY(store, gateway, seq));
+    CREATE INDEX events_id ON events(id);
+    CREATE TABLE seq_conflicts(
+        store TEXT NOT NULL, gateway TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL,
+        kind TEXT NOT NULL, at TEXT NOT NULL, till TEXT NOT NULL, body TEXT NOT NULL,
+        received_at TEXT NOT NULL, PRIMARY KEY(id));
+    CREATE TABLE coupon_reservations(
+        coupon TEXT PRIMARY KEY, store TEXT NOT NULL, gateway TEXT NOT NULL,
+        customer TEXT, receipt TEXT NOT NULL, at TEXT NOT NULL);
+    CREATE TABLE identity_changes(rev INTEGER PRIMARY KEY, change TEXT NOT NULL);
+    CREATE TABLE counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO counters(name, value) VALUES ('applied', 0);"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("central store {path}: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("central store: {0}")]
+    Sql(#[from] rusqlite::Error),
+}
+
+/// What storing one batch did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BatchOutcome {
+    pub acked_upto: u64,
+    pub stored: u64,
+    pub duplicates: u64,
+    pub conflicts: u64,
+}
+
+pub struct Store {
+    conn: Connection,
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let open = |source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(open)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(open)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(open)?;
+        for (v, sql) in SCHEMA.iter().enumerate().skip(version.max(0) as usize) {
+            let tx = conn.transaction().map_err(open)?;
+            tx.execute_batch(sql).map_err(open)?;
+            tx.pragma_update(None, "user_version", v as i64 + 1)
+                .map_err(open)?;
+            tx.commit().map_err(open)?;
+        }
+        Ok(Store { conn })
+    }
+
+    /// The gateway's current ack (0 if never seen).
+    pub fn acked(&self, store: &str, gateway: &str) -> Result<u64, StoreError> {
+        Ok(acked(&self.conn, store, gateway)?)
+    }
+
+    /// Stores a batch durably and returns the ack to send.
+    pub fn store_batch(
+        &mut self,
+        store: &str,
+        gateway: &str,
+        events: &[WireEvent],
+    ) -> Result<BatchOutcome, StoreError> {
+        let tx = self.conn.transaction()?;
+        let mut outcome = BatchOutcome::default();
+        let received_at = timestamp(std::time::SystemTime::now());
+        for event in events {
+            store_event(&tx, store, gateway, event, &received_at, &mut outcome)?;
+        }
+        outcome.acked_upto = advance(&tx, store, gateway)?;
+        tx.commit()?;
+        Ok(outcome)
+    }
+
+    /// rpc `coupon.reserve`: the first reservation of a coupon wins; the same receipt asking
+    /// again (a retried call) is told it holds the reservation.
+    pub fn reserve_coupon(
+        &mut self,
+        store: &str,
+        gateway: &str,
+        coupon: &str,
+        customer: Option<&str>,
+        receipt: &str,
+    ) -> Result<Result<(), RpcError>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let holder: Option<(String, String, String)> = tx
+            .query_row(
+                "SELECT store, gateway, receipt FROM coupon_reservations WHERE coupon = ?1",
+                [coupon],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let result = match holder {
+            Some((s, g, r)) if s == store && g == gateway && r == receipt => Ok(()),
+            Some(_) => Err(RpcError {
+                code: "already_redeemed".into(),
+                message: format!("coupon {coupon} is already reserved or redeemed"),
+            }),
+            None => {
+                tx.execute(
+                    "INSERT INTO coupon_reservations(coupon, store, gateway, customer, receipt, at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![
+                        coupon,
+                        store,
+                        gateway,
+                        customer,
+                        receipt,
+                        timestamp(std::time::SystemTime::now())
+                    ],
+                )?;
+                Ok(())
+            }
+        };
+        tx.commit()?;
+        Ok(result)
+    }
+
+    /// rpc `identity.since`: changes after `rev`, oldest first, at most `limit`.
+    pub fn identity_since(&self, rev: u64, limit: usize) -> Result<Vec<Box<RawValue>>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT change FROM identity_changes WHERE rev > ?1 ORDER BY rev LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![rev as i64, limit as i64], |r| r.get::<_, String>(0))?;
+        let mut changes = Vec::new();
+        for row in rows {
+            if let Ok(raw) = RawValue::from_string(row?) {
+                changes.push(raw);
+            }
+        }
+        Ok(changes)
+    }
+}
+
+fn acked(conn: &Connection, store: &str, gateway: &str) -> rusqlite::Result<u64> {
+    let v: Option<i64> = conn
+        .query_row(
+            "SELECT acked_upto FROM gateways WHERE store = ?1 AND gateway = ?2",
+            [store, gateway],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(v.unwrap_or(0).max(0) as u64)
+}
+
+fn store_event(
+    tx: &Transaction<'_>,
+    store: &str,
+    gateway: &str,
+    event: &WireEvent,
+    received_at: &str,
+    outcome: &mut BatchOutcome,
+) -> rusqlite::Result<()> {
+    let held: Option<String> = tx
+        .prepare_cached("SELECT id FROM events WHERE store = ?1 AND gateway = ?2 AND seq = ?3")?
+        .query_row(params![store, gateway, event.seq as i64], |r| r.get(0))
+        .optional()?;
+    match held {
+        Some(id) if id == event.id => {
+            outcome.duplicates += 1;
+            return Ok(());
+        }
+        Some(_) => {
+            let inserted = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO seq_conflicts(store, gateway, seq, id, kind, at, till, body, received_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                )?
+                .execute(params![
+                    store,
+                    gateway,
+                    event.seq as i64,
+                    event.id,
+                    event.kind,
+                    event.at,
+                    event.till,
+                    event.body.get(),
+                    received_at
+                ])?;
+            if inserted > 0 {
+                tracing::error!(store, gateway, seq = event.seq, id = %event.id, "seq re-used with another id; kept in seq_conflicts");
+                outcome.conflicts += 1;
+            } else {
+                outcome.duplicates += 1;
+            }
+            return Ok(());
+        }
+        None => {}
+    }
+    // The same id at another seq is a duplicate effect: the slot is filled (so the prefix can
+    // advance) but marked, and never applied twice.
+    let id_seen: bool = tx
+        .prepare_cached("SELECT EXISTS(SELECT 1 FROM events WHERE id = ?1)")?
+        .query_row([&event.id], |r| r.get(0))?;
+    tx.prepare_cached(
+        "INSERT INTO events(store, gateway, seq, id, kind, at, clock_synced, till, body, received_at, duplicate_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?
+    .execute(params![
+        store,
+        gateway,
+        event.seq as i64,
+        event.id,
+        event.kind,
+        event.at,
+        event.clock_synced,
+        event.till,
+        event.body.get(),
+        received_at,
+        id_seen
+    ])?;
+    if id_seen {
+        outcome.duplicates += 1;
+    } else {
+        outcome.stored += 1;
+    }
+    Ok(())
+}
+
+/// Moves the gateway's ack over every stored event that continues the gap-free prefix and
+/// applies those events in seq order.
+fn advance(tx: &Transaction<'_>, store: &str, gateway: &str) -> rusqlite::Result<u64> {
+    let start = acked(tx, store, gateway)?;
+    let mut upto = start;
+    let mut applied: i64 = tx.query_row(
+        "SELECT value FROM counters WHERE name = 'applied'",
+        [],
+        |r| r.get(0),
+    )?;
+    loop {
+        let next: Vec<i64> = tx
+            .prepare_cached(
+                "SELECT seq FROM events WHERE store = ?1 AND gateway = ?2 AND seq > ?3 ORDER BY seq LIMIT 1024",
+            )?
+            .query_map(params![store, gateway, upto as i64], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let before = upto;
+        for seq in &next {
+            if *seq as u64 != upto + 1 {
+                break;
+            }
+            applied += 1;
+            tx.prepare_cached(
+                "UPDATE events SET applied = ?1 WHERE store = ?2 AND gateway = ?3 AND seq = ?4",
+            )?
+            .execute(params![applied, store, gateway, seq])?;
+            upto += 1;
+        }
+        if upto == before || upto - before < next.len() as u64 || next.len() < 1024 {
+            break;
+        }
+    }
+    if upto != start {
+        tx.execute(
+            "UPDATE counters SET value = ?1 WHERE name = 'applied'",
+            [applied],
+        )?;
+        tx.execute(
+            "INSERT INTO gateways(store, gateway, acked_upto) VALUES (?1, ?2, ?3)
+             ON CONFLICT(store, gateway) DO UPDATE SET acked_upto = excluded.acked_upto",
+            params![store, gateway, upto as i64],
+        )?;
+    }
+    Ok(upto)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: u64, id: &str) -> WireEvent {
+        WireEvent {
+            seq,
+            id: id.into(),
+            kind: "purchase".into(),
+            at: "2026-11-23T13:05:00.123Z".into(),
+            clock_synced: true,
+            till: "t1".into(),
+            body: RawValue::from_string("{}".into()).unwrap(),
+        }
+    }
+
+    #[test]
+    fn gap_holds_the_ack_until_filled_and_duplicates_do_not_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("c.db")).unwrap();
+        let o = store
+            .store_batch("s", "g", &[event(1, "a"), event(2, "b"), event(4, "d")])
+            .unwrap();
+        assert_eq!((o.acked_upto, o.stored), (2, 3));
+        let o = store
+            .store_batch("s", "g", &[event(2, "b"), event(4, "d")])
+            .unwrap();
+        assert_eq!((o.acked_upto, o.stored, o.duplicates), (2, 0, 2));
+        let o = store.store_batch("s", "g", &[event(3, "c")]).unwrap();
+        assert_eq!(o.acked_upto, 4);
+        let o = store.store_batch("s", "g", &[event(4, "other")]).unwrap();
+        assert_eq!((o.acked_upto, o.conflicts), (4, 1));
+        let applied: Vec<i64> = store
+            .conn
+            .prepare("SELECT seq FROM events ORDER BY applied")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(applied, vec![1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn coupon_reservation_is_first_wins_and_retry_safe() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("c.db")).unwrap();
+        assert!(store
+            .reserve_coupon("s", "g", "c-1", None, "r1")
+            .unwrap()
+            .is_ok());
+        assert!(store
+            .reserve_coupon("s", "g", "c-1", None, "r1")
+            .unwrap()
+            .is_ok());
+        let refused = store
+            .reserve_coupon("s", "g2", "c-1", None, "r9")
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(refused.code, "already_redeemed");
+    }
+}

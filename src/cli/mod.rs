@@ -1,0 +1,131 @@
+//! The command line: argument types and one `run_*` function per subcommand. Machine-readable
+//! output is JSON on stdout; human messages and progress go to stderr.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::clock::SystemClock;
+use crate::daemon::{self, terminate_signal};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "storegate",
+    version,
+    about = "In-store edge gateway: till hardware, offline journal, MQTT sync with central"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway daemon.
+    Run {
+        /// The gateway's TOML config (see config/storegate.example.toml).
+        #[arg(long, short, env = "STOREGATE_CONFIG")]
+        config: PathBuf,
+    },
+    /// Run the reference central profile service.
+    Central {
+        /// Central's TOML config (see config/central.example.toml).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Start an embedded broker, the reference central and a gateway with a simulated till,
+    /// and show events being committed, synced and acked until Ctrl-C.
+    Demo {
+        /// Stop (exit 0) once this many purchases are acked by central; default: run until Ctrl-C.
+        #[arg(long)]
+        purchases: Option<u64>,
+        /// Simulated purchases per second.
+        #[arg(long, default_value_t = 5.0)]
+        rate: f64,
+    },
+    /// Run the embedded MQTT broker alone (loopback development and tests).
+    Broker {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:1883")]
+        listen: SocketAddr,
+    },
+    /// Print the running gateway's health as JSON.
+    Status {
+        /// The gateway's API address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        api: SocketAddr,
+    },
+}
+
+/// Runs the parsed command.
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run { config } => run_gateway(config),
+        Command::Central { config } => run_central(config),
+        Command::Demo { purchases, rate } => crate::demo::run(purchases, rate),
+        Command::Broker { listen } => run_broker(listen),
+        Command::Status { api } => run_status(api),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn run_gateway(path: PathBuf) -> anyhow::Result<()> {
+    // Config is parsed and validated before any port or file is opened.
+    let config = crate::config::load_gateway(&path)?;
+    runtime()?.block_on(async {
+        daemon::run(
+            config,
+            Arc::new(SystemClock),
+            |ready| print_json(&serde_json::json!({ "ready": ready })),
+            terminate_signal(),
+        )
+        .await
+    })?;
+    Ok(())
+}
+
+fn run_central(path: PathBuf) -> anyhow::Result<()> {
+    let config = crate::config::load_central(&path)?;
+    runtime()?.block_on(async {
+        print_json(&serde_json::json!({ "ready": { "central": config.central.client_id } }));
+        crate::central::run(config, terminate_signal()).await
+    })?;
+    Ok(())
+}
+
+fn run_broker(listen: SocketAddr) -> anyhow::Result<()> {
+    crate::broker::start_embedded(listen)?;
+    print_json(&serde_json::json!({ "ready": { "broker": format!("mqtt://{listen}") } }));
+    runtime()?.block_on(terminate_signal());
+    Ok(())
+}
+
+fn run_status(api: SocketAddr) -> anyhow::Result<()> {
+    let url = format!("http://{api}/healthz");
+    let body: serde_json::Value = ureq::get(&url)
+        .call()
+        .with_context(|| format!("cannot reach the gateway at {url}; is `storegate run` up?"))?
+        .body_mut()
+        .read_json()
+        .context("the gateway's health answer is not JSON")?;
+    print_json(&body);
+    Ok(())
+}
+
+/// One JSON line on stdout, flushed, so a supervising program sees it at once.
+pub fn print_json(value: &serde_json::Value) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    // A closed stdout (piped into `head`) is not an error worth dying for.
+    let _ = writeln!(out, "{value}");
+    let _ = out.flush();
+}

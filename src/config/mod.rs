@@ -1,0 +1,146 @@
+//! Configuration: the TOML file, `STOREGATE_<SECTION>_<KEY>` overrides, and validation that
+//! names the key and the fix before any port or file is opened.
+//!
+//! Signed remote layers (fleet < store < gateway) are applied on top of this by the config
+//! issue; the keys that only the box knows (`[gateway]`, `[journal]`, `[config] trusted_keys`)
+//! are marked local-only here so that merge can refuse them.
+
+mod env;
+mod model;
+
+pub use model::*;
+
+use std::path::Path;
+
+/// A config that could not be loaded; the message names the key and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: String, message: String },
+    #[error("config key `{key}`: {message}")]
+    Key { key: String, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+}
+
+impl ConfigError {
+    pub(crate) fn key(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError::Key {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Loads a gateway config from a file, applies environment overrides and validates it.
+pub fn load_gateway(path: &Path) -> Result<GatewayConfig, ConfigError> {
+    let table = read_table(path)?;
+    let table = env::apply_overrides(table, std::env::vars())?;
+    let config: GatewayConfig = from_table(table)?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// Loads the reference central's config (`[mqtt]` and `[central]`).
+pub fn load_central(path: &Path) -> Result<CentralConfig, ConfigError> {
+    let table = read_table(path)?;
+    let table = env::apply_overrides(table, std::env::vars())?;
+    let config: CentralConfig = from_table(table)?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// Parses a gateway config from TOML text (no environment overrides); for tests and tools.
+pub fn parse_gateway(text: &str) -> Result<GatewayConfig, ConfigError> {
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::Syntax {
+            path: "<text>".into(),
+            message: e.message().to_string(),
+        })?;
+    let config: GatewayConfig = from_table(table)?;
+    config.validate()?;
+    Ok(config)
+}
+
+fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    text.parse()
+        .map_err(|e: toml::de::Error| ConfigError::Syntax {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+}
+
+/// Deserializes with the failing key's full path in the error (`mqtt.url`, not just `url`).
+fn from_table<T: serde::de::DeserializeOwned>(table: toml::Table) -> Result<T, ConfigError> {
+    let value = toml::Value::Table(table);
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let key = e.path().to_string();
+        ConfigError::key(key, e.into_inner().message().to_string())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shipped example documents every key; it must stay loadable. Paths that only exist
+    /// on a deployed box are pointed at a temporary directory.
+    #[test]
+    fn example_config_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        for f in ["ca.pem", "gw-1.pem", "gw-1.key"] {
+            std::fs::write(dir.path().join(f), "x").unwrap();
+        }
+        let text = include_str!("../../config/storegate.example.toml")
+            .replace("/etc/storegate/tls", &d)
+            .replace("/var/lib/storegate", &d);
+        let config = parse_gateway(&text).unwrap();
+        assert_eq!(config.gateway.store, "s-042");
+        assert_eq!(config.sync.window_batches, 8);
+        assert!(config.mqtt.broker().unwrap().tls);
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let base = "[gateway]\nstore = \"s1\"\nid = \"g1\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n[journal]\npath = \"j.db\"\n";
+        assert!(parse_gateway(base).is_ok());
+        let cases = [
+            (base.replace("\"s1\"", "\"S 1\""), "gateway.store"),
+            (
+                base.replace("mqtt://127.0.0.1:1", "mqtt://10.0.0.1:1"),
+                "mqtt.url",
+            ),
+            (
+                base.replace("mqtt://127.0.0.1:1", "mqtts://127.0.0.1:1"),
+                "mqtt.ca",
+            ),
+            (format!("{base}[api]\nlisten = \"nope\"\n"), "api.listen"),
+            (format!("{base}[api]\nlisen = \"127.0.0.1:1\"\n"), "api"),
+            (
+                format!("{base}[sync]\nwindow_batches = 0\n"),
+                "sync.window_batches",
+            ),
+            (
+                base.replace("path = \"j.db\"", "path = \"/no/such/dir/j.db\""),
+                "journal.path",
+            ),
+        ];
+        for (text, key) in cases {
+            match parse_gateway(&text) {
+                Err(ConfigError::Key { key: k, .. }) => assert!(k.starts_with(key), "{k} vs {key}"),
+                other => panic!("{key}: expected a key error, got {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,505 @@
+//! The typed config. Every field is documented in `config/storegate.example.toml`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use base64::Engine;
+use serde::Deserialize;
+
+use super::ConfigError;
+
+/// The daemon's configuration (`storegate run`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub gateway: GatewaySection,
+    pub mqtt: MqttSection,
+    pub journal: JournalSection,
+    #[serde(default)]
+    pub api: ApiSection,
+    #[serde(default)]
+    pub sync: SyncSection,
+    #[serde(default)]
+    pub identity: IdentitySection,
+    #[serde(default)]
+    pub coupons: CouponsSection,
+    #[serde(default)]
+    pub config: TrustSection,
+}
+
+/// Who this box is. Local-only: a remote layer may never change it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    /// Store id, `[a-z0-9][a-z0-9-]{0,31}` (PROTOCOL.md topic segment).
+    pub store: String,
+    /// Gateway id within the store, same alphabet.
+    pub id: String,
+}
+
+/// The broker connection.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttSection {
+    /// `mqtt://host:port` or `mqtts://host:port`.
+    pub url: String,
+    /// CA certificate (PEM) that signed the broker's certificate; required for `mqtts://`.
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS; needs `key` too.
+    pub cert: Option<PathBuf>,
+    /// Client private key (PEM) for mutual TLS; needs `cert` too.
+    pub key: Option<PathBuf>,
+    /// MQTT keep-alive.
+    #[serde(default = "default_keep_alive_secs")]
+    pub keep_alive_secs: u64,
+    /// Allow plain `mqtt://` to a host that is not loopback (the sync data is customer data).
+    #[serde(default)]
+    pub allow_plaintext: bool,
+}
+
+fn default_keep_alive_secs() -> u64 {
+    15
+}
+
+/// The SQLite journal. Local-only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalSection {
+    /// Path of the SQLite file; its directory must exist.
+    pub path: PathBuf,
+}
+
+/// The local HTTP API for tills and kiosks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSection {
+    /// Listen address; loopback by default so only the box's own tills reach it.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Bearer tokens; when non-empty every `/v1` call needs one of them.
+    #[serde(default)]
+    pub tokens: Vec<String>,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        ApiSection {
+            listen: default_listen(),
+            tokens: Vec::new(),
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+
+/// How the journal is pumped to central.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncSection {
+    /// Most events in one batch message.
+    #[serde(default = "default_batch_events")]
+    pub batch_events: usize,
+    /// Most payload bytes in one batch message (PROTOCOL.md caps payloads at 256 KiB).
+    #[serde(default = "default_batch_bytes")]
+    pub batch_bytes: usize,
+    /// Most batches published and not yet acked by central.
+    #[serde(default = "default_window_batches")]
+    pub window_batches: usize,
+    /// Re-send everything unacked when central has acked nothing for this long.
+    #[serde(default = "default_ack_timeout_ms")]
+    pub ack_timeout_ms: u64,
+    /// First pause after a failed connection attempt; doubles up to `reconnect_max_ms`.
+    #[serde(default = "default_reconnect_min_ms")]
+    pub reconnect_min_ms: u64,
+    /// Longest pause between connection attempts (jitter is added on top of the doubling).
+    #[serde(default = "default_reconnect_max_ms")]
+    pub reconnect_max_ms: u64,
+    /// How often the retained status (backlog) is refreshed while connected.
+    #[serde(default = "default_status_interval_ms")]
+    pub status_interval_ms: u64,
+    /// How long an rpc to central may take before central counts as unreachable for it.
+    #[serde(default = "default_rpc_timeout_ms")]
+    pub rpc_timeout_ms: u64,
+}
+
+impl Default for SyncSection {
+    fn default() -> Self {
+        SyncSection {
+            batch_events: default_batch_events(),
+            batch_bytes: default_batch_bytes(),
+            window_batches: default_window_batches(),
+            ack_timeout_ms: default_ack_timeout_ms(),
+            reconnect_min_ms: default_reconnect_min_ms(),
+            reconnect_max_ms: default_reconnect_max_ms(),
+            status_interval_ms: default_status_interval_ms(),
+            rpc_timeout_ms: default_rpc_timeout_ms(),
+        }
+    }
+}
+
+fn default_batch_events() -> usize {
+    500
+}
+fn default_batch_bytes() -> usize {
+    192 * 1024
+}
+fn default_window_batches() -> usize {
+    8
+}
+fn default_ack_timeout_ms() -> u64 {
+    10_000
+}
+fn default_reconnect_min_ms() -> u64 {
+    250
+}
+fn default_reconnect_max_ms() -> u64 {
+    30_000
+}
+fn default_status_interval_ms() -> u64 {
+    30_000
+}
+fn default_rpc_timeout_ms() -> u64 {
+    2_000
+}
+
+/// Customer identifiers.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySection {
+    /// Fleet HMAC key (base64, at least 16 bytes) that pseudonymises card numbers, phones, emails.
+    pub hmac_key: Option<String>,
+}
+
+/// Coupon verification.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CouponsSection {
+    /// Ed25519 public keys (base64, 32 bytes) whose coupons are honoured.
+    #[serde(default)]
+    pub public_keys: Vec<String>,
+}
+
+/// Remote config trust. Local-only.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustSection {
+    /// Ed25519 public keys (base64, 32 bytes) that may sign remote config layers.
+    #[serde(default)]
+    pub trusted_keys: Vec<String>,
+}
+
+/// The reference central's configuration (`storegate central`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CentralConfig {
+    pub mqtt: MqttSection,
+    pub central: CentralSection,
+}
+
+/// Central's own settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CentralSection {
+    /// Where central stores profiles and events: a SQLite path.
+    pub db: String,
+    /// Shared-subscription group (`$share/<group>/…`) so several centrals split the load;
+    /// leave unset for a broker without shared subscriptions.
+    pub share_group: Option<String>,
+    /// MQTT client id; must differ between central instances.
+    #[serde(default = "default_central_client_id")]
+    pub client_id: String,
+}
+
+fn default_central_client_id() -> String {
+    "storegate-central".to_string()
+}
+
+/// A parsed `[mqtt] url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerAddress {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+}
+
+impl BrokerAddress {
+    pub fn parse(url: &str) -> Result<BrokerAddress, String> {
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("mqtt://") {
+            (false, rest)
+        } else {
+            return Err(format!(
+                "`{url}` is not a broker URL; write mqtt://host:port or mqtts://host:port"
+            ));
+        };
+        let rest = rest.trim_end_matches('/');
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port)) => {
+                let port: u16 = port
+                    .parse()
+                    .map_err(|_| format!("`{port}` is not a port number in `{url}`"))?;
+                (host, port)
+            }
+            None => (rest, if tls { 8883 } else { 1883 }),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("`{url}` has no host; write mqtt://host:port"));
+        }
+        Ok(BrokerAddress {
+            tls,
+            host: host.to_string(),
+            port,
+        })
+    }
+
+    pub fn is_loopback(&self) -> bool {
+        self.host == "localhost"
+            || self
+                .host
+                .parse::<std::net::IpAddr>()
+                .map(|ip| ip.is_loopback())
+                .unwrap_or(false)
+    }
+}
+
+/// True for ids usable as PROTOCOL.md topic segments: `[a-z0-9][a-z0-9-]{0,31}`.
+pub fn is_topic_id(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 32
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
+impl MqttSection {
+    pub fn broker(&self) -> Result<BrokerAddress, ConfigError> {
+        BrokerAddress::parse(&self.url).map_err(|m| ConfigError::key("mqtt.url", m))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let broker = self.broker()?;
+        if broker.tls && self.ca.is_none() {
+            return Err(ConfigError::key(
+                "mqtt.ca",
+                "mqtts:// needs the CA certificate that signed the broker's certificate; set ca = \"/etc/storegate/ca.pem\"",
+            ));
+        }
+        if self.cert.is_some() != self.key.is_some() {
+            return Err(ConfigError::key(
+                "mqtt.cert",
+                "client TLS needs both cert and key; set both or neither",
+            ));
+        }
+        if (self.cert.is_some() || self.ca.is_some()) && !broker.tls {
+            return Err(ConfigError::key(
+                "mqtt.url",
+                "ca/cert/key are set but the URL is plain mqtt://; use mqtts://",
+            ));
+        }
+        if !broker.tls && !broker.is_loopback() && !self.allow_plaintext {
+            return Err(ConfigError::key(
+                "mqtt.url",
+                format!(
+                    "plain mqtt:// to {} would send customer data unencrypted; use mqtts:// with ca, or set allow_plaintext = true",
+                    broker.host
+                ),
+            ));
+        }
+        for (key, path) in [
+            ("mqtt.ca", &self.ca),
+            ("mqtt.cert", &self.cert),
+            ("mqtt.key", &self.key),
+        ] {
+            if let Some(path) = path {
+                if !path.is_file() {
+                    return Err(ConfigError::key(
+                        key,
+                        format!("{} does not exist or is not a file", path.display()),
+                    ));
+                }
+            }
+        }
+        if self.keep_alive_secs < 5 {
+            return Err(ConfigError::key(
+                "mqtt.keep_alive_secs",
+                "must be at least 5 (rumqttc refuses shorter keep-alives)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl GatewayConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !is_topic_id(&self.gateway.store) {
+            return Err(ConfigError::key(
+                "gateway.store",
+                format!(
+                    "`{}` must match [a-z0-9][a-z0-9-]{{0,31}} (lower-case letters, digits, dashes)",
+                    self.gateway.store
+                ),
+            ));
+        }
+        if !is_topic_id(&self.gateway.id) {
+            return Err(ConfigError::key(
+                "gateway.id",
+                format!(
+                    "`{}` must match [a-z0-9][a-z0-9-]{{0,31}} (lower-case letters, digits, dashes)",
+                    self.gateway.id
+                ),
+            ));
+        }
+        self.mqtt.validate()?;
+        if self.journal.path.as_os_str().is_empty() {
+            return Err(ConfigError::key(
+                "journal.path",
+                "must name the SQLite file, e.g. /var/lib/storegate/journal.db",
+            ));
+        }
+        if let Some(parent) = self.journal.path.parent() {
+            if !parent.as_os_str().is_empty() && !parent.is_dir() {
+                return Err(ConfigError::key(
+                    "journal.path",
+                    format!(
+                        "directory {} does not exist; create it first",
+                        parent.display()
+                    ),
+                ));
+            }
+        }
+        if self.api.tokens.iter().any(|t| t.len() < 16) {
+            return Err(ConfigError::key(
+                "api.tokens",
+                "each token needs at least 16 characters",
+            ));
+        }
+        self.sync.validate()?;
+        if let Some(key) = &self.identity.hmac_key {
+            let bytes = decode_base64(key).map_err(|m| ConfigError::key("identity.hmac_key", m))?;
+            if bytes.len() < 16 {
+                return Err(ConfigError::key(
+                    "identity.hmac_key",
+                    "needs at least 16 bytes of key material (base64)",
+                ));
+            }
+        }
+        check_ed25519_keys("coupons.public_keys", &self.coupons.public_keys)?;
+        check_ed25519_keys("config.trusted_keys", &self.config.trusted_keys)?;
+        Ok(())
+    }
+}
+
+impl SyncSection {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !(1..=10_000).contains(&self.batch_events) {
+            return Err(ConfigError::key(
+                "sync.batch_events",
+                "must be between 1 and 10000",
+            ));
+        }
+        if !(1024..=crate::protocol::MAX_PAYLOAD_BYTES - 1024).contains(&self.batch_bytes) {
+            return Err(ConfigError::key(
+                "sync.batch_bytes",
+                "must be between 1024 and 261120 (the protocol caps a payload at 256 KiB)",
+            ));
+        }
+        if !(1..=64).contains(&self.window_batches) {
+            return Err(ConfigError::key(
+                "sync.window_batches",
+                "must be between 1 and 64",
+            ));
+        }
+        if self.reconnect_min_ms == 0 || self.reconnect_min_ms > self.reconnect_max_ms {
+            return Err(ConfigError::key(
+                "sync.reconnect_min_ms",
+                "must be above 0 and not above sync.reconnect_max_ms",
+            ));
+        }
+        if self.ack_timeout_ms < 100 {
+            return Err(ConfigError::key(
+                "sync.ack_timeout_ms",
+                "must be at least 100",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl CentralConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.mqtt.validate()?;
+        if self.central.db.starts_with("postgres://")
+            || self.central.db.starts_with("postgresql://")
+        {
+            return Err(ConfigError::key(
+                "central.db",
+                "PostgreSQL storage is not built into this version; use a SQLite path",
+            ));
+        }
+        if let Some(group) = &self.central.share_group {
+            if group.is_empty() || group.contains(['/', '+', '#']) {
+                return Err(ConfigError::key(
+                    "central.share_group",
+                    "must be a plain name without / + #",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn decode_base64(text: &str) -> Result<Vec<u8>, String> {
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| format!("not valid base64: {e}"))
+}
+
+fn check_ed25519_keys(key: &str, keys: &[String]) -> Result<(), ConfigError> {
+    for (i, k) in keys.iter().enumerate() {
+        let bytes = decode_base64(k).map_err(|m| ConfigError::key(format!("{key}[{i}]"), m))?;
+        if bytes.len() != 32 {
+            return Err(ConfigError::key(
+                format!("{key}[{i}]"),
+                format!(
+                    "an Ed25519 public key is 32 bytes, this one is {}",
+                    bytes.len()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn broker_urls() {
+        let b = BrokerAddress::parse("mqtt://127.0.0.1:1884").unwrap();
+        assert_eq!((b.tls, b.host.as_str(), b.port), (false, "127.0.0.1", 1884));
+        assert!(b.is_loopback());
+        let b = BrokerAddress::parse("mqtts://broker.example").unwrap();
+        assert_eq!((b.tls, b.port), (true, 8883));
+        assert!(!b.is_loopback());
+        assert!(BrokerAddress::parse("http://x:1").is_err());
+        assert!(BrokerAddress::parse("mqtt://x:99999").is_err());
+        assert!(BrokerAddress::parse("mqtt://:1").is_err());
+    }
+
+    #[test]
+    fn topic_ids() {
+        assert!(is_topic_id("s-042"));
+        assert!(is_topic_id("gw1"));
+        assert!(!is_topic_id("-gw"));
+        assert!(!is_topic_id("GW"));
+        assert!(!is_topic_id("a/b"));
+        assert!(!is_topic_id(&"a".repeat(33)));
+    }
+}

@@ -1,0 +1,227 @@
+//! The journal: one SQLite file that is the single source of truth of everything a till did.
+//!
+//! # Invariants
+//! - An event exists once its transaction committed with `synchronous=FULL` in WAL mode; only
+//!   then is its caller answered. A crash at any instant loses no answered event.
+//! - `seq` is assigned inside the committing transaction from the `last_seq` counter, so it is
+//!   gap-free, strictly increasing from 1 and never reused, even after acked events are deleted.
+//! - Only the writer thread writes. Many callers' appends share one transaction and one fsync
+//!   (group commit): the thread takes every request already queued, commits them together, then
+//!   answers each. Each append runs in its own savepoint so one refused append (a duplicate
+//!   receipt) does not fail its neighbours.
+//! - `acked_upto` only grows, and only from central's application ack (never from a broker
+//!   PUBACK). Events above it form the outbox.
+//!
+//! # On-disk format (schema version 1, `PRAGMA user_version`)
+//! - `events(seq INTEGER PRIMARY KEY, id, kind, at, clock_synced, till, receipt, body)`;
+//!   `receipt` is unique where present (PROTOCOL.md: unique per gateway).
+//! - `idempotency(key PRIMARY KEY, fingerprint, seq, id)`: HTTP `Idempotency-Key`s.
+//! - `counters(name PRIMARY KEY, value)`: `last_seq`, `acked_upto`, `session`.
+
+mod outbox;
+mod schema;
+mod writer;
+
+pub use outbox::Outbox;
+pub use writer::WriterThread;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::clock::Clock;
+use crate::protocol::EventKind;
+
+/// A request to record one event.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub kind: EventKind,
+    pub till: String,
+    /// The body as compact JSON, already validated.
+    pub body: String,
+    /// For purchases: the receipt id, unique per gateway.
+    pub receipt: Option<String>,
+    pub idempotency: Option<IdempotencyKey>,
+}
+
+/// A caller's `Idempotency-Key` and a fingerprint of what it asked for, so the same key with a
+/// different request is refused instead of silently answered with the first one's result.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    pub key: String,
+    pub fingerprint: [u8; 32],
+}
+
+/// A committed (or, for a replayed key, previously committed) event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    pub seq: u64,
+    pub id: String,
+    /// True when this answers a repeated `Idempotency-Key`: nothing new was recorded.
+    pub replayed: bool,
+}
+
+/// Why an append was refused. Nothing was written.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum AppendError {
+    #[error("receipt {receipt} was already recorded as event {seq}")]
+    DuplicateReceipt {
+        receipt: String,
+        seq: u64,
+        id: String,
+    },
+    #[error("Idempotency-Key {0} was already used for a different request")]
+    IdempotencyMismatch(String),
+    #[error("the journal's disk is full; nothing was recorded")]
+    DiskFull,
+    #[error("journal storage failed: {0}")]
+    Storage(String),
+    #[error("the journal is shut down")]
+    Closed,
+}
+
+/// A journal failure outside of appends.
+#[derive(Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal {path}: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("journal {path} has schema version {found}, newer than this storegate knows ({known}); upgrade storegate")]
+    TooNew {
+        path: String,
+        found: i64,
+        known: i64,
+    },
+    #[error("journal storage failed: {0}")]
+    Storage(#[from] rusqlite::Error),
+    #[error("journal write failed: {0}")]
+    Write(String),
+    #[error("the journal is shut down")]
+    Closed,
+    #[error("cannot start the journal writer thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// Counters kept beside the events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Position {
+    pub last_seq: u64,
+    pub acked_upto: u64,
+}
+
+impl Position {
+    pub fn backlog(&self) -> u64 {
+        self.last_seq.saturating_sub(self.acked_upto)
+    }
+}
+
+pub(crate) enum Command {
+    Append {
+        event: NewEvent,
+        reply: oneshot::Sender<Result<Appended, AppendError>>,
+    },
+    Ack {
+        upto: u64,
+        reply: oneshot::Sender<Result<AckOutcome, String>>,
+    },
+    NextSession {
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
+}
+
+/// What recording an ack did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AckOutcome {
+    Advanced,
+    Stale,
+    /// Central acked beyond our last seq: this journal was restored from an older copy. The
+    /// seq counter was moved past the ack so no seq central already holds is ever reused.
+    AheadOfJournal,
+}
+
+/// A handle to the journal; cheap to clone, each clone talks to the one writer thread.
+#[derive(Clone)]
+pub struct Journal {
+    commands: mpsc::Sender<Command>,
+    position: watch::Receiver<Position>,
+    path: PathBuf,
+}
+
+/// Appends queued beyond this wait for room, which is back-pressure on intake rather than
+/// unbounded memory.
+const QUEUE_DEPTH: usize = 4096;
+
+impl Journal {
+    /// Opens (creating and migrating if needed) the journal and starts its writer thread.
+    pub fn open(
+        path: &Path,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(Journal, WriterThread), JournalError> {
+        let conn = schema::open_and_migrate(path)?;
+        let (commands, receiver) = mpsc::channel(QUEUE_DEPTH);
+        let start = writer::read_position(&conn)?;
+        let (position_tx, position) = watch::channel(start);
+        let thread = writer::spawn(conn, clock, receiver, position_tx)?;
+        Ok((
+            Journal {
+                commands,
+                position,
+                path: path.to_path_buf(),
+            },
+            thread,
+        ))
+    }
+
+    /// Records one event; returns only after it is durably committed.
+    pub async fn append(&self, event: NewEvent) -> Result<Appended, AppendError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Append { event, reply })
+            .await
+            .map_err(|_| AppendError::Closed)?;
+        answer.await.map_err(|_| AppendError::Closed)?
+    }
+
+    /// Records central's cumulative ack.
+    pub async fn record_ack(&self, upto: u64) -> Result<AckOutcome, JournalError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Ack { upto, reply })
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        answer
+            .await
+            .map_err(|_| JournalError::Closed)?
+            .map_err(JournalError::Write)
+    }
+
+    /// Increments and returns the MQTT session counter (PROTOCOL.md status `session`).
+    pub async fn next_session(&self) -> Result<u64, JournalError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::NextSession { reply })
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        answer
+            .await
+            .map_err(|_| JournalError::Closed)?
+            .map_err(JournalError::Write)
+    }
+
+    /// The last committed seq and the acked position; changes wake the sync pump.
+    pub fn position(&self) -> watch::Receiver<Position> {
+        self.position.clone()
+    }
+
+    /// Opens a read connection for the outbox; reads never block the writer (WAL).
+    pub fn outbox(&self) -> Result<Outbox, JournalError> {
+        Outbox::open(&self.path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}

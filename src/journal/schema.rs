@@ -1,0 +1,68 @@
+//! Schema and migrations, versioned with `PRAGMA user_version`.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::JournalError;
+
+/// Each entry migrates from version `index` to `index + 1`. Append only; never edit a shipped one.
+const MIGRATIONS: &[&str] = &[
+    // 0 -> 1
+    "CREATE TABLE events(
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        at TEXT NOT NULL,
+        clock_synced INTEGER NOT NULL,
+        till TEXT NOT NULL,
+        receipt TEXT,
+        body TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX events_receipt ON events(receipt) WHERE receipt IS NOT NULL;
+    CREATE TABLE idempotency(
+        key TEXT PRIMARY KEY,
+        fingerprint BLOB NOT NULL,
+        seq INTEGER NOT NULL,
+        id TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO counters(name, value) VALUES ('last_seq', 0), ('acked_upto', 0), ('session', 0);",
+];
+
+pub(super) fn open_and_migrate(path: &Path) -> Result<Connection, JournalError> {
+    let open_err = |source| JournalError::Open {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut conn = Connection::open(path).map_err(open_err)?;
+    configure(&conn).map_err(open_err)?;
+    let found: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(open_err)?;
+    let known = MIGRATIONS.len() as i64;
+    if found > known {
+        return Err(JournalError::TooNew {
+            path: path.display().to_string(),
+            found,
+            known,
+        });
+    }
+    for (version, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        let tx = conn.transaction().map_err(open_err)?;
+        tx.execute_batch(sql).map_err(open_err)?;
+        tx.pragma_update(None, "user_version", version as i64 + 1)
+            .map_err(open_err)?;
+        tx.commit().map_err(open_err)?;
+    }
+    Ok(conn)
+}
+
+/// WAL with `synchronous=FULL`: a commit is on disk when it returns, which guarantee 1 needs.
+pub(super) fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}

@@ -1,0 +1,27 @@
+//! storegate: an in-store edge gateway.
+//!
+//! # Layout
+//! The data path runs one way (see `shared/DESIGN.md`):
+//! - `devices` (later) and [`api`] turn till and device input into typed events;
+//! - [`journal`] commits each event with the next `seq` in one SQLite transaction: the single
+//!   source of truth, from which every output is derived;
+//! - [`sync`] pumps the journal's outbox to the broker over MQTT and moves on only when
+//!   [`central`] acks, per [`protocol`];
+//! - [`central`] is the reference profile service on the other side of the broker;
+//! - [`broker`] embeds rumqttd for the demo and tests; [`demo`] wires all of it on loopback;
+//!   [`cli`] is the command line over all of these; [`config`] loads and validates settings.
+
+#![deny(unsafe_code)]
+
+pub mod api;
+pub mod broker;
+pub mod central;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod daemon;
+pub mod demo;
+pub mod journal;
+pub mod metrics;
+pub mod protocol;
+pub mod sync;

@@ -1,0 +1,238 @@
+//! Event kinds and their bodies (PROTOCOL.md "Event kinds and their body"), one type per kind,
+//! with the checks a body must pass before it may enter the journal.
+
+use serde::{Deserialize, Serialize};
+
+/// What kind of thing happened. The wire name is the `kind` field of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    Purchase,
+    CouponRedeemed,
+    IdentitySeen,
+    OrderPlaced,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Purchase => "purchase",
+            EventKind::CouponRedeemed => "coupon_redeemed",
+            EventKind::IdentitySeen => "identity_seen",
+            EventKind::OrderPlaced => "order_placed",
+        }
+    }
+}
+
+/// A body that failed its checks: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+        FieldError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// One basket line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Line {
+    pub sku: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gtin: Option<String>,
+    pub qty: i64,
+    pub unit_minor: i64,
+}
+
+/// `purchase`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Purchase {
+    pub receipt: String,
+    pub lines: Vec<Line>,
+    pub total_minor: i64,
+    pub currency: String,
+    pub customer: Option<String>,
+    #[serde(default)]
+    pub coupons: Vec<String>,
+    #[serde(default)]
+    pub points: i64,
+}
+
+/// Longest receipt id, sku or coupon id we accept; longer is a till bug, not a receipt.
+const MAX_ID_LEN: usize = 64;
+/// A basket bigger than this is refused: one event must fit a 256 KiB batch with room to spare.
+const MAX_LINES: usize = 500;
+
+impl Purchase {
+    /// Checks what serde cannot: non-empty ids, plausible amounts, a currency code, a profile ref.
+    pub fn validate(&self) -> Result<(), FieldError> {
+        check_id("receipt", &self.receipt)?;
+        if self.lines.is_empty() {
+            return Err(FieldError::new(
+                "lines",
+                "a purchase needs at least one line",
+            ));
+        }
+        if self.lines.len() > MAX_LINES {
+            return Err(FieldError::new(
+                "lines",
+                format!("at most {MAX_LINES} lines per purchase"),
+            ));
+        }
+        for (i, line) in self.lines.iter().enumerate() {
+            check_id(&format!("lines[{i}].sku"), &line.sku)?;
+            if let Some(gtin) = &line.gtin {
+                if gtin.is_empty() || gtin.len() > 14 || !gtin.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(FieldError::new(
+                        format!("lines[{i}].gtin"),
+                        "a GTIN is 8 to 14 digits",
+                    ));
+                }
+            }
+            if line.qty == 0 || line.qty.abs() > 1_000_000 {
+                return Err(FieldError::new(
+                    format!("lines[{i}].qty"),
+                    "must be a non-zero quantity (negative for a return)",
+                ));
+            }
+            if line.unit_minor < 0 {
+                return Err(FieldError::new(
+                    format!("lines[{i}].unit_minor"),
+                    "must not be negative (discounts travel as coupons)",
+                ));
+            }
+        }
+        if self.total_minor.abs() > 100_000_000_000 {
+            return Err(FieldError::new("total_minor", "is implausibly large"));
+        }
+        check_currency("currency", &self.currency)?;
+        if let Some(customer) = &self.customer {
+            check_profile_ref("customer", customer)?;
+        }
+        for (i, coupon) in self.coupons.iter().enumerate() {
+            check_id(&format!("coupons[{i}]"), coupon)?;
+        }
+        if self.points < 0 {
+            return Err(FieldError::new("points", "must not be negative"));
+        }
+        Ok(())
+    }
+}
+
+fn check_id(field: &str, value: &str) -> Result<(), FieldError> {
+    if value.trim().is_empty() {
+        return Err(FieldError::new(field, "must not be empty"));
+    }
+    if value.len() > MAX_ID_LEN {
+        return Err(FieldError::new(
+            field,
+            format!("must be at most {MAX_ID_LEN} bytes"),
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(FieldError::new(
+            field,
+            "must not contain control characters",
+        ));
+    }
+    Ok(())
+}
+
+fn check_currency(field: &str, value: &str) -> Result<(), FieldError> {
+    if value.len() == 3 && value.bytes().all(|b| b.is_ascii_uppercase()) {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            field,
+            "must be an ISO 4217 code such as EUR",
+        ))
+    }
+}
+
+/// A profile ref: `p:<uuid>` or `prov:<gateway>:<ulid>`.
+pub fn check_profile_ref(field: &str, value: &str) -> Result<(), FieldError> {
+    let ok = if let Some(rest) = value.strip_prefix("p:") {
+        !rest.is_empty()
+            && rest.len() <= 64
+            && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    } else if let Some(rest) = value.strip_prefix("prov:") {
+        match rest.split_once(':') {
+            Some((gateway, ulid)) => {
+                crate::config::is_topic_id(gateway) && ulid.parse::<ulid::Ulid>().is_ok()
+            }
+            None => false,
+        }
+    } else {
+        false
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(FieldError::new(
+            field,
+            "must be a profile ref: p:<uuid> or prov:<gateway>:<ulid>",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn purchase() -> Purchase {
+        Purchase {
+            receipt: "r-1".into(),
+            lines: vec![Line {
+                sku: "sku-1".into(),
+                gtin: Some("4006381333931".into()),
+                qty: 2,
+                unit_minor: 199,
+            }],
+            total_minor: 398,
+            currency: "EUR".into(),
+            customer: None,
+            coupons: vec![],
+            points: 3,
+        }
+    }
+
+    #[test]
+    fn valid_purchase_passes() {
+        assert_eq!(purchase().validate(), Ok(()));
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let mut p = purchase();
+        p.lines[0].qty = 0;
+        assert_eq!(p.validate().unwrap_err().field, "lines[0].qty");
+        let mut p = purchase();
+        p.currency = "eur".into();
+        assert_eq!(p.validate().unwrap_err().field, "currency");
+        let mut p = purchase();
+        p.customer = Some("bob".into());
+        assert_eq!(p.validate().unwrap_err().field, "customer");
+        let mut p = purchase();
+        p.receipt = " ".into();
+        assert_eq!(p.validate().unwrap_err().field, "receipt");
+        let mut p = purchase();
+        p.lines.clear();
+        assert_eq!(p.validate().unwrap_err().field, "lines");
+    }
+
+    #[test]
+    fn profile_refs() {
+        assert!(check_profile_ref("c", "p:0b5e1c3a-1d2f-4c1a-9f2e-0123456789ab").is_ok());
+        assert!(check_profile_ref("c", "prov:gw-1:01JD0000000000000000000000").is_ok());
+        assert!(check_profile_ref("c", "prov:gw-1:nope").is_err());
+        assert!(check_profile_ref("c", "p:").is_err());
+    }
+}

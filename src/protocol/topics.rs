@@ -1,0 +1,91 @@
+//! Topic names (prefix `storegate/v1`).
+
+pub const PREFIX: &str = "storegate/v1";
+
+/// The topics of one gateway.
+#[derive(Debug, Clone)]
+pub struct GatewayTopics {
+    base: String,
+    store: String,
+}
+
+impl GatewayTopics {
+    pub fn new(store: &str, gateway: &str) -> GatewayTopics {
+        GatewayTopics {
+            base: format!("{PREFIX}/{store}/{gateway}"),
+            store: store.to_string(),
+        }
+    }
+    pub fn events(&self) -> String {
+        format!("{}/events", self.base)
+    }
+    pub fn ack(&self) -> String {
+        format!("{}/ack", self.base)
+    }
+    pub fn status(&self) -> String {
+        format!("{}/status", self.base)
+    }
+    pub fn rpc_req(&self) -> String {
+        format!("{}/rpc/req", self.base)
+    }
+    pub fn rpc_res(&self) -> String {
+        format!("{}/rpc/res", self.base)
+    }
+    pub fn orders(&self) -> String {
+        format!("{}/orders", self.base)
+    }
+    pub fn config_gateway(&self) -> String {
+        format!("{}/config", self.base)
+    }
+    pub fn config_store(&self) -> String {
+        format!("{PREFIX}/{}/config", self.store)
+    }
+    pub fn config_state(&self) -> String {
+        format!("{}/config/state", self.base)
+    }
+    /// Every topic a gateway subscribes to.
+    pub fn inbound(&self) -> Vec<String> {
+        vec![
+            self.ack(),
+            self.rpc_res(),
+            self.orders(),
+            IDENTITY.to_string(),
+            CONFIG_FLEET.to_string(),
+            self.config_store(),
+            self.config_gateway(),
+        ]
+    }
+}
+
+pub const IDENTITY: &str = "storegate/v1/identity";
+pub const CONFIG_FLEET: &str = "storegate/v1/config/fleet";
+pub const CENTRAL_STATUS: &str = "storegate/v1/central/status";
+/// Central's subscription for every gateway's batches.
+pub const ALL_EVENTS: &str = "storegate/v1/+/+/events";
+/// Central's subscription for every gateway's rpc requests.
+pub const ALL_RPC_REQ: &str = "storegate/v1/+/+/rpc/req";
+
+/// Splits `storegate/v1/{store}/{gateway}/{rest}` into its parts.
+pub fn split_gateway_topic(topic: &str) -> Option<(&str, &str, &str)> {
+    let rest = topic.strip_prefix(PREFIX)?.strip_prefix('/')?;
+    let (store, rest) = rest.split_once('/')?;
+    let (gateway, rest) = rest.split_once('/')?;
+    Some((store, gateway, rest))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gateway_topics_round_trip() {
+        let t = GatewayTopics::new("s-042", "gw-1");
+        assert_eq!(t.events(), "storegate/v1/s-042/gw-1/events");
+        assert_eq!(t.config_store(), "storegate/v1/s-042/config");
+        assert_eq!(
+            split_gateway_topic(&t.rpc_req()),
+            Some(("s-042", "gw-1", "rpc/req"))
+        );
+        assert_eq!(split_gateway_topic("other/v1/a/b/events"), None);
+    }
+}

@@ -1,0 +1,393 @@
+//! Sync: the MQTT session that moves the journal's outbox to central and brings back acks,
+//! rpc answers and central's messages (PROTOCOL.md).
+//!
+//! rumqttc is a pipe here, not a store: it keeps in-flight QoS 1 messages only in memory and
+//! drops them when the broker has no session, so delivery rests on the journal and central's
+//! cumulative ack. An event leaves the outbox only when central acks it; everything unacked is
+//! sent again after every reconnect and after an ack timeout. Intake never waits on any of this.
+
+mod backoff;
+mod connection;
+mod inbound;
+mod pump;
+mod rpc;
+
+pub use backoff::Backoff;
+pub use connection::forget_session;
+pub use rpc::{RpcCallError, RpcClient};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::{AsyncClient, QoS};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{GatewayConfig, MqttSection, SyncSection};
+use crate::journal::{Journal, JournalError};
+use crate::metrics::Metrics;
+use crate::protocol::topics::GatewayTopics;
+use crate::protocol::GatewayStatus;
+
+use connection::NetEvent;
+use pump::Pump;
+
+/// What the rest of the daemon may know about the broker connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SyncState {
+    pub connected: bool,
+    pub session: u64,
+}
+
+/// A sync failure that stops the sync part (not a broker outage, which is a state).
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("config: {0}")]
+    Config(#[from] crate::config::ConfigError),
+}
+
+/// Who this gateway is on the wire.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub store: String,
+    pub gateway: String,
+}
+
+/// The sync part's settings, taken from the gateway config.
+#[derive(Debug, Clone)]
+pub struct SyncSettings {
+    pub identity: Identity,
+    pub mqtt: MqttSection,
+    pub sync: SyncSection,
+}
+
+impl SyncSettings {
+    pub fn from_config(config: &GatewayConfig) -> SyncSettings {
+        SyncSettings {
+            identity: Identity {
+                store: config.gateway.store.clone(),
+                gateway: config.gateway.id.clone(),
+            },
+            mqtt: config.mqtt.clone(),
+            sync: config.sync.clone(),
+        }
+    }
+}
+
+/// The owner of the MQTT session and the outbox position.
+pub struct Sync {
+    settings: SyncSettings,
+    journal: Journal,
+    metrics: Arc<Metrics>,
+    state: watch::Sender<SyncState>,
+    rpc_requests: mpsc::Receiver<rpc::Call>,
+    rpc_client: RpcClient,
+}
+
+impl Sync {
+    pub fn new(settings: SyncSettings, journal: Journal, metrics: Arc<Metrics>) -> Sync {
+        let (state, _) = watch::channel(SyncState::default());
+        let (rpc_client, rpc_requests) =
+            RpcClient::channel(Duration::from_millis(settings.sync.rpc_timeout_ms));
+        Sync {
+            settings,
+            journal,
+            metrics,
+            state,
+            rpc_requests,
+            rpc_client,
+        }
+    }
+
+    /// Connection state, for the API's health view.
+    pub fn state(&self) -> watch::Receiver<SyncState> {
+        self.state.subscribe()
+    }
+
+    /// A handle other parts use for rpc calls to central.
+    pub fn rpc(&self) -> RpcClient {
+        self.rpc_client.clone()
+    }
+
+    /// Runs until `shutdown` resolves; then marks the gateway offline and disconnects.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), SyncError> {
+        let Sync {
+            settings,
+            journal,
+            metrics,
+            state,
+            mut rpc_requests,
+            rpc_client,
+        } = self;
+        drop(rpc_client);
+        let topics = GatewayTopics::new(&settings.identity.store, &settings.identity.gateway);
+        let session = journal.next_session().await?;
+        let options = connection::options(&settings, &topics, session)?;
+        let (client, eventloop) = AsyncClient::new(options, connection::REQUEST_CHANNEL_CAPACITY);
+        let (net_tx, mut net_rx) = mpsc::channel(64);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let backoff = Backoff::new(
+            Duration::from_millis(settings.sync.reconnect_min_ms),
+            Duration::from_millis(settings.sync.reconnect_max_ms),
+        );
+        let driver = tokio::spawn(connection::drive(
+            eventloop,
+            journal.clone(),
+            topics.clone(),
+            backoff,
+            net_tx,
+            stop_rx,
+        ));
+
+        let outbox = journal.outbox()?;
+        let mut position = journal.position();
+        let start = *position.borrow_and_update();
+        let mut owner = Owner {
+            client,
+            topics,
+            settings,
+            journal,
+            metrics,
+            state,
+            pump: Pump::new(start.acked_upto),
+            outbox,
+            rpc: rpc::Pending::default(),
+            session,
+        };
+        owner.metrics.acked(start.acked_upto);
+        owner.metrics.set_last_seq(start.last_seq);
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut status_tick = tokio::time::interval(Duration::from_millis(
+            owner.settings.sync.status_interval_ms,
+        ));
+        status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut rpc_open = true;
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = &mut shutdown => break,
+                event = net_rx.recv() => match event {
+                    Some(event) => owner.on_net(event).await,
+                    None => break,
+                },
+                changed = position.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let now = *position.borrow_and_update();
+                    owner.metrics.set_last_seq(now.last_seq);
+                    owner.pump_outbox(now.last_seq);
+                }
+                // Once every RpcClient is dropped the channel yields None at once, forever; the
+                // guard stops that from spinning the loop.
+                call = rpc_requests.recv(), if rpc_open => match call {
+                    Some(call) => owner.send_rpc(call),
+                    None => rpc_open = false,
+                },
+                _ = tick.tick() => {
+                    let last_seq = position.borrow().last_seq;
+                    owner.on_tick(last_seq);
+                }
+                _ = status_tick.tick() => owner.publish_status(),
+            }
+        }
+        owner.go_offline();
+        let _ = stop_tx.send(true);
+        if tokio::time::timeout(Duration::from_secs(3), driver)
+            .await
+            .is_err()
+        {
+            tracing::warn!("MQTT connection did not close within 3 s");
+        }
+        Ok(())
+    }
+}
+
+/// The state the sync loop owns while it runs.
+struct Owner {
+    client: AsyncClient,
+    topics: GatewayTopics,
+    settings: SyncSettings,
+    journal: Journal,
+    metrics: Arc<Metrics>,
+    state: watch::Sender<SyncState>,
+    pump: Pump,
+    outbox: crate::journal::Outbox,
+    rpc: rpc::Pending,
+    session: u64,
+}
+
+impl Owner {
+    async fn on_net(&mut self, event: NetEvent) {
+        match event {
+            NetEvent::Connected { session } => {
+                self.session = session;
+                tracing::info!(session, "connected to broker");
+                self.metrics.connection_changed(true);
+                self.state.send_replace(SyncState {
+                    connected: true,
+                    session,
+                });
+                let filters = self
+                    .topics
+                    .inbound()
+                    .into_iter()
+                    .map(|path| rumqttc::SubscribeFilter::new(path, QoS::AtLeastOnce));
+                if let Err(e) = self.client.try_subscribe_many(filters) {
+                    tracing::warn!(error = %e, "subscribe request not queued");
+                }
+                self.publish_status();
+                let from = self.pump.restart();
+                let last_seq = self.journal.position().borrow().last_seq;
+                if from <= last_seq {
+                    self.metrics.resend(from, "connected");
+                }
+                self.pump_outbox(last_seq);
+            }
+            NetEvent::Disconnected { error } => {
+                if self.state.borrow().connected {
+                    tracing::warn!(%error, "broker connection lost; intake goes on into the journal");
+                    self.metrics.connection_changed(false);
+                }
+                self.state.send_modify(|s| s.connected = false);
+                self.pump.disconnected();
+                self.rpc.fail_all(RpcCallError::Unreachable);
+            }
+            NetEvent::Message { topic, payload } => {
+                match inbound::parse(&self.topics, &topic, &payload) {
+                    Ok(message) => self.on_message(message).await,
+                    Err(refusal) => self.metrics.inbound_invalid(
+                        refusal.family,
+                        refusal.reason,
+                        &refusal.detail,
+                    ),
+                }
+            }
+        }
+    }
+
+    async fn on_message(&mut self, message: inbound::Inbound) {
+        match message {
+            inbound::Inbound::Ack(ack) => self.on_ack(ack.upto_seq).await,
+            inbound::Inbound::RpcResponse(response) => self.rpc.complete(response),
+            inbound::Inbound::Accepted { family } => {
+                // Valid per PROTOCOL.md; identity, orders and config layers are applied by the
+                // parts that own them (identity, api/orders, config) as those land.
+                tracing::debug!(family, "central message accepted");
+            }
+        }
+    }
+
+    async fn on_ack(&mut self, upto: u64) {
+        if upto <= self.pump.acked() {
+            return;
+        }
+        match self.journal.record_ack(upto).await {
+            Ok(crate::journal::AckOutcome::AheadOfJournal) => self.metrics.journal_restored(upto),
+            Ok(_) => {}
+            Err(error) => {
+                // Not fatal: the ack will come again (central answers every batch with it).
+                tracing::error!(%error, upto, "could not record ack");
+                return;
+            }
+        }
+        self.metrics.acked(upto);
+        self.pump.acked_upto(upto);
+        let last_seq = self.journal.position().borrow().last_seq;
+        self.pump_outbox(last_seq);
+    }
+
+    fn on_tick(&mut self, last_seq: u64) {
+        self.rpc.expire();
+        if !self.state.borrow().connected {
+            return;
+        }
+        let timeout = Duration::from_millis(self.settings.sync.ack_timeout_ms);
+        if let Some(from) = self.pump.timed_out(timeout) {
+            self.metrics.resend(from, "ack timeout");
+        }
+        self.pump_outbox(last_seq);
+    }
+
+    fn pump_outbox(&mut self, last_seq: u64) {
+        if !self.state.borrow().connected {
+            return;
+        }
+        let limits = pump::Limits {
+            batch_events: self.settings.sync.batch_events,
+            batch_bytes: self.settings.sync.batch_bytes,
+            window_batches: self.settings.sync.window_batches,
+        };
+        let identity = &self.settings.identity;
+        if let Err(error) = self.pump.fill_window(
+            &self.outbox,
+            &self.client,
+            &self.topics,
+            identity,
+            limits,
+            last_seq,
+            &self.metrics,
+        ) {
+            tracing::error!(%error, "reading the outbox failed; will retry");
+        }
+    }
+
+    fn send_rpc(&mut self, call: rpc::Call) {
+        if !self.state.borrow().connected {
+            call.fail(RpcCallError::Unreachable);
+            return;
+        }
+        self.rpc.send(call, &self.client, &self.topics.rpc_req());
+    }
+
+    fn status(&self, state: &str) -> GatewayStatus {
+        let position = *self.journal.position().borrow();
+        GatewayStatus {
+            state: state.to_string(),
+            session: self.session,
+            version: Some(env!("CARGO_PKG_VERSION").to_string()),
+            backlog: Some(position.backlog()),
+            config: None,
+        }
+    }
+
+    fn publish_status(&self) {
+        if !self.state.borrow().connected {
+            return;
+        }
+        let status = self.status("online");
+        if let Ok(payload) = serde_json::to_vec(&status) {
+            if let Err(e) =
+                self.client
+                    .try_publish(self.topics.status(), QoS::AtLeastOnce, true, payload)
+            {
+                tracing::debug!(error = %e, "status not queued");
+            }
+        }
+    }
+
+    /// A clean shutdown publishes the offline status itself: the broker sends the will only
+    /// when a connection dies without a DISCONNECT.
+    fn go_offline(&self) {
+        if self.state.borrow().connected {
+            let status = GatewayStatus {
+                version: None,
+                backlog: None,
+                ..self.status("offline")
+            };
+            if let Ok(payload) = serde_json::to_vec(&status) {
+                let _ =
+                    self.client
+                        .try_publish(self.topics.status(), QoS::AtLeastOnce, true, payload);
+            }
+        }
+        let _ = self.client.try_disconnect();
+    }
+}

@@ -1,0 +1,150 @@
+//! Request/response over MQTT with deadlines (PROTOCOL.md "RPC"). A call that has no answer by
+//! its deadline, or is made while disconnected, fails as `Unreachable`/`Timeout` so the caller
+//! falls back to its offline policy at once instead of waiting on the network.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant, SystemTime};
+
+use rumqttc::{AsyncClient, QoS};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::protocol::{timestamp, RpcError, RpcRequest, RpcResponse};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RpcCallError {
+    #[error("central is unreachable")]
+    Unreachable,
+    #[error("central did not answer in time")]
+    Timeout,
+    #[error("central refused: {} ({})", .0.code, .0.message)]
+    Refused(RpcError),
+}
+
+pub(super) struct Call {
+    method: String,
+    params: serde_json::Value,
+    timeout: Duration,
+    reply: oneshot::Sender<Result<serde_json::Value, RpcCallError>>,
+}
+
+impl Call {
+    pub(super) fn fail(self, error: RpcCallError) {
+        let _ = self.reply.send(Err(error));
+    }
+}
+
+/// A handle for making rpc calls; cheap to clone.
+#[derive(Clone)]
+pub struct RpcClient {
+    calls: mpsc::Sender<Call>,
+    timeout: Duration,
+}
+
+impl RpcClient {
+    pub(super) fn channel(timeout: Duration) -> (RpcClient, mpsc::Receiver<Call>) {
+        let (calls, receiver) = mpsc::channel(64);
+        (RpcClient { calls, timeout }, receiver)
+    }
+
+    /// Calls `method` on central; resolves by the configured deadline at the latest.
+    pub async fn call(
+        &self,
+        method: &str,
+        params: serde_json::Value,
+    ) -> Result<serde_json::Value, RpcCallError> {
+        let (reply, answer) = oneshot::channel();
+        let call = Call {
+            method: method.to_string(),
+            params,
+            timeout: self.timeout,
+            reply,
+        };
+        self.calls
+            .send(call)
+            .await
+            .map_err(|_| RpcCallError::Unreachable)?;
+        match tokio::time::timeout(self.timeout + Duration::from_millis(200), answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(RpcCallError::Unreachable),
+            Err(_) => Err(RpcCallError::Timeout),
+        }
+    }
+}
+
+struct Waiting {
+    deadline: Instant,
+    reply: oneshot::Sender<Result<serde_json::Value, RpcCallError>>,
+}
+
+/// Calls sent and not yet answered, by request id.
+#[derive(Default)]
+pub(super) struct Pending {
+    waiting: HashMap<String, Waiting>,
+}
+
+impl Pending {
+    pub fn send(&mut self, call: Call, client: &AsyncClient, topic: &str) {
+        let id = ulid::Ulid::new().to_string();
+        let request = RpcRequest {
+            id: id.clone(),
+            method: call.method,
+            params: call.params,
+            deadline: timestamp(SystemTime::now() + call.timeout),
+        };
+        let Ok(payload) = serde_json::to_vec(&request) else {
+            let _ = call.reply.send(Err(RpcCallError::Unreachable));
+            return;
+        };
+        if client
+            .try_publish(topic, QoS::AtLeastOnce, false, payload)
+            .is_err()
+        {
+            let _ = call.reply.send(Err(RpcCallError::Unreachable));
+            return;
+        }
+        self.waiting.insert(
+            id,
+            Waiting {
+                deadline: Instant::now() + call.timeout,
+                reply: call.reply,
+            },
+        );
+    }
+
+    pub fn complete(&mut self, response: RpcResponse) {
+        // An answer to a call that already timed out (or to another process) is ignored.
+        let Some(waiting) = self.waiting.remove(&response.id) else {
+            return;
+        };
+        let result = match (response.ok, response.result, response.error) {
+            (true, result, _) => Ok(result.unwrap_or(serde_json::Value::Null)),
+            (false, _, Some(error)) => Err(RpcCallError::Refused(error)),
+            (false, _, None) => Err(RpcCallError::Refused(RpcError {
+                code: "unknown".into(),
+                message: "central refused without an error".into(),
+            })),
+        };
+        let _ = waiting.reply.send(result);
+    }
+
+    pub fn expire(&mut self) {
+        let now = Instant::now();
+        let expired: Vec<String> = self
+            .waiting
+            .iter()
+            .filter(|(_, w)| w.deadline <= now)
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in expired {
+            if let Some(waiting) = self.waiting.remove(&id) {
+                let _ = waiting.reply.send(Err(RpcCallError::Timeout));
+            }
+        }
+    }
+
+    pub fn fail_all(&mut self, error: RpcCallError) {
+        for (_, waiting) in self.waiting.drain() {
+            let _ = waiting.reply.send(Err(error.clone()));
+        }
+    }
+}

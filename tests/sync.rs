@@ -1,0 +1,26 @@
+//! The spine's guarantees end to end: real `storegate` processes, the embedded broker, real
+//! SQLite files. The same scenarios run against Mosquitto in `tests/interop.rs`.
+
+mod common;
+
+use common::{scenarios, BrokerKind};
+
+#[test]
+fn offline_10000_purchases_reach_central_exactly_once_in_order() {
+    scenarios::offline_backlog_drains_exactly_once(BrokerKind::Embedded, 10_000);
+}
+
+#[test]
+fn kill_9_during_intake_and_sync_loses_no_acknowledged_event_20_trials() {
+    scenarios::kill9_loses_nothing_acknowledged(BrokerKind::Embedded, 20);
+}
+
+#[test]
+fn broker_restart_without_persistence_mid_sync_loses_nothing() {
+    scenarios::broker_restart_mid_sync_loses_nothing(BrokerKind::Embedded);
+}
+
+#[test]
+fn malformed_payloads_on_every_inbound_topic_are_counted_and_ignored() {
+    scenarios::malformed_inbound_is_counted_and_ignored(BrokerKind::Embedded);
+}
