@@ -78,6 +78,7 @@ impl Outbox {
         Ok(Position {
             last_seq: get("last_seq")?,
             acked_upto: get("acked_upto")?,
+            commits: 0,
         })
     }
 }

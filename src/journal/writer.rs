@@ -28,6 +28,7 @@ pub(super) fn read_position(conn: &Connection) -> Result<Position, JournalError>
     Ok(Position {
         last_seq: counter(conn, "last_seq")?,
         acked_upto: counter(conn, "acked_upto")?,
+        commits: 0,
     })
 }
 
@@ -179,6 +180,7 @@ impl Writer {
             [current.last_seq as i64],
         )?;
         tx.commit()?;
+        current.commits += 1;
         self.current = current;
         self.last_at = last_at;
         Ok(answers)

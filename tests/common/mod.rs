@@ -77,19 +77,24 @@ impl Proc {
 
     /// Waits for the `{"ready":…}` line the process prints once it serves.
     pub fn ready(&mut self, within: Duration) -> serde_json::Value {
+        self.json_line("ready", within)
+    }
+
+    /// Waits for a stdout JSON line with `key` at its top and returns that value.
+    pub fn json_line(&mut self, key: &str, within: Duration) -> serde_json::Value {
         let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
                     if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                        if let Some(ready) = v.get("ready") {
-                            return ready.clone();
+                        if let Some(value) = v.get(key) {
+                            return value.clone();
                         }
                     }
                 }
                 Err(_) => panic!(
-                    "{} not ready within {within:?}; log:\n{}",
+                    "{} printed no {key} line within {within:?}; log:\n{}",
                     self.name,
                     self.log_text()
                 ),
@@ -121,6 +126,11 @@ impl Proc {
     /// SIGTERM, then waits for a clean exit; returns the exit status code.
     pub fn terminate(&mut self, within: Duration) -> Option<i32> {
         unsafe_sigterm(self.pid());
+        self.wait_exit(within)
+    }
+
+    /// Waits (bounded) for the process to exit by itself; its exit code, or None on timeout.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -234,8 +244,16 @@ pub fn start_central(dir: &Path, broker_url: &str) -> (Proc, PathBuf) {
 /// Writes a gateway config; `extra` is appended TOML (e.g. a `[sync]` table).
 pub fn gateway_config(dir: &Path, broker_url: &str, api_port: u16, extra: &str) -> PathBuf {
     let config = dir.join("gateway.toml");
+    // Keys of an `[api]` table in `extra` join the generated `[api]` table.
+    let (api_keys, extra) = match extra.strip_prefix("[api]\n") {
+        Some(rest) => match rest.find("\n[") {
+            Some(end) => (&rest[..=end], &rest[end + 1..]),
+            None => (rest, ""),
+        },
+        None => ("", extra),
+    };
     let text = format!(
-        "[gateway]\nstore = \"{STORE}\"\nid = \"{GATEWAY}\"\n[mqtt]\nurl = \"{broker_url}\"\n[journal]\npath = \"{}\"\n[api]\nlisten = \"127.0.0.1:{api_port}\"\n{extra}",
+        "[gateway]\nstore = \"{STORE}\"\nid = \"{GATEWAY}\"\n[mqtt]\nurl = \"{broker_url}\"\n[journal]\npath = \"{}\"\n[api]\nlisten = \"127.0.0.1:{api_port}\"\n{api_keys}{extra}",
         dir.join("journal.db").display()
     );
     let text = if extra.contains("[sync]") {
