@@ -14,6 +14,7 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod bench;
 pub mod broker;
 pub mod central;
 pub mod cli;

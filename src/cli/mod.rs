@@ -52,6 +52,8 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:1883")]
         listen: SocketAddr,
     },
+    /// Measure journal ingest and backlog drain against baselines in the same run.
+    Bench(crate::bench::BenchArgs),
     /// Print the running gateway's health as JSON.
     Status {
         /// The gateway's API address.
@@ -68,6 +70,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Demo { purchases, rate } => crate::demo::run(purchases, rate),
         Command::Broker { listen } => run_broker(listen),
         Command::Status { api } => run_status(api),
+        Command::Bench(args) => crate::bench::run(args),
     }
 }
 

@@ -7,8 +7,8 @@
 //!   gap-free, strictly increasing from 1 and never reused, even after acked events are deleted.
 //! - Only the writer thread writes. Many callers' appends share one transaction and one fsync
 //!   (group commit): the thread takes every request already queued, commits them together, then
-//!   answers each. Each append runs in its own savepoint so one refused append (a duplicate
-//!   receipt) does not fail its neighbours.
+//!   answers each. A refused append (a duplicate receipt, a reused idempotency key) writes
+//!   nothing, so it fails alone and its neighbours in the group commit.
 //! - `acked_upto` only grows, and only from central's application ack (never from a broker
 //!   PUBACK). Events above it form the outbox.
 //!

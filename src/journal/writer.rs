@@ -155,10 +155,19 @@ impl Writer {
         let mut answers = Vec::with_capacity(group.len());
         let mut current = self.current;
         let mut last_at = self.last_at;
+        // The kernel's sync state is a syscall; it cannot meaningfully change within one group.
+        let synchronised = self.clock.synchronised();
         for command in group.drain(..) {
             match command {
                 Command::Append { event, reply } => {
-                    let result = append(&tx, &*self.clock, &mut current, &mut last_at, event)?;
+                    let result = append(
+                        &tx,
+                        &*self.clock,
+                        synchronised,
+                        &mut current,
+                        &mut last_at,
+                        event,
+                    )?;
                     answers.push(Pending::Append(reply, result));
                 }
                 Command::Ack { upto, reply } => {
@@ -209,6 +218,7 @@ impl Pending {
 fn append(
     tx: &Transaction<'_>,
     clock: &dyn Clock,
+    synchronised: bool,
     current: &mut Position,
     last_at: &mut Option<SystemTime>,
     event: NewEvent,
@@ -229,38 +239,41 @@ fn append(
             return Ok(Err(AppendError::IdempotencyMismatch(idem.key.clone())));
         }
     }
-    if let Some(receipt) = &event.receipt {
-        let existing: Option<(i64, String)> = tx
-            .prepare_cached("SELECT seq, id FROM events WHERE receipt = ?1")?
-            .query_row([receipt], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        if let Some((seq, id)) = existing {
+    let now = clock.now();
+    let went_backwards = last_at.is_some_and(|last| now < last);
+    let clock_synced = synchronised && clock::plausible(now) && !went_backwards;
+    let seq = current.last_seq + 1;
+    let id = ulid::Ulid::from_datetime(now.max(std::time::UNIX_EPOCH)).to_string();
+    let inserted = tx
+        .prepare_cached(
+            "INSERT INTO events(seq, id, kind, at, clock_synced, till, receipt, body)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![
+            seq as i64,
+            id,
+            event.kind.as_str(),
+            timestamp(now),
+            clock_synced,
+            event.till,
+            event.receipt,
+            event.body
+        ]);
+    // The unique receipt index is the check: a failed INSERT statement writes nothing, so the
+    // common case costs one index probe instead of a lookup plus an insert.
+    if let (Err(error), Some(receipt)) = (&inserted, &event.receipt) {
+        if error.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) {
+            let (held_seq, held_id): (i64, String) = tx
+                .prepare_cached("SELECT seq, id FROM events WHERE receipt = ?1")?
+                .query_row([receipt], |r| Ok((r.get(0)?, r.get(1)?)))?;
             return Ok(Err(AppendError::DuplicateReceipt {
                 receipt: receipt.clone(),
-                seq: seq as u64,
-                id,
+                seq: held_seq as u64,
+                id: held_id,
             }));
         }
     }
-    let now = clock.now();
-    let went_backwards = last_at.is_some_and(|last| now < last);
-    let clock_synced = clock.synchronised() && clock::plausible(now) && !went_backwards;
-    let seq = current.last_seq + 1;
-    let id = ulid::Ulid::from_datetime(now.max(std::time::UNIX_EPOCH)).to_string();
-    tx.prepare_cached(
-        "INSERT INTO events(seq, id, kind, at, clock_synced, till, receipt, body)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-    )?
-    .execute(params![
-        seq as i64,
-        id,
-        event.kind.as_str(),
-        timestamp(now),
-        clock_synced,
-        event.till,
-        event.receipt,
-        event.body
-    ])?;
+    inserted?;
     if let Some(idem) = &event.idempotency {
         tx.prepare_cached(
             "INSERT INTO idempotency(key, fingerprint, seq, id) VALUES (?1, ?2, ?3, ?4)",
