@@ -10,7 +10,7 @@ use anyhow::Context;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 use super::ingest::{journal_appends, round2};
-use super::peak_rss_kib;
+use super::proc_status_kib;
 
 /// A child process killed when dropped, whatever happens to the bench.
 struct Guard(Child);
@@ -87,8 +87,8 @@ pub(super) async fn run(events: u64, broker: Option<&str>) -> anyhow::Result<ser
     let sampled_rss_kib = sampler.await?;
     drained.context("drain did not finish in 15 minutes")??;
     let drain_secs = started.elapsed().as_secs_f64();
-    let gateway_peak = peak_rss_kib(gateway_pid);
-    let central_peak = peak_rss_kib(central_pid);
+    let gateway_peak = proc_status_kib(gateway_pid, "VmHWM");
+    let central_peak = proc_status_kib(central_pid, "VmHWM");
     drop((gateway, central));
     drop(acks);
 
@@ -265,18 +265,7 @@ async fn sample_rss(pid: u32, running: std::sync::Arc<std::sync::atomic::AtomicB
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     while running.load(std::sync::atomic::Ordering::Relaxed) {
         tick.tick().await;
-        peak = peak.max(current_rss_kib(pid).unwrap_or(0));
+        peak = peak.max(proc_status_kib(pid, "VmRSS").unwrap_or(0));
     }
     peak
-}
-
-fn current_rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }

@@ -47,12 +47,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Peak resident set size of a process in KiB (VmHWM), from /proc.
-pub fn peak_rss_kib(pid: u32) -> Option<u64> {
+/// A memory figure of a process in KiB from /proc/<pid>/status: `VmHWM` (peak resident set)
+/// or `VmRSS` (current).
+pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
+        .find(|l| {
+            l.strip_prefix(field)
+                .is_some_and(|rest| rest.starts_with(':'))
+        })?
         .split_whitespace()
         .nth(1)?
         .parse()

@@ -3,9 +3,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
-};
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS, Transport};
 use tokio::sync::mpsc;
 
 use super::store::{Store, StoreError};
@@ -96,22 +94,8 @@ fn options(config: &CentralConfig) -> Result<MqttOptions, CentralError> {
         true,
     ));
     if broker.tls {
-        let read = |p: &std::path::Path| {
-            std::fs::read(p).map_err(|e| CentralError::Tls(format!("{}: {e}", p.display())))
-        };
-        let ca = match &config.mqtt.ca {
-            Some(p) => read(p)?,
-            None => return Err(CentralError::Tls("mqtts:// needs [mqtt] ca".into())),
-        };
-        let client_auth = match (&config.mqtt.cert, &config.mqtt.key) {
-            (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
-            _ => None,
-        };
-        options.set_transport(Transport::Tls(TlsConfiguration::Simple {
-            ca,
-            alpn: None,
-            client_auth,
-        }));
+        let tls = crate::sync::tls_configuration(&config.mqtt).map_err(CentralError::Tls)?;
+        options.set_transport(Transport::Tls(tls));
     }
     Ok(options)
 }

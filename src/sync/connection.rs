@@ -52,21 +52,24 @@ pub(super) fn options(
     options.set_inflight(inflight);
     options.set_last_will(will(topics, session));
     if broker.tls {
-        options.set_transport(Transport::Tls(tls(settings)?));
+        options.set_transport(Transport::Tls(
+            tls_configuration(&settings.mqtt).map_err(SyncError::Tls)?,
+        ));
     }
     Ok(options)
 }
 
-fn tls(settings: &SyncSettings) -> Result<TlsConfiguration, SyncError> {
+/// TLS for `mqtts://`: the broker's CA from `[mqtt] ca`, and the client certificate and key
+/// when `[mqtt] cert`/`key` are set. Shared by the gateway and the reference central.
+pub fn tls_configuration(mqtt: &crate::config::MqttSection) -> Result<TlsConfiguration, String> {
     let read = |path: &std::path::Path| {
-        std::fs::read(path)
-            .map_err(|e| SyncError::Tls(format!("cannot read {}: {e}", path.display())))
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
     };
-    let ca = match &settings.mqtt.ca {
+    let ca = match &mqtt.ca {
         Some(path) => read(path)?,
-        None => return Err(SyncError::Tls("mqtts:// needs [mqtt] ca".into())),
+        None => return Err("mqtts:// needs [mqtt] ca".into()),
     };
-    let client_auth = match (&settings.mqtt.cert, &settings.mqtt.key) {
+    let client_auth = match (&mqtt.cert, &mqtt.key) {
         (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
         _ => None,
     };

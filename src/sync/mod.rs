@@ -13,7 +13,7 @@ mod pump;
 mod rpc;
 
 pub use backoff::Backoff;
-pub use connection::forget_session;
+pub use connection::{forget_session, tls_configuration};
 pub use rpc::{RpcCallError, RpcClient};
 
 use std::sync::Arc;
