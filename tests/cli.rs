@@ -97,3 +97,31 @@ fn demo_runs_the_whole_path_and_exits_once_purchases_are_acked() {
     );
     assert!(demo.log_text().contains("central acked"));
 }
+
+#[test]
+fn status_prints_the_running_gateways_health_as_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::gateway_config(
+        dir.path(),
+        &format!("mqtt://127.0.0.1:{}", common::free_port()),
+        0,
+        "",
+    );
+    let (_gateway, api) = common::start_gateway(dir.path(), &config);
+    common::post_purchase(&common::http(), api, "r-1").unwrap();
+    let out = Command::new(bin())
+        .args(["status", "--api", &api.to_string()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let health: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(health["journal"]["last_seq"], 1);
+    assert_eq!(health["journal"]["backlog"], 1);
+
+    let out = Command::new(bin())
+        .args(["status", "--api", "127.0.0.1:1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is `storegate run` up?"));
+}

@@ -29,3 +29,9 @@ fn mosquitto_restart_without_persistence_mid_sync_loses_nothing() {
 fn mosquitto_malformed_payloads_are_counted_and_ignored() {
     scenarios::malformed_inbound_is_counted_and_ignored(BrokerKind::Mosquitto);
 }
+
+#[test]
+#[ignore = "needs mosquitto; run by .ci/mosquitto-suite"]
+fn mosquitto_status_is_retained_and_the_last_will_names_the_session() {
+    scenarios::status_and_last_will_carry_the_session(BrokerKind::Mosquitto);
+}

@@ -24,3 +24,8 @@ fn broker_restart_without_persistence_mid_sync_loses_nothing() {
 fn malformed_payloads_on_every_inbound_topic_are_counted_and_ignored() {
     scenarios::malformed_inbound_is_counted_and_ignored(BrokerKind::Embedded);
 }
+
+#[test]
+fn status_is_retained_and_the_last_will_names_the_session() {
+    scenarios::status_and_last_will_carry_the_session(BrokerKind::Embedded);
+}

@@ -114,7 +114,12 @@ fn run_broker(listen: SocketAddr) -> anyhow::Result<()> {
 
 fn run_status(api: SocketAddr) -> anyhow::Result<()> {
     let url = format!("http://{api}/healthz");
-    let body: serde_json::Value = ureq::get(&url)
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(std::time::Duration::from_secs(5)))
+        .build()
+        .into();
+    let body: serde_json::Value = agent
+        .get(&url)
         .call()
         .with_context(|| format!("cannot reach the gateway at {url}; is `storegate run` up?"))?
         .body_mut()

@@ -534,3 +534,85 @@ pub fn publisher(port: u16) -> (rumqttc::Client, std::thread::JoinHandle<()>) {
     });
     (client, thread)
 }
+
+/// Collects every message on `filter` as JSON, in arrival order. Stops when dropped.
+pub struct Subscription {
+    pub messages: Receiver<serde_json::Value>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    client: rumqttc::Client,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Subscription {
+    pub fn start(port: u16, filter: &str) -> Subscription {
+        let options =
+            rumqttc::MqttOptions::new(format!("sub-{}", ulid::Ulid::new()), "127.0.0.1", port);
+        let (client, mut connection) = rumqttc::Client::new(options, 16);
+        let (tx, messages) = mpsc::channel();
+        let (subscribed_tx, subscribed) = mpsc::channel();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopping = stop.clone();
+        let subscriber = client.clone();
+        let filter = filter.to_string();
+        let thread = std::thread::spawn(move || {
+            for event in connection.iter() {
+                if stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                match event {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                        let _ =
+                            subscriber.try_subscribe(filter.as_str(), rumqttc::QoS::AtLeastOnce);
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                        let _ = subscribed_tx.send(());
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        if let Ok(v) = serde_json::from_slice(&p.payload) {
+                            let _ = tx.send(v);
+                        }
+                    }
+                    Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        });
+        subscribed
+            .recv_timeout(Duration::from_secs(10))
+            .expect("subscribed");
+        Subscription {
+            messages,
+            stop,
+            client,
+            thread: Some(thread),
+        }
+    }
+
+    /// The next message for which `pred` holds, skipping others; panics after `within`.
+    pub fn next_matching(
+        &self,
+        within: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.messages.recv_timeout(left) {
+                Ok(v) if pred(&v) => return v,
+                Ok(_) => continue,
+                Err(_) => panic!("no matching message within {within:?}"),
+            }
+        }
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let _ = self.client.try_disconnect();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}

@@ -282,3 +282,49 @@ fn fastrand_u64(below: u64) -> u64 {
         .unwrap_or(7);
     nanos % below
 }
+
+/// Retained status with a last will: online with a session number; `kill -9` makes the broker
+/// publish the will for that session; a restart comes online with a higher session; a clean
+/// stop publishes offline itself, and a late subscriber sees that retained.
+pub fn status_and_last_will_carry_the_session(kind: BrokerKind) {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let _broker = start_broker(kind, dir.path(), port);
+    let topic = format!("storegate/v1/{STORE}/{GATEWAY}/status");
+    let status = Subscription::start(port, &topic);
+    let config = gateway_config(dir.path(), &url, 0, "");
+    let wait = Duration::from_secs(20);
+
+    let (mut gateway, _) = start_gateway(dir.path(), &config);
+    let online = status.next_matching(wait, |v| v["state"] == "online");
+    let first = online["session"].as_u64().expect("session number");
+    assert!(
+        online["backlog"].is_u64() && online["version"].is_string(),
+        "{online}"
+    );
+    gateway.kill9();
+    let will = status.next_matching(wait, |v| v["state"] == "offline");
+    assert_eq!(
+        will["session"].as_u64(),
+        Some(first),
+        "the will names the session that died"
+    );
+
+    let (mut gateway, _) = start_gateway(dir.path(), &config);
+    let again = status.next_matching(wait, |v| v["state"] == "online");
+    let second = again["session"].as_u64().unwrap();
+    assert!(second > first, "session {second} after {first}");
+    assert_eq!(gateway.terminate(wait), Some(0), "clean exit on SIGTERM");
+    let clean = status.next_matching(wait, |v| v["state"] == "offline");
+    assert_eq!(clean["session"].as_u64(), Some(second));
+
+    let late = Subscription::start(port, &topic);
+    let retained = late.next_matching(wait, |_| true);
+    assert_eq!(retained["state"], "offline");
+    assert_eq!(
+        retained["session"].as_u64(),
+        Some(second),
+        "the retained status is the latest session's"
+    );
+}
