@@ -4,12 +4,15 @@
 //!   the same rows per transaction;
 //! - backlog drain of a pre-filled journal through a broker (Mosquitto when installed) to the
 //!   reference central, vs the broker's raw QoS 1 pipe for the same payload sizes, with the
-//!   gateway process's peak RSS.
+//!   gateway process's peak RSS;
+//! - cold start to ready and idle RSS of `storegate run`, and the binary's size (absolute
+//!   figures: a process start has no meaningful in-run baseline).
 //!
 //! Output: one JSON object on stdout; progress on stderr.
 
 mod drain;
 mod ingest;
+mod startup;
 
 use clap::Args;
 
@@ -37,13 +40,17 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    eprintln!("bench: cold start and idle memory of storegate run");
+    let startup = startup::run(10)?;
     let ingest = runtime.block_on(ingest::run(args.single_rows, args.grouped_rows))?;
     let drain = if args.skip_drain {
         serde_json::Value::Null
     } else {
         runtime.block_on(drain::run(args.drain_events, args.broker.as_deref()))?
     };
-    crate::cli::print_json(&serde_json::json!({ "ingest": ingest, "drain": drain }));
+    crate::cli::print_json(
+        &serde_json::json!({ "startup": startup, "ingest": ingest, "drain": drain }),
+    );
     Ok(())
 }
 
