@@ -39,20 +39,21 @@ impl ConfigError {
 
 /// Loads a gateway config from a file, applies environment overrides and validates it.
 pub fn load_gateway(path: &Path) -> Result<GatewayConfig, ConfigError> {
-    let table = read_table(path)?;
-    let table = env::apply_overrides(table, std::env::vars())?;
-    let config: GatewayConfig = from_table(table)?;
+    let config: GatewayConfig = load(path)?;
     config.validate()?;
     Ok(config)
 }
 
 /// Loads the reference central's config (`[mqtt]` and `[central]`).
 pub fn load_central(path: &Path) -> Result<CentralConfig, ConfigError> {
-    let table = read_table(path)?;
-    let table = env::apply_overrides(table, std::env::vars())?;
-    let config: CentralConfig = from_table(table)?;
+    let config: CentralConfig = load(path)?;
     config.validate()?;
     Ok(config)
+}
+
+fn load<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
+    let table = read_table(path)?;
+    from_table(env::apply_overrides(table, std::env::vars())?)
 }
 
 /// Parses a gateway config from TOML text (no environment overrides); for tests and tools.

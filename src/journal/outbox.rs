@@ -67,18 +67,6 @@ impl Outbox {
 
     /// The committed and acked positions as on disk.
     pub fn position(&self) -> Result<Position, JournalError> {
-        let get = |name: &str| -> rusqlite::Result<u64> {
-            let v: i64 =
-                self.conn
-                    .query_row("SELECT value FROM counters WHERE name = ?1", [name], |r| {
-                        r.get(0)
-                    })?;
-            Ok(v.max(0) as u64)
-        };
-        Ok(Position {
-            last_seq: get("last_seq")?,
-            acked_upto: get("acked_upto")?,
-            commits: 0,
-        })
+        super::writer::read_position(&self.conn)
     }
 }
