@@ -125,3 +125,41 @@ async fn acks_only_grow_and_an_ack_beyond_the_journal_moves_seq_past_it() {
     drop(journal);
     writer.join();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_only_acked_events_beyond_the_kept_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let (journal, writer) =
+        Journal::open_with_retention(&dir.path().join("j.db"), Arc::new(SystemClock), 10).unwrap();
+    for n in 0..100 {
+        journal.append(purchase(&format!("r{n}"))).await.unwrap();
+    }
+    journal.record_ack(60).await.unwrap();
+    let outbox = journal.outbox().unwrap();
+    let seqs: Vec<u64> = outbox
+        .read_after(0, 1000, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(
+        seqs,
+        (51..=100).collect::<Vec<u64>>(),
+        "10 acked kept, every unacked kept"
+    );
+    journal.record_ack(100).await.unwrap();
+    let seqs: Vec<u64> = outbox
+        .read_after(0, 1000, usize::MAX)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(seqs, (91..=100).collect::<Vec<u64>>());
+    assert_eq!(
+        journal.append(purchase("next")).await.unwrap().seq,
+        101,
+        "seq is not reused after compaction"
+    );
+    drop((journal, outbox));
+    writer.join();
+}

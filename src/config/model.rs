@@ -67,6 +67,14 @@ fn default_keep_alive_secs() -> u64 {
 pub struct JournalSection {
     /// Path of the SQLite file; its directory must exist.
     pub path: PathBuf,
+    /// Events kept after central acked them (newest first), for reprints and lookups; older
+    /// acked events are deleted. Unacked events are never deleted.
+    #[serde(default = "default_keep_acked")]
+    pub keep_acked: u64,
+}
+
+fn default_keep_acked() -> u64 {
+    crate::journal::DEFAULT_KEEP_ACKED
 }
 
 /// The local HTTP API for tills and kiosks.

@@ -49,7 +49,8 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let metrics = Arc::new(Metrics::new());
-    let (journal, writer) = Journal::open(&config.journal.path, clock)?;
+    let (journal, writer) =
+        Journal::open_with_retention(&config.journal.path, clock, config.journal.keep_acked)?;
     let listener = TcpListener::bind(config.api.listen)
         .await
         .map_err(|source| DaemonError::Listen {

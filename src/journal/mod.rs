@@ -11,6 +11,9 @@
 //!   nothing, so it fails alone and its neighbours in the group commit.
 //! - `acked_upto` only grows, and only from central's application ack (never from a broker
 //!   PUBACK). Events above it form the outbox.
+//! - Only acked events are ever deleted: all but the newest `keep_acked` of them, at most
+//!   `COMPACT_BATCH` per ack so a compaction never stretches a commit. Seq is unaffected (it
+//!   comes from `last_seq`); a compacted receipt's uniqueness is no longer checked.
 //!
 //! # On-disk format (schema version 1, `PRAGMA user_version`)
 //! - `events(seq INTEGER PRIMARY KEY, id, kind, at, clock_synced, till, receipt, body)`;
@@ -153,6 +156,9 @@ pub struct Journal {
     path: PathBuf,
 }
 
+/// Acked events kept by default: about a week of a busy store's receipts.
+pub const DEFAULT_KEEP_ACKED: u64 = 100_000;
+
 /// Appends queued beyond this wait for room, which is back-pressure on intake rather than
 /// unbounded memory.
 const QUEUE_DEPTH: usize = 4096;
@@ -163,11 +169,21 @@ impl Journal {
         path: &Path,
         clock: Arc<dyn Clock>,
     ) -> Result<(Journal, WriterThread), JournalError> {
+        Self::open_with_retention(path, clock, DEFAULT_KEEP_ACKED)
+    }
+
+    /// Opens the journal keeping at most `keep_acked` events that central has acked (the newest
+    /// ones, for reprints and lookups); older acked events are deleted as acks arrive.
+    pub fn open_with_retention(
+        path: &Path,
+        clock: Arc<dyn Clock>,
+        keep_acked: u64,
+    ) -> Result<(Journal, WriterThread), JournalError> {
         let conn = schema::open_and_migrate(path)?;
         let (commands, receiver) = mpsc::channel(QUEUE_DEPTH);
         let start = writer::read_position(&conn)?;
         let (position_tx, position) = watch::channel(start);
-        let thread = writer::spawn(conn, clock, receiver, position_tx)?;
+        let thread = writer::spawn(conn, clock, keep_acked, receiver, position_tx)?;
         Ok((
             Journal {
                 commands,

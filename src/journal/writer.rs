@@ -13,6 +13,9 @@ use crate::protocol::timestamp;
 /// Most requests folded into one transaction; bounds a commit's latency under a flood.
 const MAX_GROUP: usize = 1024;
 
+/// Most acked events deleted in one commit; the rest go with the next acks.
+const COMPACT_BATCH: u64 = 10_000;
+
 /// The running writer thread; `join` waits for it after every `Journal` handle is dropped.
 pub struct WriterThread(std::thread::JoinHandle<()>);
 
@@ -42,10 +45,11 @@ fn counter(conn: &Connection, name: &str) -> rusqlite::Result<u64> {
 pub(super) fn spawn(
     conn: Connection,
     clock: Arc<dyn Clock>,
+    keep_acked: u64,
     commands: mpsc::Receiver<Command>,
     position: watch::Sender<Position>,
 ) -> Result<WriterThread, JournalError> {
-    let mut writer = Writer::new(conn, clock, position)?;
+    let mut writer = Writer::new(conn, clock, keep_acked, position)?;
     let handle = std::thread::Builder::new()
         .name("journal-writer".into())
         .spawn(move || writer.run(commands))
@@ -56,6 +60,7 @@ pub(super) fn spawn(
 struct Writer {
     conn: Connection,
     clock: Arc<dyn Clock>,
+    keep_acked: u64,
     position: watch::Sender<Position>,
     current: Position,
     /// The newest `at` committed so far: a clock that goes backwards is flagged unsynced.
@@ -82,6 +87,7 @@ impl Writer {
     fn new(
         conn: Connection,
         clock: Arc<dyn Clock>,
+        keep_acked: u64,
         position: watch::Sender<Position>,
     ) -> Result<Writer, JournalError> {
         let current = read_position(&conn)?;
@@ -94,6 +100,7 @@ impl Writer {
         Ok(Writer {
             conn,
             clock,
+            keep_acked,
             position,
             current,
             last_at,
@@ -172,6 +179,7 @@ impl Writer {
                 }
                 Command::Ack { upto, reply } => {
                     let result = record_ack(&tx, &mut current, upto)?;
+                    compact(&tx, current.acked_upto, self.keep_acked)?;
                     answers.push(Pending::Ack(reply, Ok(result)));
                 }
                 Command::NextSession { reply } => {
@@ -310,6 +318,25 @@ fn record_ack(
         [upto as i64],
     )?;
     Ok(outcome)
+}
+
+/// Deletes acked events older than the newest `keep_acked` acked ones, and their
+/// idempotency keys. Never touches an unacked event.
+fn compact(tx: &Transaction<'_>, acked_upto: u64, keep_acked: u64) -> rusqlite::Result<()> {
+    let cutoff = acked_upto.saturating_sub(keep_acked);
+    if cutoff == 0 {
+        return Ok(());
+    }
+    let oldest: Option<i64> = tx.query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0))?;
+    let Some(oldest) = oldest else {
+        return Ok(());
+    };
+    let upto = cutoff.min(oldest.max(0) as u64 + COMPACT_BATCH - 1) as i64;
+    tx.prepare_cached("DELETE FROM events WHERE seq <= ?1")?
+        .execute([upto])?;
+    tx.prepare_cached("DELETE FROM idempotency WHERE seq <= ?1")?
+        .execute([upto])?;
+    Ok(())
 }
 
 fn append_error(error: &rusqlite::Error) -> AppendError {
