@@ -10,9 +10,15 @@ fn offline_10000_purchases_reach_central_exactly_once_in_order() {
     scenarios::offline_backlog_drains_exactly_once(BrokerKind::Embedded, 10_000);
 }
 
+/// 20 trials in the suite; a soak runs more with
+/// `SOAK_KILL_TRIALS=500 cargo test --test sync kill_9`.
 #[test]
 fn kill_9_during_intake_and_sync_loses_no_acknowledged_event_20_trials() {
-    scenarios::kill9_loses_nothing_acknowledged(BrokerKind::Embedded, 20);
+    let trials = std::env::var("SOAK_KILL_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
+    scenarios::kill9_loses_nothing_acknowledged(BrokerKind::Embedded, trials);
 }
 
 #[test]
