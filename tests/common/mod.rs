@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{self, Receiver};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const STORE: &str = "s-test";
@@ -430,91 +430,42 @@ pub fn assert_central_exact(db: &Path, last: u64, acknowledged: &HashMap<String,
 /// Watches `storegate/v1/+/+/ack` on the broker, so a test waits on central's real ack
 /// instead of sleeping. Survives broker restarts.
 pub struct AckWatcher {
-    best: Arc<(Mutex<u64>, Condvar)>,
-    stop: Arc<std::sync::atomic::AtomicBool>,
-    client: rumqttc::Client,
-    thread: Option<std::thread::JoinHandle<()>>,
+    acks: Subscription,
+    best: std::cell::Cell<u64>,
 }
 
 impl AckWatcher {
     pub fn start(port: u16) -> AckWatcher {
-        let mut options = rumqttc::MqttOptions::new(
-            format!("ack-watcher-{}", ulid::Ulid::new()),
-            "127.0.0.1",
-            port,
-        );
-        options.set_keep_alive(Duration::from_secs(5));
-        let (client, mut connection) = rumqttc::Client::new(options, 16);
-        let best = Arc::new((Mutex::new(0u64), Condvar::new()));
-        let shared = best.clone();
-        let subscriber = client.clone();
-        let (subscribed_tx, subscribed) = mpsc::channel();
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let stopping = stop.clone();
-        let thread = std::thread::spawn(move || {
-            for event in connection.iter() {
-                if stopping.load(std::sync::atomic::Ordering::Relaxed) {
-                    break;
-                }
-                match event {
-                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
-                        let _ = subscriber
-                            .try_subscribe("storegate/v1/+/+/ack", rumqttc::QoS::AtLeastOnce);
-                    }
-                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
-                        let _ = subscribed_tx.send(());
-                    }
-                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
-                        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&p.payload) {
-                            if let Some(upto) = v["upto_seq"].as_u64() {
-                                let (lock, cv) = &*shared;
-                                let mut best = lock.lock().unwrap();
-                                *best = (*best).max(upto);
-                                cv.notify_all();
-                            }
-                        }
-                    }
-                    Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
-                    Ok(_) => {}
-                    // The broker is down (a test restarting it): pace the reconnect attempts.
-                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
-                }
-            }
-        });
-        subscribed
-            .recv_timeout(Duration::from_secs(10))
-            .expect("ack watcher subscribed");
         AckWatcher {
-            best,
-            stop,
-            client,
-            thread: Some(thread),
+            acks: Subscription::start(port, "storegate/v1/+/+/ack"),
+            best: std::cell::Cell::new(0),
+        }
+    }
+
+    fn note(&self, ack: &serde_json::Value) {
+        if let Some(upto) = ack["upto_seq"].as_u64() {
+            self.best.set(self.best.get().max(upto));
         }
     }
 
     pub fn highest(&self) -> u64 {
-        *self.best.0.lock().unwrap()
+        while let Ok(ack) = self.acks.messages.try_recv() {
+            self.note(&ack);
+        }
+        self.best.get()
     }
 
     /// Waits until central has acked at least `upto`; false on timeout.
     pub fn wait_for(&self, upto: u64, within: Duration) -> bool {
-        let (lock, cv) = &*self.best;
-        let guard = lock.lock().unwrap();
-        let (guard, _) = cv
-            .wait_timeout_while(guard, within, |best| *best < upto)
-            .unwrap();
-        *guard >= upto
-    }
-}
-
-impl Drop for AckWatcher {
-    fn drop(&mut self) {
-        // With the broker gone a DISCONNECT can never be sent; the flag ends the loop then.
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let _ = self.client.try_disconnect();
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+        let deadline = Instant::now() + within;
+        while self.highest() < upto {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.acks.messages.recv_timeout(left) {
+                Ok(ack) => self.note(&ack),
+                Err(_) => return false,
+            }
         }
+        true
     }
 }
 
