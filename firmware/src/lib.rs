@@ -1,10 +1,12 @@
 //! storegate loyalty-reader bridge firmware (`no_std`).
 //!
-//! This crate will hold the MFRC522 driver, the card-reading loop and the framed UART protocol
-//! (`firmware/PROTOCOL.md`). What is here now is the frame checksum both sides will share.
+//! This crate will hold the MFRC522 driver and the card-reading loop. What is here now is the
+//! framed link protocol both sides share (`firmware/PROTOCOL.md`): [`frame`] and its checksum.
 
 #![no_std]
 #![deny(unsafe_code, missing_docs)]
+
+pub mod frame;
 
 /// CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, no final xor): the checksum
 /// that closes every frame between the reader and the gateway.
