@@ -131,32 +131,40 @@ async fn retention_deletes_only_acked_events_beyond_the_kept_ones() {
     let dir = tempfile::tempdir().unwrap();
     let (journal, writer) =
         Journal::open_with_retention(&dir.path().join("j.db"), Arc::new(SystemClock), 10).unwrap();
+    let keyed = |n: u64, fingerprint: u8| NewEvent {
+        idempotency: Some(IdempotencyKey {
+            key: format!("key-{n}"),
+            fingerprint: [fingerprint; 32],
+        }),
+        ..purchase(&format!("r{n}-{fingerprint}"))
+    };
     for n in 0..100 {
-        journal.append(purchase(&format!("r{n}"))).await.unwrap();
+        journal.append(keyed(n, 1)).await.unwrap();
     }
-    journal.record_ack(60).await.unwrap();
     let outbox = journal.outbox().unwrap();
-    let seqs: Vec<u64> = outbox
-        .read_after(0, 1000, usize::MAX)
-        .unwrap()
-        .iter()
-        .map(|e| e.seq)
-        .collect();
+    let held = || -> Vec<u64> {
+        outbox
+            .read_after(0, 1000, usize::MAX)
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect()
+    };
+    journal.record_ack(60).await.unwrap();
     assert_eq!(
-        seqs,
+        held(),
         (51..=100).collect::<Vec<u64>>(),
         "10 acked kept, every unacked kept"
     );
     journal.record_ack(100).await.unwrap();
-    let seqs: Vec<u64> = outbox
-        .read_after(0, 1000, usize::MAX)
-        .unwrap()
-        .iter()
-        .map(|e| e.seq)
-        .collect();
-    assert_eq!(seqs, (91..=100).collect::<Vec<u64>>());
+    assert_eq!(held(), (91..=100).collect::<Vec<u64>>());
+    // A kept event's key still guards against a different request; a compacted one's is gone.
+    assert!(matches!(
+        journal.append(keyed(95, 2)).await,
+        Err(AppendError::IdempotencyMismatch(_))
+    ));
     assert_eq!(
-        journal.append(purchase("next")).await.unwrap().seq,
+        journal.append(keyed(5, 2)).await.unwrap().seq,
         101,
         "seq is not reused after compaction"
     );

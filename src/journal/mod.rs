@@ -15,10 +15,11 @@
 //!   `COMPACT_BATCH` per ack so a compaction never stretches a commit. Seq is unaffected (it
 //!   comes from `last_seq`); a compacted receipt's uniqueness is no longer checked.
 //!
-//! # On-disk format (schema version 1, `PRAGMA user_version`)
+//! # On-disk format (schema version 2, `PRAGMA user_version`)
 //! - `events(seq INTEGER PRIMARY KEY, id, kind, at, clock_synced, till, receipt, body)`;
 //!   `receipt` is unique where present (PROTOCOL.md: unique per gateway).
-//! - `idempotency(key PRIMARY KEY, fingerprint, seq, id)`: HTTP `Idempotency-Key`s.
+//! - `idempotency(key PRIMARY KEY, fingerprint, seq, id)`: HTTP `Idempotency-Key`s, indexed
+//!   by `seq` (version 2) so retention deletes them without a scan.
 //! - `counters(name PRIMARY KEY, value)`: `last_seq`, `acked_upto`, `session`.
 
 mod outbox;

@@ -28,6 +28,9 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE TABLE counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
     INSERT INTO counters(name, value) VALUES ('last_seq', 0), ('acked_upto', 0), ('session', 0);",
+    // 1 -> 2: retention deletes idempotency keys by seq; without this every compaction scanned
+    // the whole table.
+    "CREATE INDEX idempotency_seq ON idempotency(seq);",
 ];
 
 pub(super) fn open_and_migrate(path: &Path) -> Result<Connection, JournalError> {

@@ -179,7 +179,6 @@ impl Writer {
                 }
                 Command::Ack { upto, reply } => {
                     let result = record_ack(&tx, &mut current, upto)?;
-                    compact(&tx, current.acked_upto, self.keep_acked)?;
                     answers.push(Pending::Ack(reply, Ok(result)));
                 }
                 Command::NextSession { reply } => {
@@ -191,6 +190,10 @@ impl Writer {
                     answers.push(Pending::Session(reply, Ok(session)));
                 }
             }
+        }
+        // Once per group, after every ack in it: several acks in one group compact once.
+        if current.acked_upto > self.current.acked_upto {
+            compact(&tx, current.acked_upto, self.keep_acked)?;
         }
         tx.execute(
             "UPDATE counters SET value = ?1 WHERE name = 'last_seq'",
@@ -328,10 +331,13 @@ fn compact(tx: &Transaction<'_>, acked_upto: u64, keep_acked: u64) -> rusqlite::
         return Ok(());
     }
     let oldest: Option<i64> = tx.query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0))?;
-    let Some(oldest) = oldest else {
+    let Some(oldest) = oldest.map(|o| o.max(0) as u64) else {
         return Ok(());
     };
-    let upto = cutoff.min(oldest.max(0) as u64 + COMPACT_BATCH - 1) as i64;
+    if cutoff < oldest {
+        return Ok(());
+    }
+    let upto = cutoff.min(oldest + COMPACT_BATCH - 1) as i64;
     tx.prepare_cached("DELETE FROM events WHERE seq <= ?1")?
         .execute([upto])?;
     tx.prepare_cached("DELETE FROM idempotency WHERE seq <= ?1")?
