@@ -2,7 +2,9 @@
 //!
 //! # Layout
 //! The data path runs one way (see `shared/DESIGN.md`):
-//! - `devices` (later) and [`api`] turn till and device input into typed events;
+//! - [`devices`] (card readers, each supervised on its own thread) and [`api`] turn till and
+//!   device input into typed events; [`identity`] turns a card or phone into a pseudonymous
+//!   identifier and a profile ref (provisional while offline);
 //! - [`journal`] commits each event with the next `seq` in one SQLite transaction: the single
 //!   source of truth, from which every output is derived;
 //! - [`sync`] pumps the journal's outbox to the broker over MQTT and moves on only when
@@ -22,6 +24,8 @@ pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod devices;
+pub mod identity;
 pub mod journal;
 pub mod metrics;
 pub mod protocol;

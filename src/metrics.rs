@@ -19,6 +19,9 @@ pub struct Metrics {
     resends: Counter,
     reconnects: Counter,
     journal_restored: Counter,
+    device_up: Family<Labels, Gauge>,
+    device_failures: Family<Labels, Counter>,
+    device_input_invalid: Family<Labels, Counter>,
     connected: Gauge,
     last_seq: Gauge,
     acked_seq: Gauge,
@@ -42,6 +45,9 @@ impl Metrics {
             resends: Counter::default(),
             reconnects: Counter::default(),
             journal_restored: Counter::default(),
+            device_up: Family::default(),
+            device_failures: Family::default(),
+            device_input_invalid: Family::default(),
             connected: Gauge::default(),
             last_seq: Gauge::default(),
             acked_seq: Gauge::default(),
@@ -86,6 +92,21 @@ impl Metrics {
             "journal_restored",
             "Acks above the journal's last seq (journal restored from an older copy)",
             m.journal_restored.clone(),
+        );
+        registry.register(
+            "device_up",
+            "1 while a device is open and talking, by device",
+            m.device_up.clone(),
+        );
+        registry.register(
+            "device_failures",
+            "Times a device failed (unplugged, silent, I/O error) and was reopened, by device",
+            m.device_failures.clone(),
+        );
+        registry.register(
+            "device_input_invalid",
+            "Bytes or messages from a device refused and ignored, by device and reason",
+            m.device_input_invalid.clone(),
         );
         registry.register(
             "mqtt_connected",
@@ -135,6 +156,29 @@ impl Metrics {
         self.inbound_invalid
             .get_or_create(&vec![
                 ("topic".into(), family.into()),
+                ("reason".into(), reason.into()),
+            ])
+            .inc();
+    }
+
+    pub fn device_up(&self, device: &str, up: bool) {
+        self.device_up
+            .get_or_create(&vec![("device".into(), device.into())])
+            .set(i64::from(up));
+    }
+
+    pub fn device_failed(&self, device: &str, error: &str) {
+        tracing::warn!(device, error, "device failed; reopening after a pause");
+        self.device_failures
+            .get_or_create(&vec![("device".into(), device.into())])
+            .inc();
+    }
+
+    pub fn device_input_invalid(&self, device: &str, reason: &str, detail: &str) {
+        tracing::warn!(device, reason, detail, "device input refused");
+        self.device_input_invalid
+            .get_or_create(&vec![
+                ("device".into(), device.into()),
                 ("reason".into(), reason.into()),
             ])
             .inc();

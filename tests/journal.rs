@@ -14,6 +14,7 @@ fn purchase(receipt: &str) -> NewEvent {
         body: format!("{{\"receipt\":\"{receipt}\"}}"),
         receipt: Some(receipt.into()),
         idempotency: None,
+        identity_refs: Vec::new(),
     }
 }
 

@@ -1,12 +1,24 @@
-//! storegate loyalty-reader bridge firmware (`no_std`).
+//! storegate loyalty-reader bridge firmware (`no_std`, embedded-hal 1.0).
 //!
-//! This crate will hold the MFRC522 driver and the card-reading loop. What is here now is the
-//! framed link protocol both sides share (`firmware/PROTOCOL.md`): [`frame`] and its checksum.
+//! - [`mfrc522`]: the NFC front end's driver over any `SpiDevice` (a microcontroller's SPI, a Pi's
+//!   spidev, or the simulated chip).
+//! - [`iso14443`]: UIDs, cascade levels and CRC_A.
+//! - [`frame`] and [`message`]: the reader link protocol of `firmware/PROTOCOL.md`, shared with
+//!   the gateway so both sides speak the same bytes.
+//! - [`bridge`]: the firmware loop: poll, debounce, report, obey beep/LED/reset, heartbeat.
+//! - [`sim`] (feature `sim`, on by default; boards turn it off): a simulated MFRC522 with cards in
+//!   its field, for host tests and the `storegate-reader-sim` binary.
 
 #![no_std]
 #![deny(unsafe_code, missing_docs)]
 
+pub mod bridge;
 pub mod frame;
+pub mod iso14443;
+pub mod message;
+pub mod mfrc522;
+#[cfg(feature = "sim")]
+pub mod sim;
 
 /// CRC-16/CCITT-FALSE (poly 0x1021, init 0xFFFF, no reflection, no final xor): the checksum
 /// that closes every frame between the reader and the gateway.

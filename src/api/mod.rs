@@ -20,6 +20,7 @@ use axum::{Json, Router};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::devices::DeviceHandle;
 use crate::journal::Journal;
 use crate::metrics::Metrics;
 use crate::sync::SyncState;
@@ -34,11 +35,13 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     pub sync: watch::Receiver<SyncState>,
     pub tokens: Arc<Vec<String>>,
+    pub devices: DeviceHandle,
 }
 
 pub fn router(state: ApiState) -> Router {
     let v1 = Router::new()
         .route("/purchases", post(purchases::create))
+        .route("/devices", get(devices))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .nest("/v1", v1)
@@ -59,6 +62,11 @@ pub async fn serve(
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Every configured device and its state (connecting, up, down), for the till page and IT.
+async fn devices(State(state): State<ApiState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "devices": state.devices.statuses() }))
 }
 
 async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {

@@ -25,6 +25,12 @@ pub(super) async fn document() -> Json<serde_json::Value> {
                     "507": { "$ref": "#/components/responses/Error" }
                 }
             } },
+            "/v1/devices": { "get": {
+                "summary": "Every configured device and its state (connecting, up, down, stopped)",
+                "responses": { "200": { "description": "Device states", "content": { "application/json": {
+                    "schema": { "type": "object", "required": ["devices"], "properties": { "devices": {
+                        "type": "array", "items": { "$ref": "#/components/schemas/Device" } } } } } } },
+                    "401": { "$ref": "#/components/responses/Error" } } } },
             "/healthz": { "get": { "summary": "Liveness, journal position, broker connection",
                 "responses": { "200": { "description": "Healthy" } } } },
             "/metrics": { "get": { "summary": "Prometheus metrics",
@@ -50,6 +56,15 @@ pub(super) async fn document() -> Json<serde_json::Value> {
                         "customer": { "type": "string", "nullable": true },
                         "coupons": { "type": "array", "items": { "type": "string" } },
                         "points": { "type": "integer", "minimum": 0 } } },
+                "Device": { "type": "object", "required": ["name", "kind", "port", "state", "reconnects"],
+                    "properties": {
+                        "name": { "type": "string" },
+                        "kind": { "type": "string", "enum": ["card_reader"] },
+                        "port": { "type": "string" },
+                        "state": { "type": "string", "enum": ["connecting", "up", "down", "stopped"] },
+                        "last_error": { "type": "string" },
+                        "reconnects": { "type": "integer", "minimum": 0 },
+                        "firmware": { "type": "string" } } },
                 "Recorded": { "type": "object", "required": ["seq", "id"],
                     "properties": { "seq": { "type": "integer" }, "id": { "type": "string" } } },
                 "Error": { "type": "object", "required": ["error"], "properties": { "error": {

@@ -38,6 +38,7 @@ async fn record(state: &ApiState, headers: &HeaderMap, body: &[u8]) -> Result<Re
             body,
             receipt: Some(purchase.receipt.clone()),
             idempotency,
+            identity_refs: Vec::new(),
         })
         .await?;
     if !appended.replayed {
@@ -96,12 +97,7 @@ fn missing_field(message: &str) -> Option<&str> {
 }
 
 fn check_till(till: &str) -> Result<(), ApiError> {
-    let ok = !till.is_empty()
-        && till.len() <= 32
-        && till
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if ok {
+    if crate::protocol::is_till_id(till) {
         Ok(())
     } else {
         Err(ApiError::field(FieldError::new(

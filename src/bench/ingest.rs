@@ -97,6 +97,7 @@ pub(super) async fn journal_appends(
                             body: BODY.to_string(),
                             receipt: Some(format!("r-{n}")),
                             idempotency: None,
+                            identity_refs: Vec::new(),
                         })
                         .await?;
                     n += callers;

@@ -112,6 +112,18 @@ mod tests {
         assert!(config.mqtt.broker().unwrap().tls);
     }
 
+    const KEY: &str = "[identity]\nhmac_key = \"c3RvcmVnYXRlLWRlbW8taG1hYy1rZXk=\"\n";
+    const READER: &str = "[[devices.card_readers]]\nname = \"front\"\nport = \"/dev/serial/by-id/r\"\ntill = \"till-1\"\n";
+
+    #[test]
+    fn a_card_reader_parses_with_defaults() {
+        let base = "[gateway]\nstore = \"s1\"\nid = \"g1\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n[journal]\npath = \"j.db\"\n";
+        let config = parse_gateway(&format!("{base}{KEY}{READER}")).unwrap();
+        let reader = &config.devices.card_readers[0];
+        assert_eq!(reader.port, std::path::Path::new("/dev/serial/by-id/r"));
+        assert_eq!((reader.baud, reader.beep_ms), (115_200, 80));
+    }
+
     #[test]
     fn bad_values_name_the_key() {
         let base = "[gateway]\nstore = \"s1\"\nid = \"g1\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n[journal]\npath = \"j.db\"\n";
@@ -135,6 +147,19 @@ mod tests {
             (
                 base.replace("path = \"j.db\"", "path = \"/no/such/dir/j.db\""),
                 "journal.path",
+            ),
+            (format!("{base}{READER}"), "identity.hmac_key"),
+            (
+                format!("{base}{KEY}{READER}{READER}"),
+                "devices.card_readers[1].name",
+            ),
+            (
+                format!("{base}{KEY}{}", READER.replace("till-1", "till 1")),
+                "devices.card_readers[0].till",
+            ),
+            (
+                format!("{base}{KEY}{}", READER.replace("name = \"front\"\n", "")),
+                "devices",
             ),
         ];
         for (text, key) in cases {

@@ -25,6 +25,52 @@ pub struct GatewayConfig {
     pub coupons: CouponsSection,
     #[serde(default)]
     pub config: TrustSection,
+    #[serde(default)]
+    pub devices: DevicesSection,
+}
+
+/// The till hardware this box owns. Local-only, like `[gateway]`: a remote layer never
+/// names device paths.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevicesSection {
+    /// storegate loyalty readers (`firmware/PROTOCOL.md` over a serial / USB-CDC port).
+    #[serde(default)]
+    pub card_readers: Vec<CardReaderConfig>,
+}
+
+/// One loyalty card reader running the storegate firmware.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CardReaderConfig {
+    /// Name in logs, metrics and `/v1/devices`, `[a-z0-9][a-z0-9-]{0,31}`.
+    pub name: String,
+    /// Serial port. Use the stable `/dev/serial/by-id/...` link, not `/dev/ttyACM0`, whose
+    /// number changes on replug.
+    pub port: PathBuf,
+    /// The till whose customer a card identifies (the `till` of its `identity_seen`).
+    pub till: String,
+    /// Line speed; USB-CDC ignores it, a UART bridge needs it.
+    #[serde(default = "default_reader_baud")]
+    pub baud: u32,
+    /// Beep after an identification was recorded, in ms; 0 for silence.
+    #[serde(default = "default_reader_beep_ms")]
+    pub beep_ms: u16,
+    /// A reader silent this long (it sends a heartbeat every second) is reopened.
+    #[serde(default = "default_reader_silence_ms")]
+    pub silence_timeout_ms: u64,
+}
+
+fn default_reader_baud() -> u32 {
+    115_200
+}
+
+fn default_reader_beep_ms() -> u16 {
+    80
+}
+
+fn default_reader_silence_ms() -> u64 {
+    5_000
 }
 
 /// Who this box is. Local-only: a remote layer may never change it.
@@ -399,6 +445,55 @@ impl GatewayConfig {
         }
         check_ed25519_keys("coupons.public_keys", &self.coupons.public_keys)?;
         check_ed25519_keys("config.trusted_keys", &self.config.trusted_keys)?;
+        self.devices.validate(self.identity.hmac_key.is_some())
+    }
+}
+
+impl DevicesSection {
+    fn validate(&self, has_identity_key: bool) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        for (i, reader) in self.card_readers.iter().enumerate() {
+            let key = |field: &str| format!("devices.card_readers[{i}].{field}");
+            if !is_topic_id(&reader.name) {
+                return Err(ConfigError::key(
+                    key("name"),
+                    format!(
+                        "`{}` must match [a-z0-9][a-z0-9-]{{0,31}} (lower-case letters, digits, dashes)",
+                        reader.name
+                    ),
+                ));
+            }
+            if !names.insert(reader.name.as_str()) {
+                return Err(ConfigError::key(
+                    key("name"),
+                    format!("`{}` names two devices; names must be unique", reader.name),
+                ));
+            }
+            if !crate::protocol::is_till_id(&reader.till) {
+                return Err(ConfigError::key(
+                    key("till"),
+                    "must be 1-32 letters, digits, '-' or '_' (as the API's till)",
+                ));
+            }
+            if reader.port.as_os_str().is_empty() {
+                return Err(ConfigError::key(
+                    key("port"),
+                    "must name the serial port, e.g. /dev/serial/by-id/usb-storegate_reader-if00",
+                ));
+            }
+            if !(500..=600_000).contains(&reader.silence_timeout_ms) {
+                return Err(ConfigError::key(
+                    key("silence_timeout_ms"),
+                    "must be between 500 and 600000 (the reader sends a heartbeat every second)",
+                ));
+            }
+            if !has_identity_key {
+                return Err(ConfigError::key(
+                    "identity.hmac_key",
+                    "card readers identify customers, which needs the fleet identity key; set identity.hmac_key",
+                ));
+            }
+        }
         Ok(())
     }
 }

@@ -7,9 +7,13 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+mod card_taps;
+
 use crate::api::{self, ApiState};
 use crate::clock::Clock;
 use crate::config::GatewayConfig;
+use crate::devices::Devices;
+use crate::identity::Identity;
 use crate::journal::{Journal, JournalError};
 use crate::metrics::Metrics;
 use crate::sync::{Sync, SyncError, SyncSettings};
@@ -27,6 +31,8 @@ pub enum DaemonError {
     Api(std::io::Error),
     #[error(transparent)]
     Sync(#[from] SyncError),
+    #[error("cannot start device threads: {0}")]
+    Devices(std::io::Error),
     #[error("a daemon task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -63,11 +69,32 @@ pub async fn run(
         journal.clone(),
         metrics.clone(),
     );
+    let identity = Arc::new(Identity::new(
+        config.identity.hmac_key.as_deref(),
+        &config.gateway.id,
+        journal.clone(),
+    )?);
+    let (devices, device_events) =
+        Devices::start(&config.devices, metrics.clone()).map_err(DaemonError::Devices)?;
+    let beeps: std::collections::HashMap<String, u16> = config
+        .devices
+        .card_readers
+        .iter()
+        .map(|reader| (reader.name.clone(), reader.beep_ms))
+        .collect();
+    let router_task = tokio::spawn(card_taps::route(
+        device_events,
+        identity,
+        devices.handle(),
+        move |device| beeps.get(device).copied().unwrap_or(0),
+        metrics.clone(),
+    ));
     let state = ApiState {
         journal: journal.clone(),
         metrics: metrics.clone(),
         sync: sync.state(),
         tokens: Arc::new(config.api.tokens.clone()),
+        devices: devices.handle(),
     };
     let position = *journal.position().borrow();
     drop(journal);
@@ -86,7 +113,10 @@ pub async fn run(
     tracing::info!(%api_addr, last_seq = position.last_seq, acked = position.acked_upto, "gateway ready");
 
     shutdown.await;
-    tracing::info!("shutting down: intake first, then sync");
+    tracing::info!("shutting down: intake first (devices, API), then sync");
+    tokio::task::spawn_blocking(move || devices.stop()).await?;
+    // The devices' event senders are gone with their threads: the router drains and ends.
+    router_task.await?;
     let _ = stop_api.send(true);
     api_task.await?.map_err(DaemonError::Api)?;
     let _ = stop_sync.send(true);

@@ -15,12 +15,14 @@
 //!   `COMPACT_BATCH` per ack so a compaction never stretches a commit. Seq is unaffected (it
 //!   comes from `last_seq`); a compacted receipt's uniqueness is no longer checked.
 //!
-//! # On-disk format (schema version 2, `PRAGMA user_version`)
+//! # On-disk format (schema version 3, `PRAGMA user_version`)
 //! - `events(seq INTEGER PRIMARY KEY, id, kind, at, clock_synced, till, receipt, body)`;
 //!   `receipt` is unique where present (PROTOCOL.md: unique per gateway).
 //! - `idempotency(key PRIMARY KEY, fingerprint, seq, id)`: HTTP `Idempotency-Key`s, indexed
 //!   by `seq` (version 2) so retention deletes them without a scan.
 //! - `counters(name PRIMARY KEY, value)`: `last_seq`, `acked_upto`, `session`.
+//! - `identity_refs(hash PRIMARY KEY, profile)` (version 3): the profile ref each identifier
+//!   hash was first recorded under; kept by retention.
 
 mod outbox;
 mod schema;
@@ -47,6 +49,16 @@ pub struct NewEvent {
     /// For purchases: the receipt id, unique per gateway.
     pub receipt: Option<String>,
     pub idempotency: Option<IdempotencyKey>,
+    /// Identifier hashes this event tied to a profile ref, remembered in the same transaction
+    /// so a card seen again resolves to the same customer even after the event is compacted.
+    pub identity_refs: Vec<IdentityRef>,
+}
+
+/// An identifier hash (PROTOCOL.md "Identity") and the profile ref it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityRef {
+    pub hash: String,
+    pub profile: String,
 }
 
 /// A caller's `Idempotency-Key` and a fingerprint of what it asked for, so the same key with a
@@ -239,6 +251,12 @@ impl Journal {
     /// Opens a read connection for the outbox; reads never block the writer (WAL).
     pub fn outbox(&self) -> Result<Outbox, JournalError> {
         Outbox::open(&self.path)
+    }
+
+    /// Every identifier hash recorded with its profile ref, read at start-up by the identity
+    /// part.
+    pub fn identity_refs(&self) -> Result<Vec<IdentityRef>, JournalError> {
+        Outbox::open(&self.path)?.identity_refs()
     }
 
     pub fn path(&self) -> &Path {

@@ -5,7 +5,7 @@ use std::path::Path;
 use rusqlite::{Connection, OpenFlags};
 use serde_json::value::RawValue;
 
-use super::{JournalError, Position};
+use super::{IdentityRef, JournalError, Position};
 use crate::protocol::WireEvent;
 
 /// A read-only view of the journal for the sync pump.
@@ -63,6 +63,22 @@ impl Outbox {
             bytes += approx;
         }
         Ok(events)
+    }
+
+    /// The `identity_refs` table.
+    pub fn identity_refs(&self) -> Result<Vec<IdentityRef>, JournalError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT hash, profile FROM identity_refs")?;
+        let refs = stmt
+            .query_map([], |row| {
+                Ok(IdentityRef {
+                    hash: row.get(0)?,
+                    profile: row.get(1)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(refs)
     }
 
     /// The committed and acked positions as on disk.

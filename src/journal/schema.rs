@@ -31,6 +31,9 @@ const MIGRATIONS: &[&str] = &[
     // 1 -> 2: retention deletes idempotency keys by seq; without this every compaction scanned
     // the whole table.
     "CREATE INDEX idempotency_seq ON idempotency(seq);",
+    // 2 -> 3: card readers identify customers offline; a card seen again must resolve to the
+    // ref it got the first time, even after retention deleted that event.
+    "CREATE TABLE identity_refs(hash TEXT PRIMARY KEY, profile TEXT NOT NULL) WITHOUT ROWID;",
 ];
 
 pub(super) fn open_and_migrate(path: &Path) -> Result<Connection, JournalError> {

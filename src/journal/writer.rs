@@ -291,6 +291,12 @@ fn append(
         )?
         .execute(params![idem.key, &idem.fingerprint[..], seq as i64, id])?;
     }
+    for identity in &event.identity_refs {
+        // The first ref an identifier was recorded under stays its ref; merges from central
+        // are aliases on top, not rewrites of this table.
+        tx.prepare_cached("INSERT OR IGNORE INTO identity_refs(hash, profile) VALUES (?1, ?2)")?
+            .execute(params![identity.hash, identity.profile])?;
+    }
     current.last_seq = seq;
     if !went_backwards {
         *last_at = Some(now);

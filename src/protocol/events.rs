@@ -23,6 +23,15 @@ impl EventKind {
     }
 }
 
+/// A till id as the API and device config accept it: 1-32 letters, digits, `-` or `_`.
+pub fn is_till_id(till: &str) -> bool {
+    !till.is_empty()
+        && till.len() <= 32
+        && till
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 /// A body that failed its checks: which field, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]

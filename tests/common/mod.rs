@@ -33,12 +33,28 @@ pub fn free_port() -> u16 {
 pub struct Proc {
     pub name: String,
     child: Child,
+    stdin: Option<std::process::ChildStdin>,
     lines: Receiver<String>,
     log: PathBuf,
 }
 
 impl Proc {
     pub fn spawn(name: &str, program: &str, args: &[&str], dir: &Path) -> Proc {
+        Self::spawn_inner(name, program, args, dir, false)
+    }
+
+    /// Like `spawn`, with a pipe to the child's stdin for `send_line`.
+    pub fn spawn_interactive(name: &str, program: &str, args: &[&str], dir: &Path) -> Proc {
+        Self::spawn_inner(name, program, args, dir, true)
+    }
+
+    fn spawn_inner(
+        name: &str,
+        program: &str,
+        args: &[&str],
+        dir: &Path,
+        interactive: bool,
+    ) -> Proc {
         let log = dir.join(format!("{name}-{}.log", ulid::Ulid::new()));
         let stderr = std::fs::File::create(&log).expect("create log");
         let mut command = Command::new(program);
@@ -48,7 +64,11 @@ impl Proc {
         }
         let mut child = command
             .args(args)
-            .stdin(Stdio::null())
+            .stdin(if interactive {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(stderr)
             .env(
@@ -58,6 +78,7 @@ impl Proc {
             )
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name} ({program}): {e}"));
+        let stdin = child.stdin.take();
         let stdout = child.stdout.take().expect("stdout");
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
@@ -70,6 +91,7 @@ impl Proc {
         Proc {
             name: name.to_string(),
             child,
+            stdin,
             lines,
             log,
         }
@@ -82,24 +104,44 @@ impl Proc {
 
     /// Waits for a stdout JSON line with `key` at its top and returns that value.
     pub fn json_line(&mut self, key: &str, within: Duration) -> serde_json::Value {
+        let line = self.line_where(&format!("a {key} line"), within, |v| v.get(key).is_some());
+        line[key].clone()
+    }
+
+    /// Waits for the next stdout JSON line that `wanted` accepts, skipping others.
+    pub fn line_where(
+        &mut self,
+        what: &str,
+        within: Duration,
+        wanted: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
         let deadline = Instant::now() + within;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
                     if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                        if let Some(value) = v.get(key) {
-                            return value.clone();
+                        if wanted(&v) {
+                            return v;
                         }
                     }
                 }
                 Err(_) => panic!(
-                    "{} printed no {key} line within {within:?}; log:\n{}",
+                    "{} printed no {what} within {within:?}; log:\n{}",
                     self.name,
                     self.log_text()
                 ),
             }
         }
+    }
+
+    /// Writes one line to the child's stdin (`spawn_interactive` only).
+    pub fn send_line(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().expect("spawned with spawn_interactive");
+        writeln!(stdin, "{line}")
+            .and_then(|()| stdin.flush())
+            .unwrap_or_else(|e| panic!("{} stdin: {e}", self.name));
     }
 
     pub fn log_text(&self) -> String {

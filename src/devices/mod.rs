@@ -1,0 +1,186 @@
+//! Devices: the till hardware this box owns. Each kind of device is one file implementing
+//! [`Driver`]; the [`supervisor`] runs every configured device on a thread of its own (serial
+//! ports block), reopens it with backoff when it fails or goes silent, and keeps its state for
+//! `/v1/devices` and `/metrics`. One failing device never touches another.
+//!
+//! Drivers turn framed bytes into typed [`DeviceEvent`]s and never decide what they mean: the
+//! daemon routes a card tap to the identity part and sends the reader its beep afterwards, so
+//! the beep tells the customer "recorded", not merely "read".
+
+pub mod card_reader;
+pub mod supervisor;
+
+pub use supervisor::{DeviceHandle, Devices};
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use serde::Serialize;
+use storegate_firmware::message::Led;
+
+use crate::metrics::Metrics;
+
+/// Something a device reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceEvent {
+    /// A loyalty card was put on a reader.
+    CardPresented {
+        device: String,
+        till: String,
+        uid: Vec<u8>,
+    },
+    /// The card left the reader.
+    CardRemoved { device: String, uid: Vec<u8> },
+}
+
+/// Something the daemon asks a device to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceCommand {
+    Beep { ms: u16 },
+    Led(Led),
+}
+
+/// Where a device is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeviceState {
+    /// Opening the port (first time or after a failure).
+    Connecting,
+    /// Open and heard from.
+    Up,
+    /// Failed; waiting for the next attempt.
+    Down,
+    /// The daemon is shutting down.
+    Stopped,
+}
+
+/// A device's state as `/v1/devices` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceStatus {
+    pub name: String,
+    pub kind: &'static str,
+    pub port: String,
+    pub state: DeviceState,
+    /// Why it is down (or went down last).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Times it was reopened after a failure.
+    pub reconnects: u64,
+    /// What the device says about itself (firmware version), once it said it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<String>,
+}
+
+/// Why a device stopped working; the supervisor reopens it.
+#[derive(Debug, thiserror::Error)]
+pub enum DeviceError {
+    #[error("cannot open {port}: {message}")]
+    Open { port: String, message: String },
+    #[error("{port}: {source}")]
+    Io {
+        port: String,
+        source: std::io::Error,
+    },
+    #[error("{port}: silent for {silent_ms} ms (no heartbeat)")]
+    Silent { port: String, silent_ms: u64 },
+    #[error("{port}: {message}")]
+    Protocol { port: String, message: String },
+}
+
+/// The shutdown signal every device thread watches: a flag for the serve loops (checked after
+/// each short read timeout) and a condvar so backoff waits end at once.
+#[derive(Default)]
+pub struct Stop {
+    flag: AtomicBool,
+    lock: Mutex<()>,
+    wake: Condvar,
+}
+
+impl Stop {
+    pub fn is_set(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+
+    pub fn set(&self) {
+        self.flag.store(true, Ordering::Release);
+        let _guard = self.lock.lock();
+        self.wake.notify_all();
+    }
+
+    /// Waits up to `timeout`; returns true if stopping.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let Ok(guard) = self.lock.lock() else {
+            return self.is_set();
+        };
+        let _ = self
+            .wake
+            .wait_timeout_while(guard, timeout, |_| !self.is_set());
+        self.is_set()
+    }
+}
+
+/// What a driver gets while it serves its device.
+pub struct DeviceContext {
+    pub name: String,
+    events: tokio::sync::mpsc::Sender<DeviceEvent>,
+    commands: std::sync::mpsc::Receiver<DeviceCommand>,
+    status: Arc<Mutex<DeviceStatus>>,
+    stop: Arc<Stop>,
+    metrics: Arc<Metrics>,
+}
+
+impl DeviceContext {
+    pub fn stopping(&self) -> bool {
+        self.stop.is_set()
+    }
+
+    /// Hands an event to the daemon. Blocks while the daemon is behind: a device must not
+    /// outrun the journal, and its own buffer (the UART, the firmware) holds meanwhile.
+    pub fn emit(&self, event: DeviceEvent) {
+        if self.events.blocking_send(event).is_err() {
+            // Only at shutdown: the router is gone.
+            self.stop.set();
+        }
+    }
+
+    /// The next command for this device, if one is waiting.
+    pub fn next_command(&self) -> Option<DeviceCommand> {
+        self.commands.try_recv().ok()
+    }
+
+    /// The device is open and talking.
+    pub fn up(&self) {
+        self.update(|status| {
+            status.state = DeviceState::Up;
+        });
+        self.metrics.device_up(&self.name, true);
+    }
+
+    pub fn set_firmware(&self, firmware: String) {
+        self.update(|status| status.firmware = Some(firmware));
+    }
+
+    /// Bytes or messages from the device that were refused (counted, logged, ignored).
+    pub fn input_invalid(&self, reason: &str, detail: &str) {
+        self.metrics
+            .device_input_invalid(&self.name, reason, detail);
+    }
+
+    fn update(&self, change: impl FnOnce(&mut DeviceStatus)) {
+        if let Ok(mut status) = self.status.lock() {
+            change(&mut status);
+        }
+    }
+}
+
+/// One kind of device. `serve` opens the device and runs it until it fails (`Err`, and the
+/// supervisor reopens it after a backoff) or the daemon stops (`Ok`).
+pub trait Driver: Send + 'static {
+    /// `card_reader`, `scanner`, …
+    fn kind(&self) -> &'static str;
+    fn name(&self) -> &str;
+    /// The port or address, for the status page.
+    fn port(&self) -> String;
+    fn serve(&mut self, context: &DeviceContext) -> Result<(), DeviceError>;
+}

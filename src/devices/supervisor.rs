@@ -1,0 +1,162 @@
+//! Runs each device on its own thread and keeps it running: open, serve, and after a failure
+//! wait (exponential backoff with jitter, reset once the device worked for a while) and reopen.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::card_reader::CardReader;
+use super::{DeviceCommand, DeviceContext, DeviceEvent, DeviceState, DeviceStatus, Driver, Stop};
+use crate::config::DevicesSection;
+use crate::metrics::Metrics;
+use crate::sync::Backoff;
+
+/// First and longest pause before reopening a failed device.
+const REOPEN_MIN: Duration = Duration::from_millis(200);
+const REOPEN_MAX: Duration = Duration::from_secs(10);
+/// A device that served this long before failing starts its backoff afresh.
+const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+/// Events waiting for the daemon before devices block.
+const EVENT_QUEUE: usize = 256;
+
+/// Cheap to clone: what the API and the daemon's router need.
+#[derive(Clone, Default)]
+pub struct DeviceHandle {
+    statuses: Vec<Arc<Mutex<DeviceStatus>>>,
+    commands: Arc<HashMap<String, std::sync::mpsc::Sender<DeviceCommand>>>,
+}
+
+impl DeviceHandle {
+    pub fn statuses(&self) -> Vec<DeviceStatus> {
+        self.statuses
+            .iter()
+            .filter_map(|status| status.lock().ok().map(|s| s.clone()))
+            .collect()
+    }
+
+    /// Queues a command; a device that is down gets it when it is back (commands are few and
+    /// small: a beep, an LED).
+    pub fn command(&self, device: &str, command: DeviceCommand) {
+        if let Some(sender) = self.commands.get(device) {
+            let _ = sender.send(command);
+        }
+    }
+}
+
+/// The running devices.
+pub struct Devices {
+    handle: DeviceHandle,
+    stop: Arc<Stop>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Devices {
+    /// Starts a thread per configured device. Events arrive on the returned receiver.
+    pub fn start(
+        config: &DevicesSection,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<(Devices, tokio::sync::mpsc::Receiver<DeviceEvent>)> {
+        let drivers: Vec<Box<dyn Driver>> = config
+            .card_readers
+            .iter()
+            .map(|reader| Box::new(CardReader::new(reader.clone())) as Box<dyn Driver>)
+            .collect();
+        Self::start_drivers(drivers, metrics)
+    }
+
+    fn start_drivers(
+        drivers: Vec<Box<dyn Driver>>,
+        metrics: Arc<Metrics>,
+    ) -> std::io::Result<(Devices, tokio::sync::mpsc::Receiver<DeviceEvent>)> {
+        let (events_tx, events) = tokio::sync::mpsc::channel(EVENT_QUEUE);
+        let stop = Arc::new(Stop::default());
+        let mut statuses = Vec::new();
+        let mut commands = HashMap::new();
+        let mut threads = Vec::new();
+        for driver in drivers {
+            let status = Arc::new(Mutex::new(DeviceStatus {
+                name: driver.name().to_string(),
+                kind: driver.kind(),
+                port: driver.port(),
+                state: DeviceState::Connecting,
+                last_error: None,
+                reconnects: 0,
+                firmware: None,
+            }));
+            let (command_tx, command_rx) = std::sync::mpsc::channel();
+            commands.insert(driver.name().to_string(), command_tx);
+            statuses.push(status.clone());
+            metrics.device_up(driver.name(), false);
+            let context = DeviceContext {
+                name: driver.name().to_string(),
+                events: events_tx.clone(),
+                commands: command_rx,
+                status,
+                stop: stop.clone(),
+                metrics: metrics.clone(),
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("device-{}", driver.name()))
+                .spawn(move || supervise(driver, context))?;
+            threads.push(thread);
+        }
+        Ok((
+            Devices {
+                handle: DeviceHandle {
+                    statuses,
+                    commands: Arc::new(commands),
+                },
+                stop,
+                threads,
+            },
+            events,
+        ))
+    }
+
+    pub fn handle(&self) -> DeviceHandle {
+        self.handle.clone()
+    }
+
+    /// Stops every device and waits for its thread (each notices within one read timeout).
+    pub fn stop(self) {
+        self.stop.set();
+        for thread in self.threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn supervise(mut driver: Box<dyn Driver>, context: DeviceContext) {
+    let mut backoff = Backoff::new(REOPEN_MIN, REOPEN_MAX);
+    let mut attempts = 0u64;
+    while !context.stopping() {
+        attempts += 1;
+        context.update(|status| {
+            status.state = DeviceState::Connecting;
+            status.reconnects = attempts - 1;
+        });
+        let started = Instant::now();
+        let outcome = driver.serve(&context);
+        context.metrics.device_up(&context.name, false);
+        match outcome {
+            Ok(()) => break,
+            Err(error) => {
+                if started.elapsed() >= HEALTHY_AFTER {
+                    backoff.reset();
+                }
+                context
+                    .metrics
+                    .device_failed(&context.name, &error.to_string());
+                context.update(|status| {
+                    status.state = DeviceState::Down;
+                    status.last_error = Some(error.to_string());
+                });
+                if context.stop.wait(backoff.next_delay()) {
+                    break;
+                }
+            }
+        }
+    }
+    context.update(|status| status.state = DeviceState::Stopped);
+}

@@ -1,0 +1,297 @@
+//! Identity: turns what a reader or till saw (a card, a phone, an email, an app token) into
+//! PROTOCOL.md identifiers — hex HMAC-SHA256 of the normalised value under the fleet key, so raw
+//! numbers never leave the box — and into the profile ref the customer is known by here. A
+//! customer this box has never seen gets a provisional ref `prov:<gateway>:<ulid>` at once,
+//! offline or not; central later merges it into a profile (PROTOCOL.md "Identity").
+//!
+//! The owner type [`Identity`] serialises identifications, so one card tapped on two readers at
+//! the same instant still gets one ref, and records each `identity_seen` together with its
+//! hash → ref pairs in one journal transaction.
+
+use std::collections::HashMap;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::sync::Mutex;
+
+use crate::journal::{AppendError, Appended, IdentityRef, Journal, JournalError, NewEvent};
+use crate::protocol::{EventKind, Identifier, IdentifierKind};
+
+/// Shortest normalised value that can identify anyone (PROTOCOL.md: fewer than 6 significant
+/// characters is junk).
+const MIN_SIGNIFICANT: usize = 6;
+/// Longest value we hash; anything longer is not an identifier a human or card carries.
+const MAX_VALUE: usize = 256;
+
+/// Why a raw value cannot become an identifier.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentifierError {
+    #[error("{0} is empty or too short to identify anyone (fewer than 6 significant characters)")]
+    TooShort(&'static str),
+    #[error("{0} is one digit repeated, which is a test or placeholder value")]
+    Repeated(&'static str),
+    #[error("a phone must be E.164: + then 8 to 15 digits")]
+    NotE164,
+    #[error("an email needs one @ with a name before it and a domain with a dot after it")]
+    NotEmail,
+    #[error("{0} is longer than 256 characters")]
+    TooLong(&'static str),
+}
+
+/// Why an identification was not recorded.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error("no identity.hmac_key is configured, so customers cannot be identified")]
+    NoKey,
+    #[error(transparent)]
+    Identifier(#[from] IdentifierError),
+    #[error(transparent)]
+    Append(#[from] AppendError),
+}
+
+fn kind_name(kind: IdentifierKind) -> &'static str {
+    match kind {
+        IdentifierKind::Card => "card",
+        IdentifierKind::Phone => "phone",
+        IdentifierKind::Email => "email",
+        IdentifierKind::App => "app",
+    }
+}
+
+/// PROTOCOL.md normalisation: card = digits only; phone = E.164; email = trimmed, lower-cased;
+/// app = as given. Junk is refused.
+pub fn normalise(kind: IdentifierKind, raw: &str) -> Result<String, IdentifierError> {
+    let name = kind_name(kind);
+    if raw.len() > MAX_VALUE {
+        return Err(IdentifierError::TooLong(name));
+    }
+    let value = match kind {
+        IdentifierKind::Card => raw.chars().filter(char::is_ascii_digit).collect::<String>(),
+        IdentifierKind::Phone => {
+            let compact: String = raw
+                .chars()
+                .filter(|c| !matches!(c, ' ' | '-' | '(' | ')' | '.'))
+                .collect();
+            let digits = compact.strip_prefix('+').ok_or(IdentifierError::NotE164)?;
+            if !(8..=15).contains(&digits.len()) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(IdentifierError::NotE164);
+            }
+            compact
+        }
+        IdentifierKind::Email => {
+            let email = raw.trim().to_lowercase();
+            let (local, domain) = email.split_once('@').ok_or(IdentifierError::NotEmail)?;
+            if local.is_empty()
+                || domain.contains('@')
+                || !domain.contains('.')
+                || domain.starts_with('.')
+                || domain.ends_with('.')
+            {
+                return Err(IdentifierError::NotEmail);
+            }
+            email
+        }
+        IdentifierKind::App => raw.to_string(),
+    };
+    let significant: Vec<char> = value.chars().filter(|c| c.is_alphanumeric()).collect();
+    if significant.len() < MIN_SIGNIFICANT {
+        return Err(IdentifierError::TooShort(name));
+    }
+    if matches!(kind, IdentifierKind::Card | IdentifierKind::Phone)
+        && significant.iter().all(|c| *c == significant[0])
+    {
+        return Err(IdentifierError::Repeated(name));
+    }
+    Ok(value)
+}
+
+/// The card number of an NFC card: its UID read as one big-endian number, in decimal,
+/// zero-padded to the width of the largest UID of that length. Card identifiers are digits
+/// only (PROTOCOL.md); the padding keeps a 4-byte UID from meeting a 7-byte one that starts
+/// with zero bytes.
+pub fn card_number_from_uid(uid: &[u8]) -> String {
+    let uid = &uid[..uid.len().min(15)];
+    let number = uid
+        .iter()
+        .fold(0u128, |number, byte| (number << 8) | u128::from(*byte));
+    let largest = (1u128 << (8 * uid.len())) - 1;
+    let width = largest.to_string().len();
+    format!("{number:0width$}")
+}
+
+/// What an identification recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// The profile ref the customer is known by on this box.
+    pub customer: String,
+    /// The `identity_seen` event.
+    pub event: Appended,
+}
+
+/// The identity part's owner.
+pub struct Identity {
+    key: Option<Hmac<Sha256>>,
+    gateway: String,
+    journal: Journal,
+    known: Mutex<HashMap<String, String>>,
+}
+
+impl Identity {
+    /// `hmac_key` is the validated base64 key from config (`None`: identification refused).
+    pub fn new(
+        hmac_key: Option<&str>,
+        gateway: &str,
+        journal: Journal,
+    ) -> Result<Identity, JournalError> {
+        use base64::Engine;
+        let key = hmac_key
+            .and_then(|k| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(k.trim())
+                    .ok()
+            })
+            .and_then(|bytes| Hmac::<Sha256>::new_from_slice(&bytes).ok());
+        let known = journal
+            .identity_refs()?
+            .into_iter()
+            .map(|r| (r.hash, r.profile))
+            .collect();
+        Ok(Identity {
+            key,
+            gateway: gateway.to_string(),
+            journal,
+            known: Mutex::new(known),
+        })
+    }
+
+    /// The identifier for a raw value: normalised, checked and hashed.
+    pub fn identifier(
+        &self,
+        kind: IdentifierKind,
+        raw: &str,
+        verified: Option<bool>,
+    ) -> Result<Identifier, IdentityError> {
+        let key = self.key.as_ref().ok_or(IdentityError::NoKey)?;
+        let value = normalise(kind, raw)?;
+        let mut mac = key.clone();
+        mac.update(value.as_bytes());
+        let hash = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let verified = match kind {
+            IdentifierKind::Phone | IdentifierKind::Email => Some(verified.unwrap_or(false)),
+            IdentifierKind::Card | IdentifierKind::App => None,
+        };
+        Ok(Identifier {
+            kind,
+            hash,
+            verified,
+        })
+    }
+
+    /// Records an `identity_seen` at `till` and returns the customer's ref: the ref any of the
+    /// identifiers already has here, or a new provisional one.
+    pub async fn seen(
+        &self,
+        till: &str,
+        identifiers: Vec<Identifier>,
+    ) -> Result<Recorded, IdentityError> {
+        let mut known = self.known.lock().await;
+        let customer = identifiers
+            .iter()
+            .find_map(|identifier| known.get(&identifier.hash).cloned())
+            .unwrap_or_else(|| format!("prov:{}:{}", self.gateway, ulid::Ulid::new()));
+        let body = serde_json::json!({ "customer": customer, "identifiers": identifiers });
+        let identity_refs: Vec<IdentityRef> = identifiers
+            .iter()
+            .filter(|identifier| !known.contains_key(&identifier.hash))
+            .map(|identifier| IdentityRef {
+                hash: identifier.hash.clone(),
+                profile: customer.clone(),
+            })
+            .collect();
+        let event = self
+            .journal
+            .append(NewEvent {
+                kind: EventKind::IdentitySeen,
+                till: till.to_string(),
+                body: body.to_string(),
+                receipt: None,
+                idempotency: None,
+                identity_refs: identity_refs.clone(),
+            })
+            .await?;
+        for identity in identity_refs {
+            known.insert(identity.hash, identity.profile);
+        }
+        Ok(Recorded { customer, event })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalises_as_the_protocol_says_and_refuses_junk() {
+        use IdentifierKind::*;
+        assert_eq!(normalise(Card, "6001 2345-6789").unwrap(), "600123456789");
+        assert_eq!(
+            normalise(Phone, "+49 (30) 123-4567").unwrap(),
+            "+49301234567"
+        );
+        assert_eq!(
+            normalise(Email, "  Ana@Example.COM ").unwrap(),
+            "ana@example.com"
+        );
+        assert_eq!(normalise(App, " tok-ABC123").unwrap(), " tok-ABC123");
+
+        assert_eq!(normalise(Card, ""), Err(IdentifierError::TooShort("card")));
+        assert_eq!(
+            normalise(Card, "12 34"),
+            Err(IdentifierError::TooShort("card"))
+        );
+        assert_eq!(
+            normalise(Card, "0000000000"),
+            Err(IdentifierError::Repeated("card"))
+        );
+        assert_eq!(
+            normalise(Phone, "030 1234567"),
+            Err(IdentifierError::NotE164)
+        );
+        assert_eq!(normalise(Phone, "+1234"), Err(IdentifierError::NotE164));
+        assert_eq!(
+            normalise(Email, "ana.example.com"),
+            Err(IdentifierError::NotEmail)
+        );
+        assert_eq!(
+            normalise(Email, "ana@localhost"),
+            Err(IdentifierError::NotEmail)
+        );
+        assert_eq!(
+            normalise(App, &"x".repeat(300)),
+            Err(IdentifierError::TooLong("app"))
+        );
+    }
+
+    #[test]
+    fn a_uid_becomes_its_big_endian_number() {
+        assert_eq!(
+            card_number_from_uid(&[0xDE, 0xAD, 0xBE, 0xEF]),
+            "3735928559"
+        );
+        assert_eq!(
+            card_number_from_uid(&[0xFF; 10]),
+            (u128::MAX >> 48).to_string()
+        );
+        // Leading zero bytes still count: the same digits at another UID length differ.
+        assert_eq!(card_number_from_uid(&[0, 0, 0, 7]), "0000000007");
+        assert_ne!(
+            card_number_from_uid(&[0, 0, 0, 0, 0, 0, 7]),
+            card_number_from_uid(&[0, 0, 0, 7])
+        );
+    }
+}
