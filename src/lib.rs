@@ -21,6 +21,7 @@ pub mod broker;
 pub mod central;
 pub mod cli;
 pub mod clock;
+pub mod codes;
 pub mod config;
 pub mod daemon;
 pub mod demo;

@@ -22,6 +22,7 @@ pub struct Metrics {
     device_up: Family<Labels, Gauge>,
     device_failures: Family<Labels, Counter>,
     device_input_invalid: Family<Labels, Counter>,
+    device_frames: Family<Labels, Counter>,
     connected: Gauge,
     last_seq: Gauge,
     acked_seq: Gauge,
@@ -48,6 +49,7 @@ impl Metrics {
             device_up: Family::default(),
             device_failures: Family::default(),
             device_input_invalid: Family::default(),
+            device_frames: Family::default(),
             connected: Gauge::default(),
             last_seq: Gauge::default(),
             acked_seq: Gauge::default(),
@@ -107,6 +109,11 @@ impl Metrics {
             "device_input_invalid",
             "Bytes or messages from a device refused and ignored, by device and reason",
             m.device_input_invalid.clone(),
+        );
+        registry.register(
+            "device_frames",
+            "Camera frames by outcome: decoded, unchanged (nothing new, skipped), dropped (a newer frame replaced it)",
+            m.device_frames.clone(),
         );
         registry.register(
             "mqtt_connected",
@@ -180,6 +187,15 @@ impl Metrics {
             .get_or_create(&vec![
                 ("device".into(), device.into()),
                 ("reason".into(), reason.into()),
+            ])
+            .inc();
+    }
+
+    pub fn device_frame(&self, device: &str, outcome: &str) {
+        self.device_frames
+            .get_or_create(&vec![
+                ("device".into(), device.into()),
+                ("outcome".into(), outcome.into()),
             ])
             .inc();
     }

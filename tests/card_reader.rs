@@ -6,7 +6,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use hmac::{Hmac, Mac};
@@ -116,25 +116,13 @@ fn devices(agent: &ureq::Agent, api: std::net::SocketAddr) -> serde_json::Value 
         .clone()
 }
 
-/// Polls `/v1/devices` (the API has no push for device state) until the reader is in `state`.
 fn wait_device_state(
     agent: &ureq::Agent,
     api: std::net::SocketAddr,
     state: &str,
     within: Duration,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let device = devices(agent, api);
-        if device["state"] == state {
-            return device;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "reader never reached {state}: {device}"
-        );
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    wait_device(agent, api, 0, within, |d| d["state"] == state)
 }
 
 #[test]

@@ -15,6 +15,9 @@ fn every_command_has_help() {
         vec!["demo", "--help"],
         vec!["broker", "--help"],
         vec!["status", "--help"],
+        vec!["decode", "--help"],
+        vec!["scan-image", "--help"],
+        vec!["bench", "--help"],
     ] {
         let out = Command::new(bin()).args(&args).output().unwrap();
         assert!(out.status.success(), "{args:?}");
@@ -124,4 +127,96 @@ fn status_prints_the_running_gateways_health_as_json() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is `storegate run` up?"));
+}
+
+#[test]
+fn decode_prints_what_scanned_data_means_and_refuses_broken_data() {
+    let out = Command::new(bin())
+        .args([
+            "decode",
+            "https://id.gs1.org/01/09506000134352/10/LOT%2042?17=261231",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["kind"], "gs1_digital_link");
+    assert_eq!(json["gtin"], "09506000134352");
+    assert_eq!(
+        json["elements"],
+        serde_json::json!([
+            { "ai": "01", "value": "09506000134352" },
+            { "ai": "10", "value": "LOT 42" },
+            { "ai": "17", "value": "261231" }
+        ])
+    );
+
+    // A wrong GTIN check digit: exit 1, the reason as JSON on stdout.
+    let out = Command::new(bin())
+        .args(["decode", "https://id.gs1.org/01/09506000134353"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["error"]["code"], "invalid_code");
+    assert!(json["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("check digit"));
+}
+
+#[test]
+fn scan_image_decodes_each_file_as_one_json_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let two = dir.path().join("two.png");
+    storegate::devices::camera::corpus::scene(&["SGA1.app-token-0001", "hello kiosk"], 5)
+        .save_png(&two)
+        .unwrap();
+    let none = dir.path().join("none.png");
+    storegate::devices::camera::corpus::scene(&[], 6)
+        .save_png(&none)
+        .unwrap();
+    let out = Command::new(bin())
+        .arg("scan-image")
+        .args([&two, &none])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    let mut texts: Vec<&str> = lines[0]["codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["text"].as_str().unwrap())
+        .collect();
+    texts.sort();
+    assert_eq!(texts, ["SGA1.app-token-0001", "hello kiosk"]);
+    let app = lines[0]["codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["text"] == "SGA1.app-token-0001")
+        .unwrap();
+    assert_eq!(app["interpretation"]["kind"], "app_identity");
+    assert_eq!(lines[1]["codes"], serde_json::json!([]));
+
+    // A file that is no image: its line says why, and the exit code says something failed.
+    let junk = dir.path().join("junk.png");
+    std::fs::write(&junk, b"not a png").unwrap();
+    let out = Command::new(bin())
+        .arg("scan-image")
+        .arg(&junk)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(line["error"].as_str().is_some(), "{line}");
 }

@@ -4,10 +4,12 @@
 //! `{"error":{"code","message"[,"field"]}}` and changes nothing.
 
 mod errors;
+mod live;
 mod openapi;
 mod purchases;
 
 pub use errors::ApiError;
+pub use live::LiveEvents;
 
 use std::sync::Arc;
 
@@ -36,12 +38,14 @@ pub struct ApiState {
     pub sync: watch::Receiver<SyncState>,
     pub tokens: Arc<Vec<String>>,
     pub devices: DeviceHandle,
+    pub live: LiveEvents,
 }
 
 pub fn router(state: ApiState) -> Router {
     let v1 = Router::new()
         .route("/purchases", post(purchases::create))
         .route("/devices", get(devices))
+        .route("/events", get(live::stream))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .nest("/v1", v1)

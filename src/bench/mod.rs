@@ -5,6 +5,8 @@
 //! - backlog drain of a pre-filled journal through a broker (Mosquitto when installed) to the
 //!   reference central, vs the broker's raw QoS 1 pipe for the same payload sizes, with the
 //!   gateway process's peak RSS;
+//! - QR decoding of 640x480 camera frames: the kiosk decoder vs plain rqrr, and zbar on the
+//!   same frames when installed;
 //! - cold start to ready and idle RSS of `storegate run`, and the binary's size (absolute
 //!   figures: a process start has no meaningful in-run baseline).
 //!
@@ -12,6 +14,7 @@
 
 mod drain;
 mod ingest;
+mod qr;
 mod startup;
 
 use clap::Args;
@@ -31,12 +34,20 @@ pub struct BenchArgs {
     /// else the embedded broker.
     #[arg(long)]
     pub broker: Option<String>,
-    /// Skip the drain part (ingest only).
+    /// Skip the drain part.
     #[arg(long)]
     pub skip_drain: bool,
+    /// Run only the QR decoding part.
+    #[arg(long)]
+    pub qr_only: bool,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let qr = qr::run()?;
+    if args.qr_only {
+        crate::cli::print_json(&serde_json::json!({ "qr": qr }));
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -49,7 +60,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         runtime.block_on(drain::run(args.drain_events, args.broker.as_deref()))?
     };
     crate::cli::print_json(
-        &serde_json::json!({ "startup": startup, "ingest": ingest, "drain": drain }),
+        &serde_json::json!({ "startup": startup, "ingest": ingest, "drain": drain, "qr": qr }),
     );
     Ok(())
 }

@@ -54,6 +54,18 @@ pub enum Command {
     },
     /// Measure journal ingest and backlog drain against baselines in the same run.
     Bench(crate::bench::BenchArgs),
+    /// Print what scanned data means, as JSON (coupon token, app identity, GS1 Digital Link,
+    /// text). Exits 1, with the reason as JSON, for data that is broken.
+    Decode {
+        /// The text a scanner or camera read.
+        data: String,
+    },
+    /// Decode the QR codes in image files (PNG), one JSON line per file, with the kiosk
+    /// camera's decoder.
+    ScanImage {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
     /// Print the running gateway's health as JSON.
     Status {
         /// The gateway's API address.
@@ -71,7 +83,56 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Broker { listen } => run_broker(listen),
         Command::Status { api } => run_status(api),
         Command::Bench(args) => crate::bench::run(args),
+        Command::Decode { data } => run_decode(&data),
+        Command::ScanImage { files } => run_scan_image(&files),
     }
+}
+
+fn run_decode(data: &str) -> anyhow::Result<()> {
+    match crate::codes::interpret(data) {
+        Ok(interpretation) => {
+            print_json(&serde_json::json!(interpretation));
+            Ok(())
+        }
+        Err(error) => {
+            print_json(
+                &serde_json::json!({ "error": { "code": "invalid_code", "message": error.to_string() } }),
+            );
+            anyhow::bail!("{error}")
+        }
+    }
+}
+
+fn run_scan_image(files: &[PathBuf]) -> anyhow::Result<()> {
+    use crate::devices::camera::{decode, frame::LumaFrame};
+    let mut unreadable = 0;
+    for file in files {
+        let line = match LumaFrame::load_png(file) {
+            Ok(frame) => {
+                let codes: Vec<serde_json::Value> = decode::QrDecoder::new()
+                    .decode_all(&frame)
+                    .into_iter()
+                    .map(|detected| {
+                        let meaning = match crate::codes::interpret(&detected.text) {
+                            Ok(interpretation) => serde_json::json!(interpretation),
+                            Err(error) => serde_json::json!({ "refused": error.to_string() }),
+                        };
+                        serde_json::json!({ "text": detected.text, "interpretation": meaning })
+                    })
+                    .collect();
+                serde_json::json!({ "file": file, "codes": codes })
+            }
+            Err(error) => {
+                unreadable += 1;
+                serde_json::json!({ "file": file, "error": error.to_string() })
+            }
+        };
+        print_json(&line);
+    }
+    if unreadable > 0 {
+        anyhow::bail!("{unreadable} file(s) could not be read");
+    }
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

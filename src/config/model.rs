@@ -37,6 +37,29 @@ pub struct DevicesSection {
     /// storegate loyalty readers (`firmware/PROTOCOL.md` over a serial / USB-CDC port).
     #[serde(default)]
     pub card_readers: Vec<CardReaderConfig>,
+    /// Kiosk cameras reading QR codes.
+    #[serde(default)]
+    pub cameras: Vec<CameraConfig>,
+}
+
+/// One camera looking for QR codes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    /// Name in logs, metrics and `/v1/devices`, `[a-z0-9][a-z0-9-]{0,31}`.
+    pub name: String,
+    /// `v4l:/dev/video0` (a camera; needs the `camera` build feature), `dir:/path` (recorded
+    /// PNG frames, read in name order as they appear) or `raw:640x480:/path` (raw luma frames).
+    pub source: String,
+    /// The till (kiosk) whose event stream gets the scans.
+    pub till: String,
+    /// Frames per second for recorded sources; a camera sets its own pace.
+    #[serde(default = "default_camera_fps")]
+    pub fps: u32,
+}
+
+fn default_camera_fps() -> u32 {
+    15
 }
 
 /// One loyalty card reader running the storegate firmware.
@@ -449,32 +472,42 @@ impl GatewayConfig {
     }
 }
 
+/// A device's name (unique across all devices, a topic-safe id) and its till.
+fn check_device<'a>(
+    key: &dyn Fn(&str) -> String,
+    name: &'a str,
+    till: &str,
+    names: &mut std::collections::HashSet<&'a str>,
+) -> Result<(), ConfigError> {
+    if !is_topic_id(name) {
+        return Err(ConfigError::key(
+            key("name"),
+            format!(
+                "`{name}` must match [a-z0-9][a-z0-9-]{{0,31}} (lower-case letters, digits, dashes)"
+            ),
+        ));
+    }
+    if !names.insert(name) {
+        return Err(ConfigError::key(
+            key("name"),
+            format!("`{name}` names two devices; names must be unique"),
+        ));
+    }
+    if !crate::protocol::is_till_id(till) {
+        return Err(ConfigError::key(
+            key("till"),
+            "must be 1-32 letters, digits, '-' or '_' (as the API's till)",
+        ));
+    }
+    Ok(())
+}
+
 impl DevicesSection {
     fn validate(&self, has_identity_key: bool) -> Result<(), ConfigError> {
         let mut names = std::collections::HashSet::new();
         for (i, reader) in self.card_readers.iter().enumerate() {
             let key = |field: &str| format!("devices.card_readers[{i}].{field}");
-            if !is_topic_id(&reader.name) {
-                return Err(ConfigError::key(
-                    key("name"),
-                    format!(
-                        "`{}` must match [a-z0-9][a-z0-9-]{{0,31}} (lower-case letters, digits, dashes)",
-                        reader.name
-                    ),
-                ));
-            }
-            if !names.insert(reader.name.as_str()) {
-                return Err(ConfigError::key(
-                    key("name"),
-                    format!("`{}` names two devices; names must be unique", reader.name),
-                ));
-            }
-            if !crate::protocol::is_till_id(&reader.till) {
-                return Err(ConfigError::key(
-                    key("till"),
-                    "must be 1-32 letters, digits, '-' or '_' (as the API's till)",
-                ));
-            }
+            check_device(&key, &reader.name, &reader.till, &mut names)?;
             if reader.port.as_os_str().is_empty() {
                 return Err(ConfigError::key(
                     key("port"),
@@ -492,6 +525,22 @@ impl DevicesSection {
                     "identity.hmac_key",
                     "card readers identify customers, which needs the fleet identity key; set identity.hmac_key",
                 ));
+            }
+        }
+        for (i, camera) in self.cameras.iter().enumerate() {
+            let key = |field: &str| format!("devices.cameras[{i}].{field}");
+            check_device(&key, &camera.name, &camera.till, &mut names)?;
+            if !["v4l:", "dir:", "raw:"]
+                .iter()
+                .any(|p| camera.source.starts_with(p))
+            {
+                return Err(ConfigError::key(
+                    key("source"),
+                    "use v4l:/dev/video0, dir:/path/to/pngs or raw:640x480:/path",
+                ));
+            }
+            if !(1..=120).contains(&camera.fps) {
+                return Err(ConfigError::key(key("fps"), "must be between 1 and 120"));
             }
         }
         Ok(())

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-mod card_taps;
+mod device_events;
 
-use crate::api::{self, ApiState};
+use crate::api::{self, ApiState, LiveEvents};
 use crate::clock::Clock;
 use crate::config::GatewayConfig;
 use crate::devices::Devices;
@@ -82,19 +82,22 @@ pub async fn run(
         .iter()
         .map(|reader| (reader.name.clone(), reader.beep_ms))
         .collect();
-    let router_task = tokio::spawn(card_taps::route(
-        device_events,
+    let live = LiveEvents::new();
+    let router = device_events::Router {
         identity,
-        devices.handle(),
-        move |device| beeps.get(device).copied().unwrap_or(0),
-        metrics.clone(),
-    ));
+        devices: devices.handle(),
+        live: live.clone(),
+        beep_ms: Box::new(move |device| beeps.get(device).copied().unwrap_or(0)),
+        metrics: metrics.clone(),
+    };
+    let router_task = tokio::spawn(router.run(device_events));
     let state = ApiState {
         journal: journal.clone(),
         metrics: metrics.clone(),
         sync: sync.state(),
         tokens: Arc::new(config.api.tokens.clone()),
         devices: devices.handle(),
+        live,
     };
     let position = *journal.position().borrow();
     drop(journal);

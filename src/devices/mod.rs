@@ -7,6 +7,7 @@
 //! daemon routes a card tap to the identity part and sends the reader its beep afterwards, so
 //! the beep tells the customer "recorded", not merely "read".
 
+pub mod camera;
 pub mod card_reader;
 pub mod supervisor;
 
@@ -32,6 +33,13 @@ pub enum DeviceEvent {
     },
     /// The card left the reader.
     CardRemoved { device: String, uid: Vec<u8> },
+    /// A code was read (once per presentation: a code held up is not repeated).
+    Scanned {
+        device: String,
+        till: String,
+        symbology: &'static str,
+        text: String,
+    },
 }
 
 /// Something the daemon asks a device to do.
@@ -124,7 +132,8 @@ impl Stop {
 pub struct DeviceContext {
     pub name: String,
     events: tokio::sync::mpsc::Sender<DeviceEvent>,
-    commands: std::sync::mpsc::Receiver<DeviceCommand>,
+    // A Mutex only so the context is Sync: a camera's decode thread borrows it too.
+    commands: Mutex<std::sync::mpsc::Receiver<DeviceCommand>>,
     status: Arc<Mutex<DeviceStatus>>,
     stop: Arc<Stop>,
     metrics: Arc<Metrics>,
@@ -146,7 +155,7 @@ impl DeviceContext {
 
     /// The next command for this device, if one is waiting.
     pub fn next_command(&self) -> Option<DeviceCommand> {
-        self.commands.try_recv().ok()
+        self.commands.lock().ok()?.try_recv().ok()
     }
 
     /// The device is open and talking.
@@ -159,6 +168,17 @@ impl DeviceContext {
 
     pub fn set_firmware(&self, firmware: String) {
         self.update(|status| status.firmware = Some(firmware));
+    }
+
+    /// A camera frame's fate: `decoded`, `unchanged` (nothing new, not decoded) or `dropped`
+    /// (replaced by a newer one before the decoder got to it).
+    pub fn frame_seen(&self, outcome: &str) {
+        self.metrics.device_frame(&self.name, outcome);
+    }
+
+    /// Waits up to `timeout` unless stopping; true if stopping.
+    pub fn pause(&self, timeout: Duration) -> bool {
+        self.stop.wait(timeout)
     }
 
     /// Bytes or messages from the device that were refused (counted, logged, ignored).

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use super::camera::Camera;
 use super::card_reader::CardReader;
 use super::{DeviceCommand, DeviceContext, DeviceEvent, DeviceState, DeviceStatus, Driver, Stop};
 use crate::config::DevicesSection;
@@ -57,11 +58,15 @@ impl Devices {
         config: &DevicesSection,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<(Devices, tokio::sync::mpsc::Receiver<DeviceEvent>)> {
-        let drivers: Vec<Box<dyn Driver>> = config
+        let readers = config
             .card_readers
             .iter()
-            .map(|reader| Box::new(CardReader::new(reader.clone())) as Box<dyn Driver>)
-            .collect();
+            .map(|reader| Box::new(CardReader::new(reader.clone())) as Box<dyn Driver>);
+        let cameras = config
+            .cameras
+            .iter()
+            .map(|camera| Box::new(Camera::new(camera.clone())) as Box<dyn Driver>);
+        let drivers: Vec<Box<dyn Driver>> = readers.chain(cameras).collect();
         Self::start_drivers(drivers, metrics)
     }
 
@@ -91,7 +96,7 @@ impl Devices {
             let context = DeviceContext {
                 name: driver.name().to_string(),
                 events: events_tx.clone(),
-                commands: command_rx,
+                commands: Mutex::new(command_rx),
                 status,
                 stop: stop.clone(),
                 metrics: metrics.clone(),

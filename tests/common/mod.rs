@@ -609,3 +609,79 @@ impl Drop for Subscription {
         }
     }
 }
+
+/// A listener on the gateway's `GET /v1/events` (server-sent events): each event arrives as
+/// (event name, JSON data) on a channel, read by a thread that ends when the gateway goes.
+pub struct LiveEvents {
+    events: Receiver<(String, serde_json::Value)>,
+}
+
+impl LiveEvents {
+    /// Subscribes and waits until the gateway confirmed the subscription.
+    pub fn subscribe(api: SocketAddr, query: &str) -> LiveEvents {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let response = agent
+            .get(&format!("http://{api}/v1/events{query}"))
+            .call()
+            .expect("GET /v1/events");
+        assert_eq!(response.status(), 200);
+        let reader = BufReader::new(response.into_body().into_reader());
+        let (tx, events) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut name = String::new();
+            for line in reader.lines().map_while(Result::ok) {
+                if let Some(event) = line.strip_prefix("event: ") {
+                    name = event.to_string();
+                } else if let Some(data) = line.strip_prefix("data: ") {
+                    let value = serde_json::from_str(data).unwrap_or(serde_json::Value::Null);
+                    if tx.send((std::mem::take(&mut name), value)).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        let live = LiveEvents { events };
+        let (name, _) = live.next(Duration::from_secs(5));
+        assert_eq!(name, "ready");
+        live
+    }
+
+    pub fn next(&self, within: Duration) -> (String, serde_json::Value) {
+        self.events
+            .recv_timeout(within)
+            .unwrap_or_else(|_| panic!("no live event within {within:?}"))
+    }
+}
+
+/// Polls `GET /v1/devices` (device state has no push) until device `index` satisfies `wanted`;
+/// returns its status. Panics with the last status after `within`.
+pub fn wait_device(
+    agent: &ureq::Agent,
+    api: SocketAddr,
+    index: usize,
+    within: Duration,
+    wanted: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let devices: serde_json::Value = agent
+            .get(&format!("http://{api}/v1/devices"))
+            .call()
+            .expect("GET /v1/devices")
+            .body_mut()
+            .read_json()
+            .expect("devices JSON");
+        let device = devices["devices"][index].clone();
+        if wanted(&device) {
+            return device;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "device never got there: {device}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}

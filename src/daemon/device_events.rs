@@ -1,0 +1,100 @@
+//! Routes device events to the parts that act on them:
+//! - a card tap becomes an `identity_seen` through the identity part, and only once it is
+//!   committed does the reader beep and light green (red, with no beep, when refused);
+//! - a scanned code is interpreted by the codes part and published on the API's live event
+//!   stream for the till or kiosk it belongs to (a scan is not a sale: the till decides what
+//!   to do with it).
+
+use std::sync::Arc;
+
+use storegate_firmware::message::Led;
+use tokio::sync::mpsc;
+
+use crate::api::LiveEvents;
+use crate::devices::{DeviceCommand, DeviceEvent, DeviceHandle};
+use crate::identity::{card_number_from_uid, Identity};
+use crate::metrics::Metrics;
+use crate::protocol::{EventKind, IdentifierKind};
+
+pub struct Router {
+    pub identity: Arc<Identity>,
+    pub devices: DeviceHandle,
+    pub live: LiveEvents,
+    pub beep_ms: Box<dyn Fn(&str) -> u16 + Send + Sync>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Router {
+    pub async fn run(self, mut events: mpsc::Receiver<DeviceEvent>) {
+        while let Some(event) = events.recv().await {
+            match event {
+                DeviceEvent::CardPresented { device, till, uid } => {
+                    self.card_presented(device, till, uid).await
+                }
+                DeviceEvent::CardRemoved { device, .. } => {
+                    self.devices.command(&device, DeviceCommand::Led(Led::Off));
+                }
+                DeviceEvent::Scanned {
+                    device,
+                    till,
+                    symbology,
+                    text,
+                } => self.scanned(device, till, symbology, text),
+            }
+        }
+    }
+
+    async fn card_presented(&self, device: String, till: String, uid: Vec<u8>) {
+        let number = card_number_from_uid(&uid);
+        let recorded = match self
+            .identity
+            .identifier(IdentifierKind::Card, &number, None)
+        {
+            Ok(identifier) => self.identity.seen(&till, vec![identifier]).await,
+            Err(error) => Err(error),
+        };
+        match recorded {
+            Ok(recorded) => {
+                self.metrics
+                    .event_committed(EventKind::IdentitySeen.as_str(), recorded.event.seq);
+                tracing::info!(
+                    device,
+                    till,
+                    seq = recorded.event.seq,
+                    customer = recorded.customer,
+                    "card identified"
+                );
+                let ms = (self.beep_ms)(&device);
+                if ms > 0 {
+                    self.devices.command(&device, DeviceCommand::Beep { ms });
+                }
+                self.devices
+                    .command(&device, DeviceCommand::Led(Led::Green));
+            }
+            Err(error) => {
+                self.metrics
+                    .device_input_invalid(&device, "card_refused", &error.to_string());
+                self.devices.command(&device, DeviceCommand::Led(Led::Red));
+            }
+        }
+    }
+
+    fn scanned(&self, device: String, till: String, symbology: &'static str, text: String) {
+        let mut event = serde_json::json!({
+            "type": "scan",
+            "device": device,
+            "till": till,
+            "symbology": symbology,
+            "text": text,
+        });
+        match crate::codes::interpret(&text) {
+            Ok(interpretation) => event["interpretation"] = serde_json::json!(interpretation),
+            Err(error) => {
+                self.metrics
+                    .device_input_invalid(&device, "code_refused", &error.to_string());
+                event["refused"] = serde_json::json!(error.to_string());
+            }
+        }
+        self.live.publish(event);
+    }
+}

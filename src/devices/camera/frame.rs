@@ -1,0 +1,252 @@
+//! Frames and where they come from. The decoder sees only 8-bit luma frames; a [`FrameSource`]
+//! is a camera (feature `camera`), a folder of recorded PNG frames, or a file of raw frames,
+//! so tests and benchmarks run the exact pipeline a kiosk runs.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Largest frame side accepted; bigger is no webcam, and keeps `w * h` far from overflow.
+pub const MAX_SIDE: usize = 8192;
+
+/// An 8-bit greyscale frame, row-major.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LumaFrame {
+    width: usize,
+    height: usize,
+    pixels: Vec<u8>,
+}
+
+impl std::fmt::Debug for LumaFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LumaFrame({}x{})", self.width, self.height)
+    }
+}
+
+/// Why a frame or a source could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {width}x{height} with {len} bytes (needs width*height, sides 1..=8192)")]
+    BadSize {
+        width: usize,
+        height: usize,
+        len: usize,
+    },
+    #[error("{path}: {message}")]
+    File { path: String, message: String },
+    #[error("camera: {0}")]
+    Camera(String),
+    #[error("camera source {0:?}: use v4l:/dev/videoN, dir:/path/to/pngs or raw:WxH:/path")]
+    BadSpec(String),
+}
+
+impl LumaFrame {
+    pub fn new(width: usize, height: usize, pixels: Vec<u8>) -> Result<LumaFrame, FrameError> {
+        let ok = (1..=MAX_SIDE).contains(&width)
+            && (1..=MAX_SIDE).contains(&height)
+            && pixels.len() == width * height;
+        if !ok {
+            return Err(FrameError::BadSize {
+                width,
+                height,
+                len: pixels.len(),
+            });
+        }
+        Ok(LumaFrame {
+            width,
+            height,
+            pixels,
+        })
+    }
+
+    pub fn width(&self) -> usize {
+        self.width
+    }
+
+    pub fn height(&self) -> usize {
+        self.height
+    }
+
+    pub fn pixels(&self) -> &[u8] {
+        &self.pixels
+    }
+
+    pub fn at(&self, x: usize, y: usize) -> u8 {
+        self.pixels[y * self.width + x]
+    }
+
+    /// Reads a PNG (any colour type; converted to luma).
+    pub fn load_png(path: &Path) -> Result<LumaFrame, FrameError> {
+        let file_error = |message: String| FrameError::File {
+            path: path.display().to_string(),
+            message,
+        };
+        let image = image::ImageReader::open(path)
+            .map_err(|e| file_error(e.to_string()))?
+            .with_guessed_format()
+            .map_err(|e| file_error(e.to_string()))?;
+        let (width, height) = image
+            .into_dimensions()
+            .map_err(|e| file_error(e.to_string()))?;
+        if width as usize > MAX_SIDE || height as usize > MAX_SIDE {
+            return Err(file_error(format!(
+                "{width}x{height} is larger than a camera frame"
+            )));
+        }
+        let luma = image::ImageReader::open(path)
+            .map_err(|e| file_error(e.to_string()))?
+            .with_guessed_format()
+            .map_err(|e| file_error(e.to_string()))?
+            .decode()
+            .map_err(|e| file_error(e.to_string()))?
+            .into_luma8();
+        LumaFrame::new(width as usize, height as usize, luma.into_raw())
+    }
+
+    /// Writes the frame as an 8-bit greyscale PNG.
+    pub fn save_png(&self, path: &Path) -> Result<(), FrameError> {
+        image::save_buffer_with_format(
+            path,
+            &self.pixels,
+            self.width as u32,
+            self.height as u32,
+            image::ExtendedColorType::L8,
+            image::ImageFormat::Png,
+        )
+        .map_err(|e| FrameError::File {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// Where frames come from. `next_frame` blocks until a frame is there (a camera paces itself);
+/// `Ok(None)` means the source has nothing more right now and should be reopened later.
+pub trait FrameSource {
+    fn next_frame(&mut self) -> Result<Option<LumaFrame>, FrameError>;
+}
+
+/// Opens a source from its config spec: `v4l:/dev/video0` (feature `camera`),
+/// `dir:/path` (PNG files in name order), `raw:640x480:/path` (concatenated luma frames).
+pub fn open_source(spec: &str) -> Result<Box<dyn FrameSource>, FrameError> {
+    if let Some(path) = spec.strip_prefix("dir:") {
+        return Ok(Box::new(DirectorySource::open(Path::new(path))?));
+    }
+    if let Some(rest) = spec.strip_prefix("raw:") {
+        let (size, path) = rest
+            .split_once(':')
+            .ok_or_else(|| FrameError::BadSpec(spec.into()))?;
+        let (w, h) = size
+            .split_once('x')
+            .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
+            .ok_or_else(|| FrameError::BadSpec(spec.into()))?;
+        return Ok(Box::new(RawSource::open(Path::new(path), w, h)?));
+    }
+    if let Some(device) = spec.strip_prefix("v4l:") {
+        return open_camera(device);
+    }
+    Err(FrameError::BadSpec(spec.into()))
+}
+
+#[cfg(feature = "camera")]
+fn open_camera(device: &str) -> Result<Box<dyn FrameSource>, FrameError> {
+    Ok(Box::new(super::v4l::CameraSource::open(device)?))
+}
+
+#[cfg(not(feature = "camera"))]
+fn open_camera(device: &str) -> Result<Box<dyn FrameSource>, FrameError> {
+    Err(FrameError::Camera(format!(
+        "{device}: this storegate was built without the `camera` feature"
+    )))
+}
+
+/// PNG files of a folder, in name order, each once. A folder that disappears is an error (the
+/// camera is gone); files added later are read on the next pass.
+pub struct DirectorySource {
+    dir: PathBuf,
+    pending: std::vec::IntoIter<PathBuf>,
+    seen: std::collections::HashSet<PathBuf>,
+}
+
+impl DirectorySource {
+    pub fn open(dir: &Path) -> Result<DirectorySource, FrameError> {
+        let mut source = DirectorySource {
+            dir: dir.to_path_buf(),
+            pending: Vec::new().into_iter(),
+            seen: Default::default(),
+        };
+        source.rescan()?;
+        Ok(source)
+    }
+
+    fn rescan(&mut self) -> Result<(), FrameError> {
+        let entries = std::fs::read_dir(&self.dir).map_err(|e| FrameError::File {
+            path: self.dir.display().to_string(),
+            message: e.to_string(),
+        })?;
+        let mut fresh: Vec<PathBuf> = entries
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")))
+            .filter(|p| !self.seen.contains(p))
+            .collect();
+        fresh.sort();
+        self.seen.extend(fresh.iter().cloned());
+        self.pending = fresh.into_iter();
+        Ok(())
+    }
+}
+
+impl FrameSource for DirectorySource {
+    fn next_frame(&mut self) -> Result<Option<LumaFrame>, FrameError> {
+        if let Some(path) = self.pending.next() {
+            return LumaFrame::load_png(&path).map(Some);
+        }
+        self.rescan()?;
+        match self.pending.next() {
+            Some(path) => LumaFrame::load_png(&path).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Raw 8-bit luma frames of a fixed size, back to back in one file (or a FIFO a capture tool
+/// writes to).
+pub struct RawSource {
+    file: std::fs::File,
+    path: String,
+    width: usize,
+    height: usize,
+}
+
+impl RawSource {
+    pub fn open(path: &Path, width: usize, height: usize) -> Result<RawSource, FrameError> {
+        LumaFrame::new(
+            width,
+            height,
+            vec![0; width.min(MAX_SIDE) * height.min(MAX_SIDE)],
+        )?;
+        let file = std::fs::File::open(path).map_err(|e| FrameError::File {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Ok(RawSource {
+            file,
+            path: path.display().to_string(),
+            width,
+            height,
+        })
+    }
+}
+
+impl FrameSource for RawSource {
+    fn next_frame(&mut self) -> Result<Option<LumaFrame>, FrameError> {
+        let mut pixels = vec![0; self.width * self.height];
+        match self.file.read_exact(&mut pixels) {
+            Ok(()) => LumaFrame::new(self.width, self.height, pixels).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(None),
+            Err(e) => Err(FrameError::File {
+                path: self.path.clone(),
+                message: e.to_string(),
+            }),
+        }
+    }
+}
