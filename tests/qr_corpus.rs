@@ -75,3 +75,41 @@ fn the_same_scene_again_is_nothing_new_and_a_new_code_is_seen_at_once() {
     );
     assert_eq!(decoder.stats().unchanged, 2);
 }
+
+#[test]
+fn a_full_hd_frame_is_decoded_at_reduced_size_with_corners_in_its_own_pixels() {
+    use storegate::devices::camera::frame::LumaFrame;
+    let small = corpus::scene(&["SGA1.full-hd-kiosk-camera"], 9);
+    // The same scene at 3x (1920x1440), as a high-resolution camera would see it.
+    let (w, h) = (small.width() * 3, small.height() * 3);
+    let pixels = (0..w * h)
+        .map(|i| small.at((i % w) / 3, (i / w) / 3))
+        .collect();
+    let big = LumaFrame::new(w, h, pixels).unwrap();
+    let found = match QrDecoder::new().decode(&big) {
+        Outcome::Decoded(found) => found,
+        Outcome::Unchanged => panic!("first frame"),
+    };
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].text, "SGA1.full-hd-kiosk-camera");
+    // The code sits in the middle of the frame: its corners must be in full-size pixels.
+    let (xs, ys): (Vec<i32>, Vec<i32>) = found[0].corners.iter().copied().unzip();
+    let centre = (xs.iter().sum::<i32>() / 4, ys.iter().sum::<i32>() / 4);
+    assert!(
+        (centre.0 - w as i32 / 2).abs() < 40,
+        "{:?}",
+        found[0].corners
+    );
+    assert!(
+        (centre.1 - h as i32 / 2).abs() < 40,
+        "{:?}",
+        found[0].corners
+    );
+
+    // A degenerate, very wide frame must not loop or panic.
+    let strip = LumaFrame::new(4000, 1, vec![128; 4000]).unwrap();
+    assert_eq!(
+        QrDecoder::new().decode(&strip),
+        Outcome::Decoded(Vec::new())
+    );
+}

@@ -103,6 +103,29 @@ impl QrDecoder {
     }
 
     pub fn decode(&mut self, frame: &LumaFrame) -> Outcome {
+        // A 1080p or 4K camera gives codes far more pixels than decoding needs; work on a
+        // 2x2-averaged frame (repeatedly) until it is at most DOWNSCALE_ABOVE wide, and map
+        // the corners back.
+        let mut scale = 1;
+        let mut scaled;
+        let mut frame = frame;
+        while frame.width() > DOWNSCALE_ABOVE && frame.height() >= 2 {
+            scaled = half_size(frame);
+            frame = &scaled;
+            scale *= 2;
+        }
+        match self.decode_at_most_vga(frame) {
+            Outcome::Decoded(mut found) if scale > 1 => {
+                for detected in &mut found {
+                    detected.corners = detected.corners.map(|(x, y)| (x * scale, y * scale));
+                }
+                Outcome::Decoded(found)
+            }
+            outcome => outcome,
+        }
+    }
+
+    fn decode_at_most_vga(&mut self, frame: &LumaFrame) -> Outcome {
         self.stats.frames += 1;
         if !self.scene_changed(frame) {
             self.stats.unchanged += 1;
@@ -199,6 +222,29 @@ fn whole(frame: &LumaFrame) -> Region {
         w: frame.width(),
         h: frame.height(),
     }
+}
+
+/// Frames wider than this are halved before decoding.
+const DOWNSCALE_ABOVE: usize = 1024;
+
+fn half_size(frame: &LumaFrame) -> LumaFrame {
+    let (w, h) = (frame.width() / 2, frame.height() / 2);
+    let stride = frame.width();
+    let pixels = frame.pixels();
+    let mut out = Vec::with_capacity(w * h);
+    for y in 0..h {
+        for x in 0..w {
+            let top = 2 * y * stride + 2 * x;
+            let sum = u16::from(pixels[top])
+                + u16::from(pixels[top + 1])
+                + u16::from(pixels[top + stride])
+                + u16::from(pixels[top + stride + 1]);
+            out.push((sum / 4) as u8);
+        }
+    }
+    // Both sides are at least 2 here (the caller checks), so the half frame is valid; fall
+    // back to the original rather than panic if that ever changed.
+    LumaFrame::new(w, h, out).unwrap_or_else(|_| frame.clone())
 }
 
 /// Plain rqrr over the whole frame, the way a caller without this module would use it: the
