@@ -17,7 +17,7 @@ use tokio::sync::broadcast;
 use super::ApiState;
 
 /// Events buffered per listener before it counts as lagging.
-const BUFFER: usize = 256;
+const BUFFER: usize = 1024;
 
 /// The publishing side, shared by the daemon's device router.
 #[derive(Clone)]

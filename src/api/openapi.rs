@@ -31,6 +31,11 @@ pub(super) async fn document() -> Json<serde_json::Value> {
                     "schema": { "type": "object", "required": ["devices"], "properties": { "devices": {
                         "type": "array", "items": { "$ref": "#/components/schemas/Device" } } } } } } },
                     "401": { "$ref": "#/components/responses/Error" } } } },
+            "/v1/events": { "get": {
+                "summary": "Live scans from this box's scanners and cameras (server-sent events: ready, scan, scan_refused, lagged)",
+                "parameters": [{ "name": "till", "in": "query", "required": false, "schema": { "type": "string" } }],
+                "responses": { "200": { "description": "An event stream", "content": { "text/event-stream": {} } },
+                               "401": { "$ref": "#/components/responses/Error" } } } },
             "/healthz": { "get": { "summary": "Liveness, journal position, broker connection",
                 "responses": { "200": { "description": "Healthy" } } } },
             "/metrics": { "get": { "summary": "Prometheus metrics",
@@ -59,7 +64,7 @@ pub(super) async fn document() -> Json<serde_json::Value> {
                 "Device": { "type": "object", "required": ["name", "kind", "port", "state", "reconnects"],
                     "properties": {
                         "name": { "type": "string" },
-                        "kind": { "type": "string", "enum": ["card_reader"] },
+                        "kind": { "type": "string", "enum": ["card_reader", "scanner", "camera"] },
                         "port": { "type": "string" },
                         "state": { "type": "string", "enum": ["connecting", "up", "down", "stopped"] },
                         "last_error": { "type": "string" },

@@ -54,8 +54,10 @@ pub enum Command {
     },
     /// Measure journal ingest and backlog drain against baselines in the same run.
     Bench(crate::bench::BenchArgs),
-    /// Print what scanned data means, as JSON (coupon token, app identity, GS1 Digital Link,
-    /// text). Exits 1, with the reason as JSON, for data that is broken.
+    /// Print what scanned data means, as JSON: an optional AIM identifier (`]E0`, `]C1`, …),
+    /// then EAN/UPC with check digit, GS1 element strings (GS = \x1d, or bracketed), coupon
+    /// token, app identity, GS1 Digital Link, or text. Exits 1, with the reason as JSON, for data
+    /// that is broken (wrong check digit, bad date, control characters).
     Decode {
         /// The text a scanner or camera read.
         data: String,
@@ -89,9 +91,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn run_decode(data: &str) -> anyhow::Result<()> {
-    match crate::codes::interpret(data) {
+    let (aim, rest) = crate::codes::Aim::split(data);
+    match crate::codes::interpret_scan(aim, rest) {
         Ok(interpretation) => {
-            print_json(&serde_json::json!(interpretation));
+            let mut json = serde_json::json!(interpretation);
+            if let Some(aim) = aim {
+                json["aim"] = serde_json::json!(aim.to_string());
+                json["aim_symbology"] = serde_json::json!(aim.symbology());
+            }
+            print_json(&json);
             Ok(())
         }
         Err(error) => {

@@ -2,17 +2,25 @@
 //! scanners, the kiosk camera, `storegate decode`, `storegate scan-image`) hands its text here,
 //! so a coupon is a coupon however it was read.
 //!
-//! Recognised, in this order: storegate coupon tokens (`SGC1.<payload>.<sig>`, PROTOCOL.md
+//! With an AIM symbology identifier (a scanner's `]E0`, `]C1`, …) the symbology decides: EAN
+//! and UPC codes are checked and expanded to a GTIN, GS1 symbols are parsed into element
+//! strings. Otherwise (no identifier, a QR code, Code 128), the text is recognised, in this
+//! order, as: storegate coupon tokens (`SGC1.<payload>.<sig>`, PROTOCOL.md
 //! "Coupons"; the structure is checked here, the signature when the coupon is redeemed),
 //! storegate app identity tokens (`SGA1.<token>`: the customer app's QR code, an `app`
 //! identifier), GS1 Digital Link URIs (a GTIN with check digit, then qualifiers and attributes
-//! as GS1 application identifiers), and anything else as plain text.
+//! as GS1 application identifiers), GS1 element strings in their bracketed form, a bare 8, 12
+//! or 13 digit number with a valid check digit (a product code), and anything else as text.
 
+mod aim;
 mod digital_link;
 mod gs1;
+mod retail;
 
+pub use aim::Aim;
 pub use digital_link::parse_digital_link;
-pub use gs1::{check_digit, has_valid_check_digit};
+pub use gs1::{check_digit, from_bracketed, has_valid_check_digit, parse_element_strings, GS};
+pub use retail::{ean13, ean8, upca, upce, RetailError};
 
 use base64::Engine;
 use serde::Serialize;
@@ -48,6 +56,19 @@ pub enum Interpretation {
         gtin: String,
         elements: Vec<ElementString>,
     },
+    /// A product barcode (EAN-13, EAN-8, UPC-A, UPC-E) with a valid check digit.
+    Product {
+        symbology: &'static str,
+        /// The number as printed (for UPC-E, its UPC-A expansion).
+        number: String,
+        gtin: String,
+    },
+    /// GS1 element strings (GS1-128, GS1 DataMatrix, GS1 QR, DataBar).
+    Gs1ElementStrings {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        gtin: Option<String>,
+        elements: Vec<ElementString>,
+    },
     /// Anything else.
     Text { text: String },
 }
@@ -64,6 +85,71 @@ pub enum CodeError {
     App(String),
     #[error("GS1 Digital Link: {0}")]
     DigitalLink(String),
+    #[error(transparent)]
+    Retail(#[from] RetailError),
+    #[error("GS1 element strings: {0}")]
+    Gs1(#[from] gs1::Gs1Error),
+    #[error("control character {0:#04x} in scanned data (scanner programming codes and keystroke injection are refused)")]
+    ControlCharacter(u32),
+}
+
+/// Interprets what a scanner sent: an optional AIM identifier (already split off) and the data.
+pub fn interpret_scan(aim: Option<Aim>, data: &str) -> Result<Interpretation, CodeError> {
+    if data.len() > MAX_TEXT {
+        return Err(CodeError::TooLong(data.len()));
+    }
+    // GS separates GS1 fields; tab and newline occur in some QR payloads. Anything else is a
+    // terminal or keyboard control code, the tool of "BadBarcode" attacks.
+    if let Some(c) = data
+        .chars()
+        .find(|c| c.is_control() && !matches!(*c, GS | '\t' | '\n' | '\r'))
+    {
+        return Err(CodeError::ControlCharacter(u32::from(c)));
+    }
+    let Some(aim) = aim else {
+        return interpret(data);
+    };
+    match (aim.code, aim.modifier) {
+        ('E', '0') if data.len() == 12 => product("upc_a", data, upca(data)?),
+        ('E', '0') if data.len() == 8 => {
+            let (upca_number, gtin) = upce(data)?;
+            product("upc_e", &upca_number, gtin)
+        }
+        ('E', '0') => {
+            let gtin = ean13(data)?;
+            // A UPC-A travels as an EAN-13 with a leading zero.
+            let symbology = if data.starts_with('0') {
+                "upc_a"
+            } else {
+                "ean13"
+            };
+            product(symbology, data, gtin)
+        }
+        ('E', '4') => product("ean8", data, ean8(data)?),
+        _ if aim.is_gs1() => gs1_strings(data),
+        _ => interpret(data),
+    }
+}
+
+fn product(
+    symbology: &'static str,
+    number: &str,
+    gtin: String,
+) -> Result<Interpretation, CodeError> {
+    Ok(Interpretation::Product {
+        symbology,
+        number: number.to_string(),
+        gtin,
+    })
+}
+
+fn gs1_strings(data: &str) -> Result<Interpretation, CodeError> {
+    let elements = parse_element_strings(data)?;
+    let gtin = elements
+        .iter()
+        .find(|e| e.ai == "01" || e.ai == "02")
+        .map(|e| e.value.clone());
+    Ok(Interpretation::Gs1ElementStrings { gtin, elements })
 }
 
 /// Interprets the text of a code.
@@ -90,6 +176,22 @@ pub fn interpret(text: &str) -> Result<Interpretation, CodeError> {
     }
     if let Some(link) = parse_digital_link(text)? {
         return Ok(link);
+    }
+    if let Some(strings) = from_bracketed(text) {
+        return gs1_strings(&strings);
+    }
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        // Without a symbology identifier a bare number may be a product code or anything else
+        // (a loyalty card, an order number): only a valid check digit makes it a product.
+        let known = match text.len() {
+            13 => ean13(text).ok().map(|g| ("ean13", g)),
+            12 => upca(text).ok().map(|g| ("upc_a", g)),
+            8 => ean8(text).ok().map(|g| ("ean8", g)),
+            _ => None,
+        };
+        if let Some((symbology, gtin)) = known {
+            return product(symbology, text, gtin);
+        }
     }
     Ok(Interpretation::Text {
         text: text.to_string(),
@@ -160,6 +262,52 @@ mod tests {
                 text: "hello".into()
             }
         );
+    }
+
+    #[test]
+    fn scanner_data_is_read_by_its_symbology() {
+        let scan = |raw: &str| {
+            let (aim, data) = Aim::split(raw);
+            interpret_scan(aim, data)
+        };
+        assert_eq!(
+            scan("]E04006381333931").unwrap(),
+            Interpretation::Product {
+                symbology: "ean13",
+                number: "4006381333931".into(),
+                gtin: "04006381333931".into()
+            }
+        );
+        assert!(matches!(
+            scan("]E04006381333932"),
+            Err(CodeError::Retail(RetailError::CheckDigit { .. }))
+        ));
+        assert!(matches!(
+            scan("]E004252614").unwrap(),
+            Interpretation::Product { symbology: "upc_e", ref number, .. } if number == "042100005264"
+        ));
+        match scan("]C1010950110153000310ABC\u{1d}21XYZ").unwrap() {
+            Interpretation::Gs1ElementStrings { gtin, elements } => {
+                assert_eq!(gtin.as_deref(), Some("09501101530003"));
+                assert_eq!(elements.len(), 3);
+            }
+            other => panic!("{other:?}"),
+        }
+        // No AIM: a bare number is a product only with a valid check digit.
+        assert!(matches!(
+            scan("96385074").unwrap(),
+            Interpretation::Product { .. }
+        ));
+        assert!(matches!(
+            scan("96385075").unwrap(),
+            Interpretation::Text { .. }
+        ));
+        // Keystroke injection and scanner programming codes.
+        assert_eq!(
+            scan("abc\u{1b}[31m"),
+            Err(CodeError::ControlCharacter(0x1b))
+        );
+        assert_eq!(scan("\u{4}"), Err(CodeError::ControlCharacter(4)));
     }
 
     #[test]

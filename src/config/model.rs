@@ -40,6 +40,45 @@ pub struct DevicesSection {
     /// Kiosk cameras reading QR codes.
     #[serde(default)]
     pub cameras: Vec<CameraConfig>,
+    /// Serial / USB-CDC barcode scanners.
+    #[serde(default)]
+    pub scanners: Vec<ScannerConfig>,
+}
+
+/// One serial or USB-CDC barcode scanner.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScannerConfig {
+    /// Name in logs, metrics, events and `/v1/devices`, `[a-z0-9][a-z0-9-]{0,31}`.
+    pub name: String,
+    /// Serial port, by its stable `/dev/serial/by-id/...` link.
+    pub port: PathBuf,
+    /// The till whose event stream gets the scans.
+    pub till: String,
+    #[serde(default = "default_scanner_baud")]
+    pub baud: u32,
+    /// What ends a scan: "\r", "\n" and "\r\n" all mean "a line" (either byte ends it);
+    /// anything else (e.g. "\u0003") must match exactly.
+    #[serde(default = "default_scanner_suffix")]
+    pub suffix: String,
+    /// What every scan starts with, if the scanner is programmed to send one; stripped.
+    #[serde(default)]
+    pub prefix: String,
+    /// Longest scan in bytes; longer is line noise or a stuck trigger, and is dropped.
+    #[serde(default = "default_scanner_max_len")]
+    pub max_len: usize,
+}
+
+fn default_scanner_baud() -> u32 {
+    9_600
+}
+
+fn default_scanner_suffix() -> String {
+    "\r".into()
+}
+
+fn default_scanner_max_len() -> usize {
+    1_024
 }
 
 /// One camera looking for QR codes.
@@ -524,6 +563,22 @@ impl DevicesSection {
                 return Err(ConfigError::key(
                     "identity.hmac_key",
                     "card readers identify customers, which needs the fleet identity key; set identity.hmac_key",
+                ));
+            }
+        }
+        for (i, scanner) in self.scanners.iter().enumerate() {
+            let key = |field: &str| format!("devices.scanners[{i}].{field}");
+            check_device(&key, &scanner.name, &scanner.till, &mut names)?;
+            if scanner.suffix.is_empty() || scanner.suffix.len() > 8 {
+                return Err(ConfigError::key(
+                    key("suffix"),
+                    "must be 1 to 8 bytes, e.g. \"\\r\" (the factory setting of most scanners)",
+                ));
+            }
+            if !(8..=65_536).contains(&scanner.max_len) {
+                return Err(ConfigError::key(
+                    key("max_len"),
+                    "must be between 8 and 65536",
                 ));
             }
         }

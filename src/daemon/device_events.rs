@@ -11,6 +11,7 @@ use storegate_firmware::message::Led;
 use tokio::sync::mpsc;
 
 use crate::api::LiveEvents;
+use crate::codes::Aim;
 use crate::devices::{DeviceCommand, DeviceEvent, DeviceHandle};
 use crate::identity::{card_number_from_uid, Identity};
 use crate::metrics::Metrics;
@@ -37,9 +38,9 @@ impl Router {
                 DeviceEvent::Scanned {
                     device,
                     till,
-                    symbology,
+                    aim,
                     text,
-                } => self.scanned(device, till, symbology, text),
+                } => self.scanned(device, till, aim, text),
             }
         }
     }
@@ -79,19 +80,23 @@ impl Router {
         }
     }
 
-    fn scanned(&self, device: String, till: String, symbology: &'static str, text: String) {
+    /// A good scan is a `scan` event; one the codes part refuses (a wrong check digit, a
+    /// control character) is a `scan_refused` event, so the till can ask for a rescan.
+    fn scanned(&self, device: String, till: String, aim: Option<Aim>, text: String) {
         let mut event = serde_json::json!({
             "type": "scan",
             "device": device,
             "till": till,
-            "symbology": symbology,
+            "symbology": aim.map_or("unknown", |a| a.symbology()),
+            "aim": aim.map(|a| a.to_string()),
             "text": text,
         });
-        match crate::codes::interpret(&text) {
+        match crate::codes::interpret_scan(aim, &text) {
             Ok(interpretation) => event["interpretation"] = serde_json::json!(interpretation),
             Err(error) => {
                 self.metrics
                     .device_input_invalid(&device, "code_refused", &error.to_string());
+                event["type"] = serde_json::json!("scan_refused");
                 event["refused"] = serde_json::json!(error.to_string());
             }
         }

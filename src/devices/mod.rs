@@ -9,6 +9,7 @@
 
 pub mod camera;
 pub mod card_reader;
+pub mod scanner;
 pub mod supervisor;
 
 pub use supervisor::{DeviceHandle, Devices};
@@ -37,7 +38,8 @@ pub enum DeviceEvent {
     Scanned {
         device: String,
         till: String,
-        symbology: &'static str,
+        /// The AIM symbology identifier, when the device knows or sent one.
+        aim: Option<crate::codes::Aim>,
         text: String,
     },
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::camera::Camera;
 use super::card_reader::CardReader;
+use super::scanner::SerialScanner;
 use super::{DeviceCommand, DeviceContext, DeviceEvent, DeviceState, DeviceStatus, Driver, Stop};
 use crate::config::DevicesSection;
 use crate::metrics::Metrics;
@@ -66,7 +67,11 @@ impl Devices {
             .cameras
             .iter()
             .map(|camera| Box::new(Camera::new(camera.clone())) as Box<dyn Driver>);
-        let drivers: Vec<Box<dyn Driver>> = readers.chain(cameras).collect();
+        let scanners = config
+            .scanners
+            .iter()
+            .map(|scanner| Box::new(SerialScanner::new(scanner.clone())) as Box<dyn Driver>);
+        let drivers: Vec<Box<dyn Driver>> = readers.chain(scanners).chain(cameras).collect();
         Self::start_drivers(drivers, metrics)
     }
 

@@ -123,7 +123,10 @@ impl Driver for Camera {
                                 context.emit(DeviceEvent::Scanned {
                                     device: name.clone(),
                                     till: till.clone(),
-                                    symbology: "qr",
+                                    aim: Some(crate::codes::Aim {
+                                        code: 'Q',
+                                        modifier: '1',
+                                    }),
                                     text,
                                 });
                             }
