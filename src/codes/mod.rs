@@ -15,6 +15,7 @@
 mod aim;
 mod digital_link;
 mod gs1;
+pub mod magstripe;
 mod retail;
 
 pub use aim::Aim;
@@ -69,6 +70,12 @@ pub enum Interpretation {
         gtin: Option<String>,
         elements: Vec<ElementString>,
     },
+    /// Magnetic stripe track data: which tracks were read, and the account number masked
+    /// (the number itself is only for the identity part, never published).
+    MagneticStripe {
+        tracks: Vec<u8>,
+        masked_number: String,
+    },
     /// Anything else.
     Text { text: String },
 }
@@ -89,6 +96,8 @@ pub enum CodeError {
     Retail(#[from] RetailError),
     #[error("GS1 element strings: {0}")]
     Gs1(#[from] gs1::Gs1Error),
+    #[error("magnetic stripe: {0}")]
+    Tracks(#[from] magstripe::TrackError),
     #[error("control character {0:#04x} in scanned data (scanner programming codes and keystroke injection are refused)")]
     ControlCharacter(u32),
 }
@@ -176,6 +185,29 @@ pub fn interpret(text: &str) -> Result<Interpretation, CodeError> {
     }
     if let Some(link) = parse_digital_link(text)? {
         return Ok(link);
+    }
+    if magstripe::looks_like_tracks(text) {
+        let tracks = magstripe::parse_tracks(text)?;
+        let pan = tracks
+            .track2
+            .as_ref()
+            .map(|t| t.pan.clone())
+            .or_else(|| tracks.track1.as_ref().map(|t| t.pan.clone()))
+            .unwrap_or_default();
+        let shown = 4.min(pan.len());
+        let masked_number = format!(
+            "{}{}",
+            "*".repeat(pan.len() - shown),
+            &pan[pan.len() - shown..]
+        );
+        let numbers = [
+            tracks.track1.as_ref().map(|_| 1),
+            tracks.track2.as_ref().map(|_| 2),
+        ];
+        return Ok(Interpretation::MagneticStripe {
+            tracks: numbers.into_iter().flatten().collect(),
+            masked_number,
+        });
     }
     if let Some(strings) = from_bracketed(text) {
         return gs1_strings(&strings);
