@@ -161,6 +161,13 @@ mod tests {
                 format!("{base}{KEY}{}", READER.replace("name = \"front\"\n", "")),
                 "devices",
             ),
+            (
+                format!(
+                    "{base}{KEY}{}",
+                    READER.replace("/dev/serial/by-id/r", "usb:12:34")
+                ),
+                "devices.card_readers[0].port",
+            ),
         ];
         for (text, key) in cases {
             match parse_gateway(&text) {

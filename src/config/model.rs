@@ -541,18 +541,27 @@ fn check_device<'a>(
     Ok(())
 }
 
+/// A serial port: a path (best a /dev/serial/by-id link) or `usb:VID:PID[:SERIAL]`.
+fn check_port(key: &dyn Fn(&str) -> String, port: &std::path::Path) -> Result<(), ConfigError> {
+    let text = port.to_string_lossy();
+    if text.is_empty() {
+        return Err(ConfigError::key(
+            key("port"),
+            "must name the port: /dev/serial/by-id/... or usb:VID:PID[:SERIAL]",
+        ));
+    }
+    crate::devices::port::PortSpec::parse(&text)
+        .map(|_| ())
+        .map_err(|message| ConfigError::key(key("port"), message))
+}
+
 impl DevicesSection {
     fn validate(&self, has_identity_key: bool) -> Result<(), ConfigError> {
         let mut names = std::collections::HashSet::new();
         for (i, reader) in self.card_readers.iter().enumerate() {
             let key = |field: &str| format!("devices.card_readers[{i}].{field}");
             check_device(&key, &reader.name, &reader.till, &mut names)?;
-            if reader.port.as_os_str().is_empty() {
-                return Err(ConfigError::key(
-                    key("port"),
-                    "must name the serial port, e.g. /dev/serial/by-id/usb-storegate_reader-if00",
-                ));
-            }
+            check_port(&key, &reader.port)?;
             if !(500..=600_000).contains(&reader.silence_timeout_ms) {
                 return Err(ConfigError::key(
                     key("silence_timeout_ms"),
@@ -569,6 +578,7 @@ impl DevicesSection {
         for (i, scanner) in self.scanners.iter().enumerate() {
             let key = |field: &str| format!("devices.scanners[{i}].{field}");
             check_device(&key, &scanner.name, &scanner.till, &mut names)?;
+            check_port(&key, &scanner.port)?;
             if scanner.suffix.is_empty() || scanner.suffix.len() > 8 {
                 return Err(ConfigError::key(
                     key("suffix"),

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use storegate_firmware::frame::{Decoder, MAX_FRAME};
 use storegate_firmware::message::{Command, ReaderMessage, PROTOCOL_VERSION};
 
+use super::port::resolve_port;
 use super::{DeviceCommand, DeviceContext, DeviceError, DeviceEvent, Driver};
 use crate::config::CardReaderConfig;
 
@@ -81,7 +82,7 @@ impl Driver for CardReader {
     }
 
     fn serve(&mut self, context: &DeviceContext) -> Result<(), DeviceError> {
-        let path = self.port_name();
+        let path = resolve_port(&self.port_name())?;
         let mut port = serialport::new(&path, self.config.baud)
             .timeout(READ_TIMEOUT)
             .open()

@@ -9,6 +9,7 @@
 
 pub mod camera;
 pub mod card_reader;
+pub mod port;
 pub mod scanner;
 pub mod supervisor;
 

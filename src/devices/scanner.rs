@@ -7,6 +7,7 @@
 use std::io::Read;
 use std::time::Duration;
 
+use super::port::resolve_port;
 use super::{DeviceContext, DeviceError, DeviceEvent, Driver};
 use crate::codes::Aim;
 use crate::config::ScannerConfig;
@@ -147,7 +148,7 @@ impl Driver for SerialScanner {
     }
 
     fn serve(&mut self, context: &DeviceContext) -> Result<(), DeviceError> {
-        let path = self.port();
+        let path = resolve_port(&self.port())?;
         let mut port = serialport::new(&path, self.config.baud)
             .timeout(READ_TIMEOUT)
             .open()

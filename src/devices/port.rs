@@ -1,0 +1,121 @@
+//! Stable names for serial devices. `/dev/ttyACM0` changes with plug order; a device is named
+//! by its `/dev/serial/by-id/...` link (any path works), or by USB identity —
+//! `usb:VID:PID` or `usb:VID:PID:SERIAL` (hex ids) — resolved to whatever tty it has now, on
+//! every (re)open, so an unplugged and replugged scanner is found again.
+
+use std::path::PathBuf;
+
+/// How a device's port is named in config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortSpec {
+    Path(PathBuf),
+    Usb {
+        vid: u16,
+        pid: u16,
+        serial: Option<String>,
+    },
+}
+
+impl PortSpec {
+    pub fn parse(text: &str) -> Result<PortSpec, String> {
+        let Some(usb) = text.strip_prefix("usb:") else {
+            return Ok(PortSpec::Path(PathBuf::from(text)));
+        };
+        let mut parts = usb.splitn(3, ':');
+        let hex = |part: Option<&str>, what: &str| {
+            part.filter(|p| p.len() == 4)
+                .and_then(|p| u16::from_str_radix(p, 16).ok())
+                .ok_or_else(|| {
+                    format!("{what} must be 4 hex digits in usb:VID:PID[:SERIAL], got {text:?}")
+                })
+        };
+        let vid = hex(parts.next(), "the vendor id")?;
+        let pid = hex(parts.next(), "the product id")?;
+        let serial = parts.next().map(str::to_string).filter(|s| !s.is_empty());
+        Ok(PortSpec::Usb { vid, pid, serial })
+    }
+
+    /// The device path to open now.
+    pub fn resolve(&self) -> Result<String, String> {
+        let (vid, pid, serial) = match self {
+            PortSpec::Path(path) => return Ok(path.display().to_string()),
+            PortSpec::Usb { vid, pid, serial } => (*vid, *pid, serial.as_deref()),
+        };
+        let ports =
+            serialport::available_ports().map_err(|e| format!("cannot list serial ports: {e}"))?;
+        let matching: Vec<String> = ports
+            .into_iter()
+            .filter(|port| match &port.port_type {
+                serialport::SerialPortType::UsbPort(info) => {
+                    info.vid == vid
+                        && info.pid == pid
+                        && serial.is_none_or(|s| info.serial_number.as_deref() == Some(s))
+                }
+                _ => false,
+            })
+            .map(|port| port.port_name)
+            .collect();
+        let wanted = match serial {
+            Some(s) => format!("{vid:04x}:{pid:04x} with serial {s}"),
+            None => format!("{vid:04x}:{pid:04x}"),
+        };
+        match matching.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(format!("no USB serial device {wanted} is plugged in")),
+            several => Err(format!(
+                "{} USB serial devices match {wanted} ({}); add the serial number: usb:{vid:04x}:{pid:04x}:SERIAL",
+                several.len(),
+                several.join(", ")
+            )),
+        }
+    }
+}
+
+/// The path to open for a configured port (a path, or `usb:…` resolved now).
+pub fn resolve_port(configured: &str) -> Result<String, super::DeviceError> {
+    PortSpec::parse(configured)
+        .and_then(|spec| spec.resolve())
+        .map_err(|message| super::DeviceError::Open {
+            port: configured.to_string(),
+            message,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_paths_and_usb_identities() {
+        assert_eq!(
+            PortSpec::parse("/dev/serial/by-id/usb-x-if00").unwrap(),
+            PortSpec::Path("/dev/serial/by-id/usb-x-if00".into())
+        );
+        assert_eq!(
+            PortSpec::parse("usb:0c2e:0b61").unwrap(),
+            PortSpec::Usb {
+                vid: 0x0c2e,
+                pid: 0x0b61,
+                serial: None
+            }
+        );
+        assert_eq!(
+            PortSpec::parse("usb:0c2e:0b61:17123A0042").unwrap(),
+            PortSpec::Usb {
+                vid: 0x0c2e,
+                pid: 0x0b61,
+                serial: Some("17123A0042".into())
+            }
+        );
+        assert!(PortSpec::parse("usb:0c2e").is_err());
+        assert!(PortSpec::parse("usb:zzzz:0b61").is_err());
+        assert!(PortSpec::parse("usb:12345:0b61").is_err());
+    }
+
+    #[test]
+    fn a_usb_device_that_is_not_plugged_in_is_named_in_the_error() {
+        let spec = PortSpec::parse("usb:ffff:fffe:NOPE").unwrap();
+        let error = spec.resolve().unwrap_err();
+        assert!(error.contains("ffff:fffe with serial NOPE"), "{error}");
+    }
+}
