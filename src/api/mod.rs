@@ -6,10 +6,12 @@
 mod errors;
 mod live;
 mod openapi;
+mod printing;
 mod purchases;
 
 pub use errors::ApiError;
 pub use live::LiveEvents;
+pub use printing::Printing;
 
 use std::sync::Arc;
 
@@ -39,6 +41,7 @@ pub struct ApiState {
     pub tokens: Arc<Vec<String>>,
     pub devices: DeviceHandle,
     pub live: LiveEvents,
+    pub printing: Printing,
 }
 
 pub fn router(state: ApiState) -> Router {
@@ -46,6 +49,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/purchases", post(purchases::create))
         .route("/devices", get(devices))
         .route("/events", get(live::stream))
+        .route("/print-jobs", get(printing::list))
+        .route("/print-jobs/:id/confirm", post(printing::confirm))
+        .route("/print-jobs/:id/reprint", post(printing::reprint))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .nest("/v1", v1)

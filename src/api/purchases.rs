@@ -34,8 +34,8 @@ async fn record(state: &ApiState, headers: &HeaderMap, body: &[u8]) -> Result<Re
         .journal
         .append(NewEvent {
             kind: EventKind::Purchase,
-            till,
-            body,
+            till: till.clone(),
+            body: body.clone(),
             receipt: Some(purchase.receipt.clone()),
             idempotency,
             identity_refs: Vec::new(),
@@ -45,6 +45,11 @@ async fn record(state: &ApiState, headers: &HeaderMap, body: &[u8]) -> Result<Re
         state
             .metrics
             .event_committed(EventKind::Purchase.as_str(), appended.seq);
+        // Only a new sale prints: a retried POST must not print its receipt twice.
+        state
+            .printing
+            .receipt(&till, &purchase.receipt, &body)
+            .await;
     }
     let mut response = (
         StatusCode::CREATED,

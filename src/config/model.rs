@@ -43,6 +43,56 @@ pub struct DevicesSection {
     /// Serial / USB-CDC barcode scanners.
     #[serde(default)]
     pub scanners: Vec<ScannerConfig>,
+    /// ESC/POS receipt printers.
+    #[serde(default)]
+    pub printers: Vec<PrinterConfig>,
+}
+
+/// One ESC/POS receipt printer; it prints the receipts of its till's purchases.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrinterConfig {
+    /// Name in logs, metrics, events and `/v1/devices`, `[a-z0-9][a-z0-9-]{0,31}`.
+    pub name: String,
+    /// `tcp:HOST:9100` (network printer) or `serial:/dev/serial/by-id/...` (or `serial:usb:VID:PID`).
+    pub address: String,
+    /// The till whose purchases it prints.
+    pub till: String,
+    /// Paper width in mm: 58 (32 columns) or 80 (48 columns).
+    #[serde(default = "default_paper_mm")]
+    pub paper_mm: u32,
+    #[serde(default = "default_code_page")]
+    pub code_page: crate::devices::printer::escpos::CodePage,
+    /// Lines at the top of every receipt (store name, address); the first is bold.
+    #[serde(default)]
+    pub header: Vec<String>,
+    /// QR code on the receipt: a URL with `{receipt}` for the receipt id.
+    pub qr_url: Option<String>,
+    /// Line speed for `serial:` printers.
+    #[serde(default = "default_printer_baud")]
+    pub baud: u32,
+}
+
+impl PrinterConfig {
+    pub fn columns(&self) -> usize {
+        if self.paper_mm <= 58 {
+            32
+        } else {
+            48
+        }
+    }
+}
+
+fn default_paper_mm() -> u32 {
+    80
+}
+
+fn default_code_page() -> crate::devices::printer::escpos::CodePage {
+    crate::devices::printer::escpos::CodePage::Cp858
+}
+
+fn default_printer_baud() -> u32 {
+    38_400
 }
 
 /// One serial or USB-CDC barcode scanner.
@@ -589,6 +639,29 @@ impl DevicesSection {
                 return Err(ConfigError::key(
                     key("max_len"),
                     "must be between 8 and 65536",
+                ));
+            }
+        }
+        let mut printing_tills = std::collections::HashSet::new();
+        for (i, printer) in self.printers.iter().enumerate() {
+            let key = |field: &str| format!("devices.printers[{i}].{field}");
+            check_device(&key, &printer.name, &printer.till, &mut names)?;
+            if !printer.address.starts_with("tcp:") && !printer.address.starts_with("serial:") {
+                return Err(ConfigError::key(
+                    key("address"),
+                    "use tcp:HOST:9100 or serial:/dev/serial/by-id/...",
+                ));
+            }
+            if ![58, 80].contains(&printer.paper_mm) {
+                return Err(ConfigError::key(key("paper_mm"), "must be 58 or 80"));
+            }
+            if !printing_tills.insert(printer.till.as_str()) {
+                return Err(ConfigError::key(
+                    key("till"),
+                    format!(
+                        "till `{}` already has a printer; one receipt printer per till",
+                        printer.till
+                    ),
                 ));
             }
         }

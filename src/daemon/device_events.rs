@@ -41,6 +41,26 @@ impl Router {
                     aim,
                     text,
                 } => self.scanned(device, till, aim, text),
+                DeviceEvent::PrinterStatus {
+                    device,
+                    till,
+                    status,
+                } => {
+                    if !status.ready() {
+                        self.metrics.device_input_invalid(
+                            &device,
+                            "printer_not_ready",
+                            &serde_json::json!(status).to_string(),
+                        );
+                    }
+                    self.live.publish(serde_json::json!({
+                        "type": "printer_status",
+                        "device": device,
+                        "till": till,
+                        "status": status,
+                        "ready": status.ready(),
+                    }));
+                }
             }
         }
     }

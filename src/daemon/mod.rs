@@ -74,8 +74,10 @@ pub async fn run(
         &config.gateway.id,
         journal.clone(),
     )?);
-    let (devices, device_events) =
-        Devices::start(&config.devices, metrics.clone()).map_err(DaemonError::Devices)?;
+    let print_queue = crate::journal::print_queue::queue_path(&config.journal.path);
+    let printing = api::Printing::open(&print_queue, &config.devices.printers)?;
+    let (devices, device_events) = Devices::start(&config.devices, &print_queue, metrics.clone())
+        .map_err(DaemonError::Devices)?;
     let beeps: std::collections::HashMap<String, u16> = config
         .devices
         .card_readers
@@ -98,6 +100,7 @@ pub async fn run(
         tokens: Arc::new(config.api.tokens.clone()),
         devices: devices.handle(),
         live,
+        printing,
     };
     let position = *journal.position().borrow();
     drop(journal);

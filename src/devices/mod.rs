@@ -10,6 +10,7 @@
 pub mod camera;
 pub mod card_reader;
 pub mod port;
+pub mod printer;
 pub mod scanner;
 pub mod supervisor;
 
@@ -42,6 +43,12 @@ pub enum DeviceEvent {
         /// The AIM symbology identifier, when the device knows or sent one.
         aim: Option<crate::codes::Aim>,
         text: String,
+    },
+    /// A printer's status changed (paper out, cover open, offline, or back to ready).
+    PrinterStatus {
+        device: String,
+        till: String,
+        status: printer::escpos::PrinterStatus,
     },
 }
 
@@ -81,6 +88,9 @@ pub struct DeviceStatus {
     /// What the device says about itself (firmware version), once it said it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub firmware: Option<String>,
+    /// Its latest status report (a printer's paper and cover).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
 }
 
 /// Why a device stopped working; the supervisor reopens it.
@@ -167,6 +177,10 @@ impl DeviceContext {
             status.state = DeviceState::Up;
         });
         self.metrics.device_up(&self.name, true);
+    }
+
+    pub fn set_detail(&self, detail: serde_json::Value) {
+        self.update(|status| status.detail = Some(detail));
     }
 
     pub fn set_firmware(&self, firmware: String) {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use super::camera::Camera;
 use super::card_reader::CardReader;
+use super::printer::Printer;
 use super::scanner::SerialScanner;
 use super::{DeviceCommand, DeviceContext, DeviceEvent, DeviceState, DeviceStatus, Driver, Stop};
 use crate::config::DevicesSection;
@@ -55,8 +56,10 @@ pub struct Devices {
 
 impl Devices {
     /// Starts a thread per configured device. Events arrive on the returned receiver.
+    /// `print_queue` is the print queue's file, for printers.
     pub fn start(
         config: &DevicesSection,
+        print_queue: &std::path::Path,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<(Devices, tokio::sync::mpsc::Receiver<DeviceEvent>)> {
         let readers = config
@@ -71,7 +74,14 @@ impl Devices {
             .scanners
             .iter()
             .map(|scanner| Box::new(SerialScanner::new(scanner.clone())) as Box<dyn Driver>);
-        let drivers: Vec<Box<dyn Driver>> = readers.chain(scanners).chain(cameras).collect();
+        let printers = config.printers.iter().map(|printer| {
+            Box::new(Printer::new(printer.clone(), print_queue.to_path_buf())) as Box<dyn Driver>
+        });
+        let drivers: Vec<Box<dyn Driver>> = readers
+            .chain(scanners)
+            .chain(printers)
+            .chain(cameras)
+            .collect();
         Self::start_drivers(drivers, metrics)
     }
 
@@ -93,6 +103,7 @@ impl Devices {
                 last_error: None,
                 reconnects: 0,
                 firmware: None,
+                detail: None,
             }));
             let (command_tx, command_rx) = std::sync::mpsc::channel();
             commands.insert(driver.name().to_string(), command_tx);

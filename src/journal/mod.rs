@@ -25,6 +25,7 @@
 //!   hash was first recorded under; kept by retention.
 
 mod outbox;
+pub mod print_queue;
 mod schema;
 mod writer;
 

@@ -1,0 +1,270 @@
+//! Receipt printers (ESC/POS) over raw TCP 9100 or a serial port. The driver prints the jobs of
+//! the print queue one at a time: it sends a job only when real-time status (DLE EOT, each reply
+//! matched to its request) says the printer is online with paper and the cover closed, and marks
+//! it done only when the printer answers the in-order status request at the job's end. A link
+//! that drops mid-job leaves the job `unconfirmed`, never resent by itself. Paper out, cover open
+//! and offline are reported as they change.
+
+pub mod escpos;
+pub mod layout;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use self::escpos::{is_processed_status, is_realtime_status, PrinterStatus, StatusRequest};
+use self::layout::{render, Layout};
+use super::{DeviceContext, DeviceError, DeviceEvent, Driver};
+use crate::config::PrinterConfig;
+use crate::journal::print_queue::{JobState, PrintQueue};
+
+/// A real-time status reply comes back at once; longer is a dead link.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+/// The in-order reply comes after the whole receipt printed and cut.
+const JOB_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often an idle or not-ready printer is asked for its status (and the queue looked at).
+const POLL: Duration = Duration::from_millis(100);
+
+trait Link: Read + Write + Send {}
+impl<T: Read + Write + Send> Link for T {}
+
+pub struct Printer {
+    config: PrinterConfig,
+    queue_path: std::path::PathBuf,
+}
+
+impl Printer {
+    pub fn new(config: PrinterConfig, queue_path: std::path::PathBuf) -> Printer {
+        Printer { config, queue_path }
+    }
+
+    fn layout(&self) -> Layout {
+        Layout {
+            columns: self.config.columns(),
+            code_page: self.config.code_page,
+            header: self.config.header.clone(),
+            qr_url: self.config.qr_url.clone(),
+        }
+    }
+
+    fn open(&self) -> Result<Box<dyn Link>, DeviceError> {
+        let address = &self.config.address;
+        let open_error = |message: String| DeviceError::Open {
+            port: address.clone(),
+            message,
+        };
+        if let Some(host) = address.strip_prefix("tcp:") {
+            let addr = host
+                .parse::<std::net::SocketAddr>()
+                .map_err(|e| open_error(format!("{host}: {e}")))?;
+            let stream = TcpStream::connect_timeout(&addr, STATUS_TIMEOUT)
+                .map_err(|e| open_error(e.to_string()))?;
+            stream
+                .set_read_timeout(Some(POLL))
+                .map_err(|e| open_error(e.to_string()))?;
+            let _ = stream.set_nodelay(true);
+            return Ok(Box::new(stream));
+        }
+        if let Some(port) = address.strip_prefix("serial:") {
+            let path = super::port::resolve_port(port)?;
+            let port = serialport::new(&path, self.config.baud)
+                .timeout(POLL)
+                .open()
+                .map_err(|e| open_error(e.to_string()))?;
+            return Ok(Box::new(port));
+        }
+        Err(open_error(
+            "use tcp:HOST:9100 or serial:/dev/serial/by-id/...".into(),
+        ))
+    }
+}
+
+/// The printer's replies, one byte at a time, matched to what was asked by their fixed bits.
+struct Replies<'a> {
+    link: &'a mut dyn Link,
+    address: &'a str,
+    stray: u32,
+}
+
+impl Replies<'_> {
+    fn io(&self, source: std::io::Error) -> DeviceError {
+        DeviceError::Io {
+            port: self.address.to_string(),
+            source,
+        }
+    }
+
+    /// The next byte that `matches`, skipping others (a late reply to an earlier request).
+    fn wait_for(
+        &mut self,
+        within: Duration,
+        matches: fn(u8) -> bool,
+    ) -> Result<Option<u8>, DeviceError> {
+        let deadline = Instant::now() + within;
+        let mut byte = [0u8; 1];
+        while Instant::now() < deadline {
+            match self.link.read(&mut byte) {
+                Ok(0) => {
+                    return Err(self.io(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "printer closed the connection",
+                    )))
+                }
+                Ok(_) if matches(byte[0]) => return Ok(Some(byte[0])),
+                Ok(_) => self.stray += 1,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock
+                            | std::io::ErrorKind::TimedOut
+                            | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(self.io(e)),
+            }
+        }
+        Ok(None)
+    }
+
+    fn status(&mut self) -> Result<PrinterStatus, DeviceError> {
+        let mut status = PrinterStatus::default();
+        for request in [
+            StatusRequest::Printer,
+            StatusRequest::Offline,
+            StatusRequest::Paper,
+        ] {
+            self.link
+                .write_all(&request.bytes())
+                .and_then(|()| self.link.flush())
+                .map_err(|e| self.io(e))?;
+            let reply = self
+                .wait_for(STATUS_TIMEOUT, is_realtime_status)?
+                .ok_or_else(|| DeviceError::Silent {
+                    port: self.address.to_string(),
+                    silent_ms: STATUS_TIMEOUT.as_millis() as u64,
+                })?;
+            status.apply(request, reply);
+        }
+        Ok(status)
+    }
+}
+
+impl Driver for Printer {
+    fn kind(&self) -> &'static str {
+        "printer"
+    }
+
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn port(&self) -> String {
+        self.config.address.clone()
+    }
+
+    fn serve(&mut self, context: &DeviceContext) -> Result<(), DeviceError> {
+        let queue_error = |e: crate::journal::JournalError| DeviceError::Protocol {
+            port: self.queue_path.display().to_string(),
+            message: format!("print queue: {e}"),
+        };
+        let queue = PrintQueue::open(&self.queue_path).map_err(queue_error)?;
+        queue
+            .interrupted_to_unconfirmed(&self.config.name)
+            .map_err(queue_error)?;
+        let mut link = self.open()?;
+        let mut replies = Replies {
+            link: link.as_mut(),
+            address: &self.config.address,
+            stray: 0,
+        };
+        context.up();
+        let layout = self.layout();
+        let mut last_status: Option<PrinterStatus> = None;
+        while !context.stopping() {
+            let status = replies.status()?;
+            if last_status != Some(status) {
+                last_status = Some(status);
+                context.set_detail(serde_json::json!(status));
+                context.emit(DeviceEvent::PrinterStatus {
+                    device: self.config.name.clone(),
+                    till: self.config.till.clone(),
+                    status,
+                });
+            }
+            let job = if status.ready() {
+                queue.next_queued(&self.config.name).map_err(queue_error)?
+            } else {
+                None
+            };
+            let Some(job) = job else {
+                if context.pause(POLL) {
+                    break;
+                }
+                continue;
+            };
+            let purchase: crate::protocol::Purchase = match serde_json::from_str(&job.purchase) {
+                Ok(purchase) => purchase,
+                Err(e) => {
+                    queue
+                        .set_state(
+                            job.id,
+                            JobState::Unconfirmed,
+                            Some(&format!("unreadable job: {e}")),
+                        )
+                        .map_err(queue_error)?;
+                    continue;
+                }
+            };
+            let bytes = render(&layout, &purchase, job.copy);
+            queue
+                .set_state(job.id, JobState::Sending, None)
+                .map_err(queue_error)?;
+            let sent = replies
+                .link
+                .write_all(&bytes)
+                .and_then(|()| replies.link.flush());
+            if let Err(e) = sent {
+                let message = format!("link dropped while sending: {e}");
+                queue
+                    .set_state(job.id, JobState::Unconfirmed, Some(&message))
+                    .map_err(queue_error)?;
+                return Err(replies.io(e));
+            }
+            match replies.wait_for(JOB_TIMEOUT, is_processed_status) {
+                // GS r 1: bits 2-3 set = paper ran out, so the receipt may be cut short.
+                Ok(Some(reply)) if reply & 0x0C == 0 => {
+                    queue
+                        .set_state(job.id, JobState::Done, None)
+                        .map_err(queue_error)?;
+                    context.frame_seen("printed");
+                }
+                Ok(Some(_)) => queue
+                    .set_state(
+                        job.id,
+                        JobState::Unconfirmed,
+                        Some("paper ran out during the receipt"),
+                    )
+                    .map_err(queue_error)?,
+                Ok(None) => {
+                    queue
+                        .set_state(
+                            job.id,
+                            JobState::Unconfirmed,
+                            Some("the printer never confirmed the receipt"),
+                        )
+                        .map_err(queue_error)?;
+                    return Err(DeviceError::Silent {
+                        port: self.config.address.clone(),
+                        silent_ms: JOB_TIMEOUT.as_millis() as u64,
+                    });
+                }
+                Err(e) => {
+                    queue
+                        .set_state(job.id, JobState::Unconfirmed, Some(&e.to_string()))
+                        .map_err(queue_error)?;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,297 @@
+//! Receipt printing in the loop: a loopback TCP "printer" that speaks the ESC/POS status replies
+//! (DLE EOT real-time, GS r in order), runs out of paper, and drops the link, against the real
+//! gateway's print queue.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[derive(Default)]
+struct Paper {
+    out: bool,
+    /// Run out of paper after this many receipts.
+    out_after: Option<usize>,
+    /// Drop the connection after cutting this many receipts, before confirming the last one.
+    drop_after: Option<usize>,
+    /// (receipt id, printed as COPY)
+    printed: Vec<(String, bool)>,
+}
+
+#[derive(Clone)]
+struct SimPrinter {
+    addr: SocketAddr,
+    state: Arc<(Mutex<Paper>, Condvar)>,
+}
+
+impl SimPrinter {
+    fn start(paper: Paper) -> SimPrinter {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new((Mutex::new(paper), Condvar::new()));
+        let shared = state.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let shared = shared.clone();
+                std::thread::spawn(move || serve(stream, &shared));
+            }
+        });
+        SimPrinter { addr, state }
+    }
+
+    fn set_paper_out(&self, out: bool) {
+        self.state.0.lock().unwrap().out = out;
+        self.state.1.notify_all();
+    }
+
+    fn printed(&self) -> Vec<(String, bool)> {
+        self.state.0.lock().unwrap().printed.clone()
+    }
+
+    fn wait_printed(&self, count: usize, within: Duration) -> Vec<(String, bool)> {
+        let deadline = Instant::now() + within;
+        let mut paper = self.state.0.lock().unwrap();
+        while paper.printed.len() < count {
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "printed only {:?}", paper.printed);
+            paper = self.state.1.wait_timeout(paper, left).unwrap().0;
+        }
+        paper.printed.clone()
+    }
+}
+
+/// One connection: ESC/POS in, status replies out.
+fn serve(mut stream: TcpStream, state: &(Mutex<Paper>, Condvar)) {
+    let mut pending: Vec<u8> = Vec::new();
+    let mut job: Vec<u8> = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        pending.extend(&buf[..n]);
+        let mut i = 0;
+        while i < pending.len() {
+            let rest = &pending[i..];
+            if rest.starts_with(&[0x10, 0x04]) {
+                let Some(&which) = rest.get(2) else { break };
+                let out = state.0.lock().unwrap().out;
+                let reply = match (which, out) {
+                    (1, true) => 0x1A,
+                    (2, true) => 0x32,
+                    (4, true) => 0x72,
+                    _ => 0x12,
+                };
+                if stream.write_all(&[reply]).is_err() {
+                    return;
+                }
+                i += 3;
+            } else if rest.starts_with(&[0x1D, b'V']) {
+                if rest.len() < 4 {
+                    break;
+                }
+                let text = String::from_utf8_lossy(&job).into_owned();
+                let receipt = text
+                    .split("Receipt: ")
+                    .nth(1)
+                    .and_then(|r| {
+                        r.split(|c: char| !c.is_ascii_alphanumeric() && c != '-')
+                            .next()
+                    })
+                    .unwrap_or("?")
+                    .to_string();
+                let mut paper = state.0.lock().unwrap();
+                paper.printed.push((receipt, text.contains("COPY")));
+                let drop = paper.drop_after == Some(paper.printed.len());
+                if drop {
+                    paper.drop_after = None;
+                }
+                state.1.notify_all();
+                drop_guard(drop, &stream);
+                if drop {
+                    return;
+                }
+                job.clear();
+                i += 4;
+            } else if rest.starts_with(&[0x1D, b'r']) {
+                if rest.len() < 3 {
+                    break;
+                }
+                let mut paper = state.0.lock().unwrap();
+                if stream.write_all(&[0x00]).is_err() {
+                    return;
+                }
+                if paper.out_after == Some(paper.printed.len()) {
+                    paper.out = true;
+                    paper.out_after = None;
+                }
+                i += 3;
+            } else {
+                job.push(rest[0]);
+                i += 1;
+            }
+        }
+        pending.drain(..i);
+    }
+}
+
+fn drop_guard(drop: bool, stream: &TcpStream) {
+    if drop {
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+fn start_gateway_with_printer(dir: &std::path::Path, printer: &SimPrinter) -> (Proc, SocketAddr) {
+    let extra = format!(
+        "[[devices.printers]]\nname = \"till-1-printer\"\naddress = \"tcp:{}\"\ntill = \"till-1\"\npaper_mm = 58\nheader = [\"Store 042\"]\nqr_url = \"https://shop.example/r/{{receipt}}\"\n",
+        printer.addr
+    );
+    let config = gateway_config(
+        dir,
+        &format!("mqtt://127.0.0.1:{}", free_port()),
+        free_port(),
+        &extra,
+    );
+    start_gateway(dir, &config)
+}
+
+fn purchase(agent: &ureq::Agent, api: SocketAddr, receipt: &str) {
+    let mut body = purchase_body(receipt);
+    body["till"] = serde_json::json!("till-1");
+    let response = agent
+        .post(&format!("http://{api}/v1/purchases"))
+        .send_json(&body)
+        .unwrap();
+    assert_eq!(response.status(), 201);
+}
+
+fn jobs(agent: &ureq::Agent, api: SocketAddr) -> Vec<serde_json::Value> {
+    let list: serde_json::Value = agent
+        .get(&format!("http://{api}/v1/print-jobs"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    list["jobs"].as_array().unwrap().clone()
+}
+
+#[test]
+fn a_paper_out_in_the_middle_of_10_receipts_prints_all_10_exactly_once_after_recovery() {
+    let dir = tempfile::tempdir().unwrap();
+    let printer = SimPrinter::start(Paper {
+        out_after: Some(4),
+        ..Paper::default()
+    });
+    let (_gateway, api) = start_gateway_with_printer(dir.path(), &printer);
+    let live = LiveEvents::subscribe(api, "?till=till-1");
+    let agent = http();
+    let receipts: Vec<String> = (1..=10).map(|n| format!("P-{n:02}")).collect();
+    for receipt in &receipts {
+        purchase(&agent, api, receipt);
+    }
+    // The roll runs out after the fourth receipt: the gateway reports it and holds the rest.
+    let out = loop {
+        let (name, event) = live.next(Duration::from_secs(20));
+        if name == "printer_status" && event["ready"] == false {
+            break event;
+        }
+    };
+    assert_eq!(out["status"]["paper_out"], true);
+    let printed = printer.printed();
+    assert_eq!(
+        printed.iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>(),
+        &receipts[..4]
+    );
+    let queued = jobs(&agent, api)
+        .iter()
+        .filter(|j| j["state"] == "queued")
+        .count();
+    assert_eq!(queued, 6);
+
+    printer.set_paper_out(false);
+    let printed = printer.wait_printed(10, Duration::from_secs(30));
+    assert_eq!(
+        printed,
+        receipts
+            .iter()
+            .map(|r| (r.clone(), false))
+            .collect::<Vec<_>>(),
+        "every receipt once, in order, none a copy"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while jobs(&agent, api).iter().any(|j| j["state"] != "done") {
+        assert!(Instant::now() < deadline, "{:?}", jobs(&agent, api));
+        // The last confirmation lands just after the cut; the queue has no push.
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    let back = loop {
+        let (name, event) = live.next(Duration::from_secs(5));
+        if name == "printer_status" && event["ready"] == true {
+            break event;
+        }
+    };
+    assert_eq!(back["status"]["paper_out"], false);
+}
+
+#[test]
+fn a_job_cut_off_by_a_dropped_link_is_not_printed_again_until_the_cashier_reprints_it_as_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let printer = SimPrinter::start(Paper {
+        drop_after: Some(1),
+        ..Paper::default()
+    });
+    let (_gateway, api) = start_gateway_with_printer(dir.path(), &printer);
+    let agent = http();
+    purchase(&agent, api, "D-01");
+    printer.wait_printed(1, Duration::from_secs(20));
+    // The link dropped before the printer confirmed: the job waits for the cashier.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let first = loop {
+        let jobs = jobs(&agent, api);
+        if jobs[0]["state"] == "unconfirmed" {
+            break jobs[0].clone();
+        }
+        assert!(Instant::now() < deadline, "{jobs:?}");
+        std::thread::sleep(Duration::from_millis(25));
+    };
+    assert!(first["last_error"].as_str().is_some());
+    // The gateway reconnects and prints the next sale, but not D-01 again.
+    purchase(&agent, api, "D-02");
+    let printed = printer.wait_printed(2, Duration::from_secs(20));
+    assert_eq!(
+        printed,
+        [("D-01".to_string(), false), ("D-02".to_string(), false)]
+    );
+
+    let id = first["id"].as_i64().unwrap();
+    let response = agent
+        .post(&format!("http://{api}/v1/print-jobs/{id}/reprint"))
+        .send_empty()
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let printed = printer.wait_printed(3, Duration::from_secs(20));
+    assert_eq!(
+        printed[2],
+        ("D-01".to_string(), true),
+        "the reprint says COPY"
+    );
+    let original = jobs(&agent, api)
+        .into_iter()
+        .find(|j| j["id"] == id)
+        .unwrap();
+    assert_eq!(original["state"], "done");
+
+    // Confirming is only for unconfirmed jobs.
+    let response = agent
+        .post(&format!("http://{api}/v1/print-jobs/{id}/confirm"))
+        .send_empty()
+        .unwrap();
+    assert_eq!(response.status(), 409);
+}
