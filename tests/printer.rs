@@ -66,12 +66,14 @@ impl SimPrinter {
 }
 
 /// One connection: ESC/POS in, status replies out.
-fn serve(mut stream: TcpStream, state: &(Mutex<Paper>, Condvar)) {
+fn serve(mut stream: impl Read + Write + Hangup, state: &(Mutex<Paper>, Condvar)) {
     let mut pending: Vec<u8> = Vec::new();
     let mut job: Vec<u8> = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
         let n = match stream.read(&mut buf) {
+            // A serial line's read timeout is not a hang-up.
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => continue,
             Ok(0) | Err(_) => return,
             Ok(n) => n,
         };
@@ -113,8 +115,8 @@ fn serve(mut stream: TcpStream, state: &(Mutex<Paper>, Condvar)) {
                     paper.drop_after = None;
                 }
                 state.1.notify_all();
-                drop_guard(drop, &stream);
                 if drop {
+                    stream.hang_up();
                     return;
                 }
                 job.clear();
@@ -141,16 +143,28 @@ fn serve(mut stream: TcpStream, state: &(Mutex<Paper>, Condvar)) {
     }
 }
 
-fn drop_guard(drop: bool, stream: &TcpStream) {
-    if drop {
-        let _ = stream.shutdown(std::net::Shutdown::Both);
+/// How each transport drops the link.
+trait Hangup {
+    fn hang_up(&mut self);
+}
+
+impl Hangup for TcpStream {
+    fn hang_up(&mut self) {
+        let _ = self.shutdown(std::net::Shutdown::Both);
     }
 }
 
+impl Hangup for serialport::TTYPort {
+    fn hang_up(&mut self) {}
+}
+
 fn start_gateway_with_printer(dir: &std::path::Path, printer: &SimPrinter) -> (Proc, SocketAddr) {
+    start_gateway_printing_to(dir, &format!("tcp:{}", printer.addr))
+}
+
+fn start_gateway_printing_to(dir: &std::path::Path, address: &str) -> (Proc, SocketAddr) {
     let extra = format!(
-        "[[devices.printers]]\nname = \"till-1-printer\"\naddress = \"tcp:{}\"\ntill = \"till-1\"\npaper_mm = 58\nheader = [\"Store 042\"]\nqr_url = \"https://shop.example/r/{{receipt}}\"\n",
-        printer.addr
+        "[[devices.printers]]\nname = \"till-1-printer\"\naddress = \"{address}\"\ntill = \"till-1\"\npaper_mm = 58\nheader = [\"Store 042\"]\nqr_url = \"https://shop.example/r/{{receipt}}\"\n"
     );
     let config = gateway_config(
         dir,
@@ -294,4 +308,34 @@ fn a_job_cut_off_by_a_dropped_link_is_not_printed_again_until_the_cashier_reprin
         .send_empty()
         .unwrap();
     assert_eq!(response.status(), 409);
+}
+
+/// The USB printer class device (`file:/dev/usb/lp0`) and serial printers: a pseudo-terminal
+/// stands in for the device file, with the same simulated printer behind it.
+#[test]
+fn printers_on_a_device_file_and_on_a_serial_line_print_and_confirm_too() {
+    use serialport::{SerialPort, TTYPort};
+    for scheme in ["file", "serial"] {
+        let dir = tempfile::tempdir().unwrap();
+        let (master, slave) = TTYPort::pair().unwrap();
+        let path = slave.name().unwrap();
+        let state = Arc::new((Mutex::new(Paper::default()), Condvar::new()));
+        let printer_state = state.clone();
+        std::thread::spawn(move || serve(master, &printer_state));
+        let printer = SimPrinter {
+            addr: "127.0.0.1:9".parse().unwrap(),
+            state,
+        };
+        let (_gateway, api) = start_gateway_printing_to(dir.path(), &format!("{scheme}:{path}"));
+        let agent = http();
+        purchase(&agent, api, "F-01");
+        purchase(&agent, api, "F-02");
+        let printed = printer.wait_printed(2, Duration::from_secs(20));
+        assert_eq!(
+            printed,
+            [("F-01".to_string(), false), ("F-02".to_string(), false)],
+            "{scheme}"
+        );
+        drop(slave);
+    }
 }

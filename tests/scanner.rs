@@ -205,3 +205,53 @@ fn ten_seconds_of_random_bytes_on_one_scanner_leave_the_gateway_and_its_neighbou
         }
     }
 }
+
+#[test]
+fn a_magnetic_loyalty_card_identifies_the_customer_and_a_payment_card_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let Scanners {
+        mut masters,
+        _slaves,
+        config,
+    } = scanners(1);
+    let config = format!(
+        "[identity]\nhmac_key = \"c3RvcmVnYXRlLXRlc3QtaWRlbnRpdHkta2V5IQ==\"\n{}card_number = {{ skip = 4, take = 9 }}\n",
+        config
+    );
+    let (_gateway, api, agent) = start(dir.path(), &config);
+    let live = LiveEvents::subscribe(api, "?till=till-0");
+    let reader = &mut masters[0];
+
+    let card = "%L6001234567890^MUSTER/ANNA^2912?;6001234567890=2912101?";
+    write!(reader, "{card}\r").unwrap();
+    let (name, scan) = live.next(Duration::from_secs(10));
+    assert_eq!(name, "scan");
+    assert_eq!(scan["interpretation"]["kind"], "magnetic_stripe");
+    assert_eq!(scan["text"], "*********7890");
+    assert!(!scan.to_string().contains("6001234567890"), "{scan}");
+    let (name, identified) = live.next(Duration::from_secs(10));
+    assert_eq!(name, "identified", "{identified}");
+    let customer = identified["customer"].as_str().unwrap().to_string();
+    assert!(customer.starts_with("prov:gw-1:"));
+
+    // The same card again is the same customer.
+    write!(reader, "{card}\r").unwrap();
+    live.next(Duration::from_secs(10));
+    let (_, again) = live.next(Duration::from_secs(10));
+    assert_eq!(again["customer"], customer.as_str());
+
+    // A payment card swiped by mistake: refused, nothing recorded.
+    write!(
+        reader,
+        "%B4111111111111111^DOE/JOHN^2912101?;4111111111111111=2912101?\r"
+    )
+    .unwrap();
+    live.next(Duration::from_secs(10));
+    let (name, refused) = live.next(Duration::from_secs(10));
+    assert_eq!(name, "card_refused", "{refused}");
+    assert!(refused["refused"]
+        .as_str()
+        .unwrap()
+        .contains("payment card"));
+    assert_eq!(metric(&agent, api, "storegate_events_committed_total"), 2.0);
+}

@@ -64,7 +64,7 @@ pub(super) async fn document() -> Json<serde_json::Value> {
                 "Device": { "type": "object", "required": ["name", "kind", "port", "state", "reconnects"],
                     "properties": {
                         "name": { "type": "string" },
-                        "kind": { "type": "string", "enum": ["card_reader", "scanner", "camera"] },
+                        "kind": { "type": "string", "enum": ["card_reader", "scanner", "keyboard_wedge", "printer", "camera"] },
                         "port": { "type": "string" },
                         "state": { "type": "string", "enum": ["connecting", "up", "down", "stopped"] },
                         "last_error": { "type": "string" },

@@ -94,22 +94,65 @@ fn from_table<T: serde::de::DeserializeOwned>(table: toml::Table) -> Result<T, C
 mod tests {
     use super::*;
 
-    /// The shipped example documents every key; it must stay loadable. Paths that only exist
-    /// on a deployed box are pointed at a temporary directory.
+    /// `text` with the paths that only exist on a deployed box pointed at `dir`, where the TLS
+    /// files are created.
+    fn on_this_machine(text: &str, dir: &std::path::Path) -> String {
+        for f in ["ca.pem", "gw-1.pem", "gw-1.key"] {
+            std::fs::write(dir.join(f), "x").unwrap();
+        }
+        let d = dir.display().to_string();
+        text.replace("/etc/storegate/tls", &d)
+            .replace("/var/lib/storegate", &d)
+    }
+
+    /// The shipped example documents every key; it must stay loadable.
     #[test]
     fn example_config_parses() {
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().display().to_string();
-        for f in ["ca.pem", "gw-1.pem", "gw-1.key"] {
-            std::fs::write(dir.path().join(f), "x").unwrap();
-        }
-        let text = include_str!("../../config/storegate.example.toml")
-            .replace("/etc/storegate/tls", &d)
-            .replace("/var/lib/storegate", &d);
+        let text = on_this_machine(
+            include_str!("../../config/storegate.example.toml"),
+            dir.path(),
+        );
         let config = parse_gateway(&text).unwrap();
         assert_eq!(config.gateway.store, "s-042");
         assert_eq!(config.sync.window_batches, 8);
         assert!(config.mqtt.broker().unwrap().tls);
+    }
+
+    /// The device tables documented (commented out) in the example are valid as written.
+    #[test]
+    fn example_device_tables_parse_when_uncommented() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut text = String::new();
+        let mut in_device = false;
+        for line in include_str!("../../config/storegate.example.toml").lines() {
+            if line.starts_with("# [[devices.") {
+                in_device = true;
+            } else if line.trim().is_empty() {
+                in_device = false;
+            }
+            let uncomment = (in_device
+                && line.starts_with("# ")
+                && (line.contains(" = ") || line.starts_with("# [[")))
+                || line.starts_with("# hmac_key");
+            text.push_str(if uncomment { &line[2..] } else { line });
+            text.push('\n');
+        }
+        let text = on_this_machine(&text, dir.path());
+        let config = parse_gateway(&text).unwrap_or_else(|e| panic!("{e}"));
+        let devices = &config.devices;
+        assert_eq!(
+            (
+                devices.card_readers.len(),
+                devices.cameras.len(),
+                devices.scanners.len(),
+                devices.printers.len(),
+                devices.keyboard_wedges.len()
+            ),
+            (1, 1, 1, 1, 1)
+        );
+        assert_eq!(devices.printers[0].columns(), 48);
+        assert_eq!(devices.scanners[0].suffix, "\r");
     }
 
     const KEY: &str = "[identity]\nhmac_key = \"c3RvcmVnYXRlLWRlbW8taG1hYy1rZXk=\"\n";

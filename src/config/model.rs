@@ -46,6 +46,42 @@ pub struct DevicesSection {
     /// ESC/POS receipt printers.
     #[serde(default)]
     pub printers: Vec<PrinterConfig>,
+    /// USB HID keyboard-wedge scanners (read through evdev, grabbed exclusively).
+    #[serde(default)]
+    pub keyboard_wedges: Vec<WedgeConfig>,
+}
+
+/// Which digits of a magnetic loyalty card's account number identify the customer.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CardNumberRule {
+    /// Leading digits to drop (an issuer prefix).
+    #[serde(default)]
+    pub skip: usize,
+    /// Digits to keep after that; all by default.
+    pub take: Option<usize>,
+}
+
+/// One keyboard-wedge scanner.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WedgeConfig {
+    /// Name in logs, metrics, events and `/v1/devices`, `[a-z0-9][a-z0-9-]{0,31}`.
+    pub name: String,
+    /// `/dev/input/by-id/usb-...-event-kbd`, or `usb:VID:PID` (hex).
+    pub device: String,
+    /// The till whose event stream gets the scans.
+    pub till: String,
+    /// The keyboard layout the scanner is set to type in.
+    #[serde(default = "default_wedge_layout")]
+    pub layout: crate::devices::wedge::keymap::Layout,
+    /// For magnetic stripe readers in keyboard mode: the loyalty card number rule.
+    #[serde(default)]
+    pub card_number: CardNumberRule,
+}
+
+fn default_wedge_layout() -> crate::devices::wedge::keymap::Layout {
+    crate::devices::wedge::keymap::Layout::Us
 }
 
 /// One ESC/POS receipt printer; it prints the receipts of its till's purchases.
@@ -54,13 +90,17 @@ pub struct DevicesSection {
 pub struct PrinterConfig {
     /// Name in logs, metrics, events and `/v1/devices`, `[a-z0-9][a-z0-9-]{0,31}`.
     pub name: String,
-    /// `tcp:HOST:9100` (network printer) or `serial:/dev/serial/by-id/...` (or `serial:usb:VID:PID`).
+    /// `tcp:HOST:9100` (network printer), `file:/dev/usb/lp0` (USB printer class) or
+    /// `serial:/dev/serial/by-id/...` (or `serial:usb:VID:PID`).
     pub address: String,
     /// The till whose purchases it prints.
     pub till: String,
     /// Paper width in mm: 58 (32 columns) or 80 (48 columns).
     #[serde(default = "default_paper_mm")]
     pub paper_mm: u32,
+    /// Characters per line when the printer differs from the usual for its paper (42 on 80 mm
+    /// printers with a wider margin or font B): 32, 42 or 48.
+    pub columns: Option<usize>,
     #[serde(default = "default_code_page")]
     pub code_page: crate::devices::printer::escpos::CodePage,
     /// Lines at the top of every receipt (store name, address); the first is bold.
@@ -75,6 +115,9 @@ pub struct PrinterConfig {
 
 impl PrinterConfig {
     pub fn columns(&self) -> usize {
+        if let Some(columns) = self.columns {
+            return columns;
+        }
         if self.paper_mm <= 58 {
             32
         } else {
@@ -117,6 +160,9 @@ pub struct ScannerConfig {
     /// Longest scan in bytes; longer is line noise or a stuck trigger, and is dropped.
     #[serde(default = "default_scanner_max_len")]
     pub max_len: usize,
+    /// For magnetic stripe readers in serial mode: the loyalty card number rule.
+    #[serde(default)]
+    pub card_number: CardNumberRule,
 }
 
 fn default_scanner_baud() -> u32 {
@@ -642,15 +688,31 @@ impl DevicesSection {
                 ));
             }
         }
+        for (i, wedge) in self.keyboard_wedges.iter().enumerate() {
+            let key = |field: &str| format!("devices.keyboard_wedges[{i}].{field}");
+            check_device(&key, &wedge.name, &wedge.till, &mut names)?;
+            if wedge.device.is_empty() {
+                return Err(ConfigError::key(
+                    key("device"),
+                    "must name the input device: /dev/input/by-id/...-event-kbd or usb:VID:PID",
+                ));
+            }
+        }
         let mut printing_tills = std::collections::HashSet::new();
         for (i, printer) in self.printers.iter().enumerate() {
             let key = |field: &str| format!("devices.printers[{i}].{field}");
             check_device(&key, &printer.name, &printer.till, &mut names)?;
-            if !printer.address.starts_with("tcp:") && !printer.address.starts_with("serial:") {
+            if !["tcp:", "file:", "serial:"]
+                .iter()
+                .any(|p| printer.address.starts_with(p))
+            {
                 return Err(ConfigError::key(
                     key("address"),
-                    "use tcp:HOST:9100 or serial:/dev/serial/by-id/...",
+                    "use tcp:HOST:9100, file:/dev/usb/lp0 or serial:/dev/serial/by-id/...",
                 ));
+            }
+            if printer.columns.is_some_and(|c| ![32, 42, 48].contains(&c)) {
+                return Err(ConfigError::key(key("columns"), "must be 32, 42 or 48"));
             }
             if ![58, 80].contains(&printer.paper_mm) {
                 return Err(ConfigError::key(key("paper_mm"), "must be 58 or 80"));

@@ -11,7 +11,7 @@ use storegate_firmware::message::Led;
 use tokio::sync::mpsc;
 
 use crate::api::LiveEvents;
-use crate::codes::Aim;
+use crate::codes::{Aim, Interpretation};
 use crate::devices::{DeviceCommand, DeviceEvent, DeviceHandle};
 use crate::identity::{card_number_from_uid, Identity};
 use crate::metrics::Metrics;
@@ -22,6 +22,8 @@ pub struct Router {
     pub devices: DeviceHandle,
     pub live: LiveEvents,
     pub beep_ms: Box<dyn Fn(&str) -> u16 + Send + Sync>,
+    /// Magnetic loyalty card number rule per device.
+    pub card_rules: std::collections::HashMap<String, crate::config::CardNumberRule>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -40,7 +42,7 @@ impl Router {
                     till,
                     aim,
                     text,
-                } => self.scanned(device, till, aim, text),
+                } => self.scanned(device, till, aim, text).await,
                 DeviceEvent::PrinterStatus {
                     device,
                     till,
@@ -102,7 +104,7 @@ impl Router {
 
     /// A good scan is a `scan` event; one the codes part refuses (a wrong check digit, a
     /// control character) is a `scan_refused` event, so the till can ask for a rescan.
-    fn scanned(&self, device: String, till: String, aim: Option<Aim>, text: String) {
+    async fn scanned(&self, device: String, till: String, aim: Option<Aim>, text: String) {
         let mut event = serde_json::json!({
             "type": "scan",
             "device": device,
@@ -112,6 +114,20 @@ impl Router {
             "text": text,
         });
         match crate::codes::interpret_scan(aim, &text) {
+            Ok(Interpretation::MagneticStripe {
+                tracks,
+                masked_number,
+            }) => {
+                // A card number never goes out raw, not even to the till page.
+                event["text"] = serde_json::json!(masked_number);
+                event["interpretation"] = serde_json::json!(Interpretation::MagneticStripe {
+                    tracks,
+                    masked_number
+                });
+                self.live.publish(event);
+                self.magnetic_card(&device, &till, &text).await;
+                return;
+            }
             Ok(interpretation) => event["interpretation"] = serde_json::json!(interpretation),
             Err(error) => {
                 self.metrics
@@ -121,5 +137,52 @@ impl Router {
             }
         }
         self.live.publish(event);
+    }
+
+    /// A magnetic loyalty card: its number by the device's rule becomes an `identity_seen`.
+    async fn magnetic_card(&self, device: &str, till: &str, text: &str) {
+        let rule = self.card_rules.get(device).copied().unwrap_or_default();
+        let number = crate::codes::magstripe::parse_tracks(text)
+            .and_then(|tracks| {
+                crate::codes::magstripe::loyalty_number(&tracks, rule.skip, rule.take)
+            })
+            .map_err(|e| e.to_string());
+        let recorded = match number {
+            Ok(number) => match self
+                .identity
+                .identifier(IdentifierKind::Card, &number, None)
+            {
+                Ok(identifier) => self
+                    .identity
+                    .seen(till, vec![identifier])
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            },
+            Err(e) => Err(e),
+        };
+        match recorded {
+            Ok(recorded) => {
+                self.metrics
+                    .event_committed(EventKind::IdentitySeen.as_str(), recorded.event.seq);
+                self.live.publish(serde_json::json!({
+                    "type": "identified",
+                    "device": device,
+                    "till": till,
+                    "customer": recorded.customer,
+                    "seq": recorded.event.seq,
+                }));
+            }
+            Err(error) => {
+                self.metrics
+                    .device_input_invalid(device, "card_refused", &error);
+                self.live.publish(serde_json::json!({
+                    "type": "card_refused",
+                    "device": device,
+                    "till": till,
+                    "refused": error,
+                }));
+            }
+        }
     }
 }

@@ -90,6 +90,19 @@ pub async fn run(
         devices: devices.handle(),
         live: live.clone(),
         beep_ms: Box::new(move |device| beeps.get(device).copied().unwrap_or(0)),
+        card_rules: config
+            .devices
+            .scanners
+            .iter()
+            .map(|s| (s.name.clone(), s.card_number))
+            .chain(
+                config
+                    .devices
+                    .keyboard_wedges
+                    .iter()
+                    .map(|w| (w.name.clone(), w.card_number)),
+            )
+            .collect(),
         metrics: metrics.clone(),
     };
     let router_task = tokio::spawn(router.run(device_events));

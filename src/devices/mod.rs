@@ -13,6 +13,7 @@ pub mod port;
 pub mod printer;
 pub mod scanner;
 pub mod supervisor;
+pub mod wedge;
 
 pub use supervisor::{DeviceHandle, Devices};
 

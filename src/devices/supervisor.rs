@@ -10,6 +10,7 @@ use super::camera::Camera;
 use super::card_reader::CardReader;
 use super::printer::Printer;
 use super::scanner::SerialScanner;
+use super::wedge::KeyboardWedge;
 use super::{DeviceCommand, DeviceContext, DeviceEvent, DeviceState, DeviceStatus, Driver, Stop};
 use crate::config::DevicesSection;
 use crate::metrics::Metrics;
@@ -77,8 +78,13 @@ impl Devices {
         let printers = config.printers.iter().map(|printer| {
             Box::new(Printer::new(printer.clone(), print_queue.to_path_buf())) as Box<dyn Driver>
         });
+        let wedges = config
+            .keyboard_wedges
+            .iter()
+            .map(|wedge| Box::new(KeyboardWedge::new(wedge.clone())) as Box<dyn Driver>);
         let drivers: Vec<Box<dyn Driver>> = readers
             .chain(scanners)
+            .chain(wedges)
             .chain(printers)
             .chain(cameras)
             .collect();

@@ -65,6 +65,16 @@ impl Printer {
             let _ = stream.set_nodelay(true);
             return Ok(Box::new(stream));
         }
+        if let Some(path) = address.strip_prefix("file:") {
+            // The USB printer class device (/dev/usb/lp0): bidirectional, status replies
+            // are read back from it like from a socket.
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(|e| open_error(e.to_string()))?;
+            return Ok(Box::new(PolledFile { file }));
+        }
         if let Some(port) = address.strip_prefix("serial:") {
             let path = super::port::resolve_port(port)?;
             let port = serialport::new(&path, self.config.baud)
@@ -74,8 +84,41 @@ impl Printer {
             return Ok(Box::new(port));
         }
         Err(open_error(
-            "use tcp:HOST:9100 or serial:/dev/serial/by-id/...".into(),
+            "use tcp:HOST:9100, file:/dev/usb/lp0 or serial:/dev/serial/by-id/...".into(),
         ))
+    }
+}
+
+/// A device file whose reads wait at most [`POLL`] for data, like the socket and serial
+/// transports, so a silent printer is noticed instead of blocking the driver forever.
+struct PolledFile {
+    file: std::fs::File,
+}
+
+impl Read for PolledFile {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let timeout = PollTimeout::from(POLL.as_millis() as u16);
+        let ready = poll(
+            &mut [PollFd::new(self.file.as_fd(), PollFlags::POLLIN)],
+            timeout,
+        )
+        .map_err(std::io::Error::from)?;
+        if ready == 0 {
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        self.file.read(buf)
+    }
+}
+
+impl Write for PolledFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.file.write(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
     }
 }
 
