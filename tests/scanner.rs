@@ -207,7 +207,8 @@ fn ten_seconds_of_random_bytes_on_one_scanner_leave_the_gateway_and_its_neighbou
 }
 
 #[test]
-fn a_magnetic_loyalty_card_identifies_the_customer_and_a_payment_card_is_refused() {
+fn loyalty_cards_by_magnetic_stripe_or_barcode_identify_the_customer_and_payment_cards_are_refused()
+{
     let dir = tempfile::tempdir().unwrap();
     let Scanners {
         mut masters,
@@ -215,7 +216,7 @@ fn a_magnetic_loyalty_card_identifies_the_customer_and_a_payment_card_is_refused
         config,
     } = scanners(1);
     let config = format!(
-        "[identity]\nhmac_key = \"c3RvcmVnYXRlLXRlc3QtaWRlbnRpdHkta2V5IQ==\"\n{}card_number = {{ skip = 4, take = 9 }}\n",
+        "[identity]\nhmac_key = \"c3RvcmVnYXRlLXRlc3QtaWRlbnRpdHkta2V5IQ==\"\n{}card_number = {{ skip = 4, take = 9, barcode_prefixes = [\"2790\"] }}\n",
         config
     );
     let (_gateway, api, agent) = start(dir.path(), &config);
@@ -254,4 +255,21 @@ fn a_magnetic_loyalty_card_identifies_the_customer_and_a_payment_card_is_refused
         .unwrap()
         .contains("payment card"));
     assert_eq!(metric(&agent, api, "storegate_events_committed_total"), 2.0);
+
+    // A loyalty card with a barcode in the store's number range identifies too; a product
+    // barcode outside the range stays a product.
+    write!(reader, "]C02790123456\r").unwrap();
+    let (name, scan) = live.next(Duration::from_secs(10));
+    assert_eq!(
+        (name.as_str(), &scan["interpretation"]["kind"]),
+        ("scan", &serde_json::json!("loyalty_card"))
+    );
+    assert_eq!(scan["text"], "******3456");
+    let (name, identified) = live.next(Duration::from_secs(10));
+    assert_eq!(name, "identified", "{identified}");
+    assert_ne!(identified["customer"], customer.as_str());
+    write!(reader, "]E0{}\r", ean13(0, 1)).unwrap();
+    let (_, product) = live.next(Duration::from_secs(10));
+    assert_eq!(product["interpretation"]["kind"], "product");
+    assert_eq!(metric(&agent, api, "storegate_events_committed_total"), 3.0);
 }

@@ -113,6 +113,27 @@ impl Router {
             "aim": aim.map(|a| a.to_string()),
             "text": text,
         });
+        let rule = self.card_rules.get(&device).cloned().unwrap_or_default();
+        let loyalty_barcode = !text.is_empty()
+            && text.bytes().all(|b| b.is_ascii_digit())
+            && rule
+                .barcode_prefixes
+                .iter()
+                .any(|p| text.starts_with(p.as_str()));
+        if loyalty_barcode {
+            let shown = text.len().min(4);
+            let masked = format!(
+                "{}{}",
+                "*".repeat(text.len() - shown),
+                &text[text.len() - shown..]
+            );
+            event["text"] = serde_json::json!(masked);
+            event["interpretation"] =
+                serde_json::json!({ "kind": "loyalty_card", "masked_number": masked });
+            self.live.publish(event);
+            self.identify_card(&device, &till, Ok(text)).await;
+            return;
+        }
         match crate::codes::interpret_scan(aim, &text) {
             Ok(Interpretation::MagneticStripe {
                 tracks,
@@ -125,7 +146,12 @@ impl Router {
                     masked_number
                 });
                 self.live.publish(event);
-                self.magnetic_card(&device, &till, &text).await;
+                let number = crate::codes::magstripe::parse_tracks(&text)
+                    .and_then(|tracks| {
+                        crate::codes::magstripe::loyalty_number(&tracks, rule.skip, rule.take)
+                    })
+                    .map_err(|e| e.to_string());
+                self.identify_card(&device, &till, number).await;
                 return;
             }
             Ok(interpretation) => event["interpretation"] = serde_json::json!(interpretation),
@@ -139,14 +165,9 @@ impl Router {
         self.live.publish(event);
     }
 
-    /// A magnetic loyalty card: its number by the device's rule becomes an `identity_seen`.
-    async fn magnetic_card(&self, device: &str, till: &str, text: &str) {
-        let rule = self.card_rules.get(device).copied().unwrap_or_default();
-        let number = crate::codes::magstripe::parse_tracks(text)
-            .and_then(|tracks| {
-                crate::codes::magstripe::loyalty_number(&tracks, rule.skip, rule.take)
-            })
-            .map_err(|e| e.to_string());
+    /// A loyalty card's number (from a magnetic stripe or a barcode) becomes an
+    /// `identity_seen`; the till hears `identified` with the customer's ref, or `card_refused`.
+    async fn identify_card(&self, device: &str, till: &str, number: Result<String, String>) {
         let recorded = match number {
             Ok(number) => match self
                 .identity

@@ -94,13 +94,13 @@ pub async fn run(
             .devices
             .scanners
             .iter()
-            .map(|s| (s.name.clone(), s.card_number))
+            .map(|s| (s.name.clone(), s.card_number.clone()))
             .chain(
                 config
                     .devices
                     .keyboard_wedges
                     .iter()
-                    .map(|w| (w.name.clone(), w.card_number)),
+                    .map(|w| (w.name.clone(), w.card_number.clone())),
             )
             .collect(),
         metrics: metrics.clone(),
