@@ -23,6 +23,8 @@ pub struct Metrics {
     device_failures: Family<Labels, Counter>,
     device_input_invalid: Family<Labels, Counter>,
     device_frames: Family<Labels, Counter>,
+    receipts_printed: Family<Labels, Counter>,
+    printer_ready: Family<Labels, Gauge>,
     connected: Gauge,
     last_seq: Gauge,
     acked_seq: Gauge,
@@ -50,6 +52,8 @@ impl Metrics {
             device_failures: Family::default(),
             device_input_invalid: Family::default(),
             device_frames: Family::default(),
+            receipts_printed: Family::default(),
+            printer_ready: Family::default(),
             connected: Gauge::default(),
             last_seq: Gauge::default(),
             acked_seq: Gauge::default(),
@@ -114,6 +118,16 @@ impl Metrics {
             "device_frames",
             "Camera frames by outcome: decoded, unchanged (nothing new, skipped), dropped (a newer frame replaced it)",
             m.device_frames.clone(),
+        );
+        registry.register(
+            "receipts_printed",
+            "Receipts a printer confirmed (in-order status reply after the cut), by device",
+            m.receipts_printed.clone(),
+        );
+        registry.register(
+            "printer_ready",
+            "1 while a printer is online with paper and its cover closed, by device",
+            m.printer_ready.clone(),
         );
         registry.register(
             "mqtt_connected",
@@ -198,6 +212,25 @@ impl Metrics {
                 ("outcome".into(), outcome.into()),
             ])
             .inc();
+    }
+
+    pub fn receipt_printed(&self, device: &str) {
+        self.receipts_printed
+            .get_or_create(&vec![("device".into(), device.into())])
+            .inc();
+    }
+
+    pub fn printer_ready(&self, device: &str, ready: bool, status: &str) {
+        if !ready {
+            tracing::warn!(
+                device,
+                status,
+                "printer not ready; receipts wait in the queue"
+            );
+        }
+        self.printer_ready
+            .get_or_create(&vec![("device".into(), device.into())])
+            .set(i64::from(ready));
     }
 
     pub fn batch_sent(&self, events: usize) {

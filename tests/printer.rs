@@ -218,6 +218,7 @@ fn a_paper_out_in_the_middle_of_10_receipts_prints_all_10_exactly_once_after_rec
         }
     };
     assert_eq!(out["status"]["paper_out"], true);
+    assert_eq!(metric(&agent, api, "storegate_printer_ready"), 0.0);
     let printed = printer.printed();
     assert_eq!(
         printed.iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>(),
@@ -245,6 +246,10 @@ fn a_paper_out_in_the_middle_of_10_receipts_prints_all_10_exactly_once_after_rec
         // The last confirmation lands just after the cut; the queue has no push.
         std::thread::sleep(Duration::from_millis(25));
     }
+    assert_eq!(
+        metric(&agent, api, "storegate_receipts_printed_total"),
+        10.0
+    );
     let back = loop {
         let (name, event) = live.next(Duration::from_secs(5));
         if name == "printer_status" && event["ready"] == true {

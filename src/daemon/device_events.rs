@@ -48,13 +48,11 @@ impl Router {
                     till,
                     status,
                 } => {
-                    if !status.ready() {
-                        self.metrics.device_input_invalid(
-                            &device,
-                            "printer_not_ready",
-                            &serde_json::json!(status).to_string(),
-                        );
-                    }
+                    self.metrics.printer_ready(
+                        &device,
+                        status.ready(),
+                        &serde_json::json!(status).to_string(),
+                    );
                     self.live.publish(serde_json::json!({
                         "type": "printer_status",
                         "device": device,

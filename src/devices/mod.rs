@@ -194,6 +194,10 @@ impl DeviceContext {
         self.metrics.device_frame(&self.name, outcome);
     }
 
+    pub fn receipt_printed(&self) {
+        self.metrics.receipt_printed(&self.name);
+    }
+
     /// Waits up to `timeout` unless stopping; true if stopping.
     pub fn pause(&self, timeout: Duration) -> bool {
         self.stop.wait(timeout)

@@ -278,7 +278,7 @@ impl Driver for Printer {
                     queue
                         .set_state(job.id, JobState::Done, None)
                         .map_err(queue_error)?;
-                    context.frame_seen("printed");
+                    context.receipt_printed();
                 }
                 Ok(Some(_)) => queue
                     .set_state(
