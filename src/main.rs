@@ -6,12 +6,22 @@ fn main() -> std::process::ExitCode {
     let cli = storegate::cli::Cli::parse();
     // rumqttd logs every probe connection and client drop as an ERROR; it is only our loopback
     // broker, so it stays quiet unless STOREGATE_LOG asks for it.
-    let filter = tracing_subscriber::EnvFilter::try_from_env("STOREGATE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,rumqttd=off,rumqttc=warn"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+    // `Targets` takes the same `level,target=level` syntax as RUST_LOG without pulling a regex
+    // engine into the binary; a malformed STOREGATE_LOG falls back to the default.
+    const DEFAULT_LOG: &str = "info,rumqttd=off,rumqttc=warn";
+    let filter: tracing_subscriber::filter::Targets = std::env::var("STOREGATE_LOG")
+        .ok()
+        .and_then(|spec| spec.parse().ok())
+        .unwrap_or_else(|| DEFAULT_LOG.parse().unwrap_or_default());
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::stderr().is_terminal()),
+        )
+        .with(filter)
         .init();
     match storegate::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,

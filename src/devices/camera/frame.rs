@@ -74,48 +74,69 @@ impl LumaFrame {
         self.pixels[y * self.width + x]
     }
 
-    /// Reads a PNG (any colour type; converted to luma).
+    /// Reads a PNG (any colour type and depth; converted to 8-bit luma).
     pub fn load_png(path: &Path) -> Result<LumaFrame, FrameError> {
         let file_error = |message: String| FrameError::File {
             path: path.display().to_string(),
             message,
         };
-        let image = image::ImageReader::open(path)
-            .map_err(|e| file_error(e.to_string()))?
-            .with_guessed_format()
-            .map_err(|e| file_error(e.to_string()))?;
-        let (width, height) = image
-            .into_dimensions()
-            .map_err(|e| file_error(e.to_string()))?;
-        if width as usize > MAX_SIDE || height as usize > MAX_SIDE {
+        let file = std::fs::File::open(path).map_err(|e| file_error(e.to_string()))?;
+        let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
+        decoder.set_transformations(png::Transformations::normalize_to_color8());
+        let mut reader = decoder.read_info().map_err(|e| file_error(e.to_string()))?;
+        let (width, height) = (reader.info().width as usize, reader.info().height as usize);
+        if width > MAX_SIDE || height > MAX_SIDE {
             return Err(file_error(format!(
                 "{width}x{height} is larger than a camera frame"
             )));
         }
-        let luma = image::ImageReader::open(path)
-            .map_err(|e| file_error(e.to_string()))?
-            .with_guessed_format()
-            .map_err(|e| file_error(e.to_string()))?
-            .decode()
-            .map_err(|e| file_error(e.to_string()))?
-            .into_luma8();
-        LumaFrame::new(width as usize, height as usize, luma.into_raw())
+        let size = reader
+            .output_buffer_size()
+            .ok_or_else(|| file_error("image too large".into()))?;
+        let mut buf = vec![0; size];
+        let info = reader
+            .next_frame(&mut buf)
+            .map_err(|e| file_error(e.to_string()))?;
+        let channels = info.color_type.samples();
+        let stride = info.line_size;
+        let mut pixels = Vec::with_capacity(width * height);
+        for y in 0..height {
+            let row = buf
+                .get(y * stride..y * stride + width * channels)
+                .ok_or_else(|| file_error("truncated image data".into()))?;
+            pixels.extend(row.chunks_exact(channels).map(|px| match px {
+                // ITU-R BT.601 luma, integer weights summing to 256.
+                [r, g, b, ..] if channels >= 3 => {
+                    ((77 * u32::from(*r) + 150 * u32::from(*g) + 29 * u32::from(*b)) >> 8) as u8
+                }
+                [grey, ..] => *grey,
+                [] => 0,
+            }));
+        }
+        LumaFrame::new(width, height, pixels)
     }
 
     /// Writes the frame as an 8-bit greyscale PNG.
     pub fn save_png(&self, path: &Path) -> Result<(), FrameError> {
-        image::save_buffer_with_format(
-            path,
-            &self.pixels,
+        let file_error = |message: String| FrameError::File {
+            path: path.display().to_string(),
+            message,
+        };
+        let file = std::fs::File::create(path).map_err(|e| file_error(e.to_string()))?;
+        let mut encoder = png::Encoder::new(
+            std::io::BufWriter::new(file),
             self.width as u32,
             self.height as u32,
-            image::ExtendedColorType::L8,
-            image::ImageFormat::Png,
-        )
-        .map_err(|e| FrameError::File {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })
+        );
+        encoder.set_color(png::ColorType::Grayscale);
+        encoder.set_depth(png::BitDepth::Eight);
+        let mut writer = encoder
+            .write_header()
+            .map_err(|e| file_error(e.to_string()))?;
+        writer
+            .write_image_data(&self.pixels)
+            .and_then(|()| writer.finish())
+            .map_err(|e| file_error(e.to_string()))
     }
 }
 
