@@ -102,6 +102,15 @@ pub enum CodeError {
     ControlCharacter(u32),
 }
 
+/// A card number as it may be shown: stars for all but its last four characters (ASCII digits
+/// here; characters are counted, so any text masks without splitting one).
+pub fn mask_number(number: &str) -> String {
+    let count = number.chars().count();
+    let shown = count.min(4);
+    let tail: String = number.chars().skip(count - shown).collect();
+    format!("{}{tail}", "*".repeat(count - shown))
+}
+
 /// Interprets what a scanner sent: an optional AIM identifier (already split off) and the data.
 pub fn interpret_scan(aim: Option<Aim>, data: &str) -> Result<Interpretation, CodeError> {
     if data.len() > MAX_TEXT {
@@ -194,12 +203,7 @@ pub fn interpret(text: &str) -> Result<Interpretation, CodeError> {
             .map(|t| t.pan.clone())
             .or_else(|| tracks.track1.as_ref().map(|t| t.pan.clone()))
             .unwrap_or_default();
-        let shown = 4.min(pan.len());
-        let masked_number = format!(
-            "{}{}",
-            "*".repeat(pan.len() - shown),
-            &pan[pan.len() - shown..]
-        );
+        let masked_number = mask_number(&pan);
         let numbers = [
             tracks.track1.as_ref().map(|_| 1),
             tracks.track2.as_ref().map(|_| 2),

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use crate::api::LiveEvents;
 use crate::codes::{Aim, Interpretation};
 use crate::devices::{DeviceCommand, DeviceEvent, DeviceHandle};
-use crate::identity::{card_number_from_uid, Identity};
+use crate::identity::{card_number_from_uid, Identity, Recorded};
 use crate::metrics::Metrics;
 use crate::protocol::{EventKind, IdentifierKind};
 
@@ -66,25 +66,11 @@ impl Router {
     }
 
     async fn card_presented(&self, device: String, till: String, uid: Vec<u8>) {
-        let number = card_number_from_uid(&uid);
-        let recorded = match self
-            .identity
-            .identifier(IdentifierKind::Card, &number, None)
+        match self
+            .record_card(&device, &till, Ok(card_number_from_uid(&uid)))
+            .await
         {
-            Ok(identifier) => self.identity.seen(&till, vec![identifier]).await,
-            Err(error) => Err(error),
-        };
-        match recorded {
-            Ok(recorded) => {
-                self.metrics
-                    .event_committed(EventKind::IdentitySeen.as_str(), recorded.event.seq);
-                tracing::info!(
-                    device,
-                    till,
-                    seq = recorded.event.seq,
-                    customer = recorded.customer,
-                    "card identified"
-                );
+            Ok(_) => {
                 let ms = (self.beep_ms)(&device);
                 if ms > 0 {
                     self.devices.command(&device, DeviceCommand::Beep { ms });
@@ -92,11 +78,7 @@ impl Router {
                 self.devices
                     .command(&device, DeviceCommand::Led(Led::Green));
             }
-            Err(error) => {
-                self.metrics
-                    .device_input_invalid(&device, "card_refused", &error.to_string());
-                self.devices.command(&device, DeviceCommand::Led(Led::Red));
-            }
+            Err(_) => self.devices.command(&device, DeviceCommand::Led(Led::Red)),
         }
     }
 
@@ -119,12 +101,7 @@ impl Router {
                 .iter()
                 .any(|p| text.starts_with(p.as_str()));
         if loyalty_barcode {
-            let shown = text.len().min(4);
-            let masked = format!(
-                "{}{}",
-                "*".repeat(text.len() - shown),
-                &text[text.len() - shown..]
-            );
+            let masked = crate::codes::mask_number(&text);
             event["text"] = serde_json::json!(masked);
             event["interpretation"] =
                 serde_json::json!({ "kind": "loyalty_card", "masked_number": masked });
@@ -166,6 +143,31 @@ impl Router {
     /// A loyalty card's number (from a magnetic stripe or a barcode) becomes an
     /// `identity_seen`; the till hears `identified` with the customer's ref, or `card_refused`.
     async fn identify_card(&self, device: &str, till: &str, number: Result<String, String>) {
+        match self.record_card(device, till, number).await {
+            Ok(recorded) => self.live.publish(serde_json::json!({
+                "type": "identified",
+                "device": device,
+                "till": till,
+                "customer": recorded.customer,
+                "seq": recorded.event.seq,
+            })),
+            Err(error) => self.live.publish(serde_json::json!({
+                "type": "card_refused",
+                "device": device,
+                "till": till,
+                "refused": error,
+            })),
+        }
+    }
+
+    /// Every card identification, whatever read it: the number as a card identifier through
+    /// the identity part into the journal, counted either way.
+    async fn record_card(
+        &self,
+        device: &str,
+        till: &str,
+        number: Result<String, String>,
+    ) -> Result<Recorded, String> {
         let recorded = match number {
             Ok(number) => match self
                 .identity
@@ -180,28 +182,22 @@ impl Router {
             },
             Err(e) => Err(e),
         };
-        match recorded {
+        match &recorded {
             Ok(recorded) => {
                 self.metrics
                     .event_committed(EventKind::IdentitySeen.as_str(), recorded.event.seq);
-                self.live.publish(serde_json::json!({
-                    "type": "identified",
-                    "device": device,
-                    "till": till,
-                    "customer": recorded.customer,
-                    "seq": recorded.event.seq,
-                }));
+                tracing::info!(
+                    device,
+                    till,
+                    seq = recorded.event.seq,
+                    customer = recorded.customer,
+                    "card identified"
+                );
             }
-            Err(error) => {
-                self.metrics
-                    .device_input_invalid(device, "card_refused", &error);
-                self.live.publish(serde_json::json!({
-                    "type": "card_refused",
-                    "device": device,
-                    "till": till,
-                    "refused": error,
-                }));
-            }
+            Err(error) => self
+                .metrics
+                .device_input_invalid(device, "card_refused", error),
         }
+        recorded
     }
 }

@@ -2,13 +2,13 @@
 //! (`firmware/PROTOCOL.md`) decoded with the firmware's own codec, card taps out as events,
 //! beep and LED commands in. A reader that stops sending heartbeats is reopened.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::time::{Duration, Instant};
 
 use storegate_firmware::frame::{Decoder, MAX_FRAME};
 use storegate_firmware::message::{Command, ReaderMessage, PROTOCOL_VERSION};
 
-use super::port::resolve_port;
+use super::port::{open_serial, read_available};
 use super::{DeviceCommand, DeviceContext, DeviceError, DeviceEvent, Driver};
 use crate::config::CardReaderConfig;
 
@@ -82,14 +82,8 @@ impl Driver for CardReader {
     }
 
     fn serve(&mut self, context: &DeviceContext) -> Result<(), DeviceError> {
-        let path = resolve_port(&self.port_name())?;
-        let mut port = serialport::new(&path, self.config.baud)
-            .timeout(READ_TIMEOUT)
-            .open()
-            .map_err(|e| DeviceError::Open {
-                port: path.clone(),
-                message: e.to_string(),
-            })?;
+        let path = self.port_name();
+        let mut port = open_serial(&path, self.config.baud, READ_TIMEOUT)?;
         context.up();
         let silence = Duration::from_millis(self.config.silence_timeout_ms);
         let mut decoder = Decoder::new();
@@ -111,12 +105,7 @@ impl Driver for CardReader {
                     .and_then(|()| port.flush())
                     .map_err(|e| self.io_error(e))?;
             }
-            let n = match port.read(&mut buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => 0,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
-                Err(e) => return Err(self.io_error(e)),
-            };
+            let n = read_available(&mut port, &mut buf).map_err(|e| self.io_error(e))?;
             if n > 0 {
                 last_heard = Instant::now();
             } else if last_heard.elapsed() > silence {

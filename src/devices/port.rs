@@ -81,6 +81,39 @@ pub fn resolve_port(configured: &str) -> Result<String, super::DeviceError> {
         })
 }
 
+/// Opens a configured serial port (resolved now) with a read timeout, so a driver's loop
+/// notices a stop or a command within `timeout` on a quiet line.
+pub fn open_serial(
+    configured: &str,
+    baud: u32,
+    timeout: std::time::Duration,
+) -> Result<Box<dyn serialport::SerialPort>, super::DeviceError> {
+    let path = resolve_port(configured)?;
+    serialport::new(&path, baud)
+        .timeout(timeout)
+        .open()
+        .map_err(|e| super::DeviceError::Open {
+            port: path,
+            message: e.to_string(),
+        })
+}
+
+/// Reads what a serial line has; a read timeout or an interrupted call is "nothing yet" (0),
+/// any other error is the device gone.
+pub fn read_available(port: &mut dyn std::io::Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    match port.read(buf) {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
+            ) =>
+        {
+            Ok(0)
+        }
+        other => other,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

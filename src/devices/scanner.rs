@@ -4,10 +4,9 @@
 //! never passed on and never allowed to wedge the reader. An AIM identifier (`]E0`…) at the
 //! start is split off and tells the codes part how to read the data.
 
-use std::io::Read;
 use std::time::Duration;
 
-use super::port::resolve_port;
+use super::port::{open_serial, read_available};
 use super::{DeviceContext, DeviceError, DeviceEvent, Driver};
 use crate::codes::Aim;
 use crate::config::ScannerConfig;
@@ -148,14 +147,8 @@ impl Driver for SerialScanner {
     }
 
     fn serve(&mut self, context: &DeviceContext) -> Result<(), DeviceError> {
-        let path = resolve_port(&self.port())?;
-        let mut port = serialport::new(&path, self.config.baud)
-            .timeout(READ_TIMEOUT)
-            .open()
-            .map_err(|e| DeviceError::Open {
-                port: path.clone(),
-                message: e.to_string(),
-            })?;
+        let path = self.port();
+        let mut port = open_serial(&path, self.config.baud, READ_TIMEOUT)?;
         context.up();
         let mut framer = LineFramer::new(
             &self.config.suffix,
@@ -165,12 +158,10 @@ impl Driver for SerialScanner {
         let mut buf = [0u8; 1024];
         let mut frames = Vec::new();
         while !context.stopping() {
-            let n = match port.read(&mut buf) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => 0,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
-                Err(source) => return Err(DeviceError::Io { port: path, source }),
-            };
+            let n = read_available(&mut port, &mut buf).map_err(|source| DeviceError::Io {
+                port: path.clone(),
+                source,
+            })?;
             framer.push(&buf[..n], &mut frames);
             for frame in frames.drain(..) {
                 match frame {

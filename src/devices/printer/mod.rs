@@ -76,12 +76,11 @@ impl Printer {
             return Ok(Box::new(PolledFile { file }));
         }
         if let Some(port) = address.strip_prefix("serial:") {
-            let path = super::port::resolve_port(port)?;
-            let port = serialport::new(&path, self.config.baud)
-                .timeout(POLL)
-                .open()
-                .map_err(|e| open_error(e.to_string()))?;
-            return Ok(Box::new(port));
+            return Ok(Box::new(super::port::open_serial(
+                port,
+                self.config.baud,
+                POLL,
+            )?));
         }
         Err(open_error(
             "use tcp:HOST:9100, file:/dev/usb/lp0 or serial:/dev/serial/by-id/...".into(),
