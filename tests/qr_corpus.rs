@@ -37,7 +37,7 @@ fn decode_rate_per_class_stays_at_or_above_its_floor() {
         ("skewed", 0.9),
         ("two_codes", 0.95),
         ("blurred", 0.83),
-        ("noisy", 0.83),
+        ("noisy", 0.9),
         ("low_contrast", 0.83),
         ("small", 0.66),
     ];
@@ -52,6 +52,15 @@ fn decode_rate_per_class_stays_at_or_above_its_floor() {
         failed |= rate < floor;
     }
     assert!(!failed, "decode rate below its floor:\n{report}");
+    // Speed comes from the finder-pattern locator reading most codes without rqrr's trial grid
+    // fitting; rqrr's detector behind it would hide a broken locator from the rates above.
+    let stats = decoder.stats();
+    assert!(
+        stats.located * 10 >= stats.with_code * 8,
+        "the locator read only {} of {} frames with a code",
+        stats.located,
+        stats.with_code
+    );
 }
 
 #[test]

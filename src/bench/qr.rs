@@ -119,6 +119,7 @@ pub fn run() -> anyhow::Result<Value> {
             "ms_per_new_frame_without_code": round3(empty_ms),
             "ms_per_class": class_ms,
             "frames_with_a_code_found": stats.with_code,
+            "frames_read_by_finder_locator": stats.located,
             "decoder_panics": stats.decoder_panics,
         },
         "rqrr_plain": {

@@ -4,6 +4,7 @@
 //! writes the frames as PNG for zbar) judge the same pixels.
 
 use super::frame::LumaFrame;
+use super::geometry::Homography;
 
 pub const WIDTH: usize = 640;
 pub const HEIGHT: usize = 480;
@@ -223,7 +224,7 @@ fn draw(canvas: &mut [f64], code: &qrcode::QrCode, placement: &Placement) {
     let n = code.width();
     let colors = code.to_colors();
     let modules = n as f64 + 8.0;
-    let Some(inverse) = square_to_quad(placement.quad).and_then(invert) else {
+    let Some(inverse) = Homography::square_to_quad(placement.quad).and_then(|m| m.inverse()) else {
         return;
     };
     let (mut x0, mut y0, mut x1, mut y1) = (f64::MAX, f64::MAX, f64::MIN, f64::MIN);
@@ -244,7 +245,7 @@ fn draw(canvas: &mut [f64], code: &qrcode::QrCode, placement: &Placement) {
                         px as f64 + (sx as f64 + 0.5) / 3.0,
                         py as f64 + (sy as f64 + 0.5) / 3.0,
                     );
-                    let (u, v) = apply(&inverse, fx, fy);
+                    let (u, v) = inverse.apply(fx, fy);
                     if !(0.0..1.0).contains(&u) || !(0.0..1.0).contains(&v) {
                         continue;
                     }
@@ -269,59 +270,6 @@ fn draw(canvas: &mut [f64], code: &qrcode::QrCode, placement: &Placement) {
             }
         }
     }
-}
-
-type Matrix = [f64; 9];
-
-/// The projective map of the unit square onto a quad (Heckbert's square-to-quad).
-fn square_to_quad(q: [(f64, f64); 4]) -> Option<Matrix> {
-    let [(x0, y0), (x1, y1), (x2, y2), (x3, y3)] = q;
-    let (sx, sy) = (x0 - x1 + x2 - x3, y0 - y1 + y2 - y3);
-    let (dx1, dx2, dy1, dy2) = (x1 - x2, x3 - x2, y1 - y2, y3 - y2);
-    let den = dx1 * dy2 - dx2 * dy1;
-    if den.abs() < 1e-12 {
-        return None;
-    }
-    let g = (sx * dy2 - dx2 * sy) / den;
-    let h = (dx1 * sy - sx * dy1) / den;
-    Some([
-        x1 - x0 + g * x1,
-        x3 - x0 + h * x3,
-        x0,
-        y1 - y0 + g * y1,
-        y3 - y0 + h * y3,
-        y0,
-        g,
-        h,
-        1.0,
-    ])
-}
-
-fn invert(m: Matrix) -> Option<Matrix> {
-    let [a, b, c, d, e, f, g, h, i] = m;
-    let det = a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g);
-    if det.abs() < 1e-12 {
-        return None;
-    }
-    Some([
-        (e * i - f * h) / det,
-        (c * h - b * i) / det,
-        (b * f - c * e) / det,
-        (f * g - d * i) / det,
-        (a * i - c * g) / det,
-        (c * d - a * f) / det,
-        (d * h - e * g) / det,
-        (b * g - a * h) / det,
-        (a * e - b * d) / det,
-    ])
-}
-
-fn apply(m: &Matrix, x: f64, y: f64) -> (f64, f64) {
-    let w = m[6] * x + m[7] * y + m[8];
-    (
-        (m[0] * x + m[1] * y + m[2]) / w,
-        (m[3] * x + m[4] * y + m[5]) / w,
-    )
 }
 
 fn box_blur(canvas: &mut [f64], radius: usize) {

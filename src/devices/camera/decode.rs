@@ -1,14 +1,17 @@
-//! QR decoding that keeps up with a camera. rqrr alone spends 7-10 ms on a 640x480 frame: about
-//! 2.5 ms preparing (thresholding) the whole image, 4 ms fitting the grid it finds. A kiosk
-//! camera mostly sees the same scene again, and a code covers a small part of the frame. So:
+//! QR decoding that keeps up with a camera. rqrr alone spends 6-10 ms on a 640x480 frame: about
+//! 2.5 ms preparing (thresholding) the whole image, 4 ms fitting the grid it finds by trial. A
+//! kiosk camera mostly sees the same scene again, and a code covers a small part of the frame.
+//! So:
 //! 1. a frame whose sparse luma signature matches the previous one is "unchanged": nothing
 //!    new, nothing decoded (a few microseconds);
 //! 2. otherwise, blocks dense with edges are clustered into candidate regions (a fraction of a
 //!    millisecond); a frame without any costs nothing more;
-//! 3. each region is decoded by rqrr on its own crop, and when rqrr's own threshold finds
-//!    nothing, again on a crop binarized with local block averages, which keeps low-contrast,
-//!    unevenly lit and noisy codes; tiny codes get a 2x upscaled crop. Several regions (two
-//!    codes at once) are decoded on parallel threads.
+//! 3. each region's crop is binarized with local block averages (which keeps low-contrast,
+//!    unevenly lit and noisy codes) and searched by the finder-pattern locator
+//!    ([`super::locate`]), which reads most codes in well under a millisecond;
+//! 4. what that misses goes to rqrr's own detector: on rqrr's threshold, on the binarized crop,
+//!    and for tiny codes on a 2x upscaled crop. Several regions (two codes at once) are decoded
+//!    on parallel threads.
 //!
 //! rqrr can panic on odd images (rqrr#54, open); a camera frame is device input, so every call
 //! into it is isolated with `catch_unwind` and a panic counts as "nothing decoded".
@@ -16,6 +19,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use super::frame::LumaFrame;
+use super::locate::{locate_and_decode, Bitmap};
 
 /// Signature grid step: every 8th pixel of every 8th row (4,800 samples at 640x480).
 const SIGNATURE_STEP: usize = 8;
@@ -49,6 +53,8 @@ macro_rules! collect {
 struct Scan {
     found: Vec<Detected>,
     undecoded: usize,
+    /// Read by the finder-pattern locator, not by rqrr's detector.
+    located: bool,
 }
 
 /// A decoded code and where it is in the frame (corners in pixels: top-left, top-right,
@@ -74,6 +80,8 @@ pub struct DecodeStats {
     pub frames: u64,
     pub unchanged: u64,
     pub with_code: u64,
+    /// Frames whose codes the finder-pattern locator read (the rest needed rqrr's detector).
+    pub located: u64,
     pub decoder_panics: u64,
 }
 
@@ -160,6 +168,12 @@ impl QrDecoder {
             }),
         };
         let mut found: Vec<Detected> = Vec::new();
+        if scans
+            .iter()
+            .any(|scan| scan.located && !scan.found.is_empty())
+        {
+            self.stats.located += 1;
+        }
         for scan in scans {
             for detected in scan.found {
                 if !found.iter().any(|d| d.text == detected.text) {
@@ -294,7 +308,7 @@ fn binarize(width: usize, height: usize, pixel: impl Fn(usize, usize) -> u8) -> 
             if max - min <= FLAT_BLOCK {
                 // A flat block: assume it is background (light), unless the block above-left
                 // suggests it sits inside a dark area.
-                average = min / 2;
+                average = min.saturating_sub(FLAT_BLOCK);
                 if by > 0 && bx > 0 {
                     let neighbours = (u16::from(averages[(by - 1) * bw + bx])
                         + 2 * u16::from(averages[by * bw + bx - 1])
@@ -429,13 +443,41 @@ fn candidate_regions(frame: &LumaFrame) -> Vec<Region> {
     regions
 }
 
-fn decode_region_binarized(frame: &LumaFrame, region: Region) -> Scan {
+fn binarize_region(frame: &LumaFrame, region: Region) -> Vec<bool> {
+    binarize(region.w, region.h, |x, y| {
+        frame.at(region.x + x, region.y + y)
+    })
+}
+
+/// The finder-pattern locator on the binarized crop (`scale` times the region's size): no
+/// trial fitting, so well under a millisecond where rqrr's detector takes four.
+fn decode_region_located(dark: &[bool], region: Region, scale: usize) -> Scan {
+    let Some(image) = Bitmap::new(dark, region.w * scale, region.h * scale) else {
+        return Scan::default();
+    };
+    let found = locate_and_decode(&image)
+        .into_iter()
+        .map(|located| Detected {
+            text: located.text,
+            corners: located.corners.map(|(x, y)| {
+                (
+                    (x / scale as f64).round() as i32 + region.x as i32,
+                    (y / scale as f64).round() as i32 + region.y as i32,
+                )
+            }),
+        })
+        .collect();
+    Scan {
+        found,
+        undecoded: 0,
+        located: true,
+    }
+}
+
+fn decode_region_binarized(dark: &[bool], region: Region) -> Scan {
     if region.w < 21 || region.h < 21 {
         return Scan::default();
     }
-    let dark = binarize(region.w, region.h, |x, y| {
-        frame.at(region.x + x, region.y + y)
-    });
     let mut image =
         rqrr::PreparedImage::prepare_from_bitmap(region.w, region.h, |x, y| dark[y * region.w + x]);
     collect!(image, |(x, y): (i32, i32)| (
@@ -448,35 +490,60 @@ fn decode_region_binarized(frame: &LumaFrame, region: Region) -> Scan {
 /// pixels per module, and a code this small may have fewer.
 const UPSCALE_BELOW: usize = 160;
 
-/// One candidate region: rqrr's own threshold first (it reads most codes), then the
-/// local-average binarization, then, for a small region both missed, a 2x upscaled crop. Run one
-/// after the other: side by side on two cores they slow each other down more than they save.
+/// One candidate region: the finder-pattern locator on the local-average binarization first
+/// (it reads most codes, fast), and for a small region again on a 2x upscaled crop; then rqrr's
+/// detector on rqrr's own threshold, on the same binarization, and for a small region on the
+/// upscaled crop. Run one after the other: side by side on two cores they slow each other down
+/// more than they save.
 fn decode_candidate(frame: &LumaFrame, region: Region) -> Scan {
+    let dark = binarize_region(frame, region);
+    let located = decode_region_located(&dark, region, 1);
+    if !located.found.is_empty() {
+        return located;
+    }
+    let upscaled = (region.w.max(region.h) < UPSCALE_BELOW).then(|| upscale(frame, region));
+    if let Some(pixels) = &upscaled {
+        let (w, h) = (region.w * 2, region.h * 2);
+        let dark = binarize(w, h, |x, y| pixels[y * w + x]);
+        let located = decode_region_located(&dark, region, 2);
+        if !located.found.is_empty() {
+            return located;
+        }
+    }
     let grey = decode_region(frame, region);
     if !grey.found.is_empty() {
         return grey;
     }
-    let binarized = decode_region_binarized(frame, region);
-    if !binarized.found.is_empty() || region.w.max(region.h) >= UPSCALE_BELOW {
-        return binarized;
+    let binarized = decode_region_binarized(&dark, region);
+    match upscaled {
+        Some(pixels) if binarized.found.is_empty() => decode_region_upscaled(&pixels, region),
+        _ => binarized,
     }
-    decode_region_upscaled(frame, region)
 }
 
-fn decode_region_upscaled(frame: &LumaFrame, region: Region) -> Scan {
+/// The region's crop at twice its size, bilinear: each output pixel between the four source
+/// pixels around it.
+fn upscale(frame: &LumaFrame, region: Region) -> Vec<u8> {
     let (w, h) = (region.w * 2, region.h * 2);
-    // Bilinear: each output pixel between the four source pixels around it.
-    let sample = |x: usize, y: usize| {
-        let (fx, fy) = (x as f32 / 2.0, y as f32 / 2.0);
-        let (x0, y0) = (fx as usize, fy as usize);
-        let (x1, y1) = ((x0 + 1).min(region.w - 1), (y0 + 1).min(region.h - 1));
-        let (tx, ty) = (fx - x0 as f32, fy - y0 as f32);
-        let at = |x: usize, y: usize| f32::from(frame.at(region.x + x, region.y + y));
-        let top = at(x0, y0) * (1.0 - tx) + at(x1, y0) * tx;
-        let bottom = at(x0, y1) * (1.0 - tx) + at(x1, y1) * tx;
-        (top * (1.0 - ty) + bottom * ty) as u8
-    };
-    let mut image = rqrr::PreparedImage::prepare_from_greyscale(w, h, sample);
+    let at = |x: usize, y: usize| f32::from(frame.at(region.x + x, region.y + y));
+    let mut out = Vec::with_capacity(w * h);
+    for y in 0..h {
+        for x in 0..w {
+            let (fx, fy) = (x as f32 / 2.0, y as f32 / 2.0);
+            let (x0, y0) = (fx as usize, fy as usize);
+            let (x1, y1) = ((x0 + 1).min(region.w - 1), (y0 + 1).min(region.h - 1));
+            let (tx, ty) = (fx - x0 as f32, fy - y0 as f32);
+            let top = at(x0, y0) * (1.0 - tx) + at(x1, y0) * tx;
+            let bottom = at(x0, y1) * (1.0 - tx) + at(x1, y1) * tx;
+            out.push((top * (1.0 - ty) + bottom * ty) as u8);
+        }
+    }
+    out
+}
+
+fn decode_region_upscaled(pixels: &[u8], region: Region) -> Scan {
+    let (w, h) = (region.w * 2, region.h * 2);
+    let mut image = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| pixels[y * w + x]);
     collect!(image, |(x, y): (i32, i32)| (
         x / 2 + region.x as i32,
         y / 2 + region.y as i32

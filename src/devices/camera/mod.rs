@@ -5,7 +5,9 @@
 pub mod corpus;
 pub mod decode;
 pub mod frame;
+pub mod geometry;
 pub mod held;
+pub mod locate;
 #[cfg(feature = "camera")]
 mod v4l;
 
