@@ -30,7 +30,7 @@ fn decode_rate_per_class_stays_at_or_above_its_floor() {
     }
     // Floors a little under what the decoder reaches (zbar 0.23 on the same frames, for
     // reference: plain 1.0, rotated 1.0, skewed 1.0, two_codes 1.0, blurred 0.83, noisy 1.0,
-    // low_contrast 1.0, small 0.75).
+    // low_contrast 1.0, small 0.75, dense 1.0).
     let floors = [
         ("plain", 1.0),
         ("rotated", 1.0),
@@ -40,6 +40,7 @@ fn decode_rate_per_class_stays_at_or_above_its_floor() {
         ("noisy", 0.9),
         ("low_contrast", 0.83),
         ("small", 0.66),
+        ("dense", 0.9),
     ];
     let mut report = String::new();
     let mut failed = false;

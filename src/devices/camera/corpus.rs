@@ -1,7 +1,8 @@
 //! A generated corpus of 640x480 camera frames with known QR contents, in the classes a kiosk
-//! camera meets: sizes, rotations, perspective skew, blur, sensor noise, low contrast, and two
-//! codes at once. Deterministic for a seed, so the decode-rate test and the benchmark (which
-//! writes the frames as PNG for zbar) judge the same pixels.
+//! camera meets: sizes, rotations, perspective skew, blur, sensor noise, low contrast, two
+//! codes at once, and full-size signed coupons (dense codes). Deterministic for a seed, so the
+//! decode-rate test and the benchmark (which writes the frames as PNG for zbar) judge the same
+//! pixels.
 
 use super::frame::LumaFrame;
 use super::geometry::Homography;
@@ -10,7 +11,7 @@ pub const WIDTH: usize = 640;
 pub const HEIGHT: usize = 480;
 /// Frames per class.
 pub const PER_CLASS: usize = 12;
-pub const CLASSES: [&str; 8] = [
+pub const CLASSES: [&str; 9] = [
     "plain",
     "small",
     "rotated",
@@ -19,6 +20,7 @@ pub const CLASSES: [&str; 8] = [
     "noisy",
     "low_contrast",
     "two_codes",
+    "dense",
 ];
 
 /// One generated frame and what is in it.
@@ -74,9 +76,28 @@ fn payload(rng: &mut fastrand::Rng, n: usize) -> String {
     }
 }
 
+/// A full-size signed coupon as central issues it (PROTOCOL.md: `SGC1.<payload>.<signature>`,
+/// base64url JSON and a 64-byte signature): about 370 characters, a version 12-14 code, the
+/// densest a kiosk camera reads.
+fn coupon_token(rng: &mut fastrand::Rng) -> String {
+    let b64 = |rng: &mut fastrand::Rng, len: usize| -> String {
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        (0..len)
+            .map(|_| alphabet[rng.usize(..alphabet.len())] as char)
+            .collect()
+    };
+    let payload_len = 260 + rng.usize(..40);
+    let payload = b64(rng, payload_len);
+    format!("SGC1.{payload}.{}", b64(rng, 86))
+}
+
 fn render(class: &str, i: usize, rng: &mut fastrand::Rng) -> (LumaFrame, Vec<String>) {
     let mut canvas = background(rng);
-    let text = payload(rng, i);
+    let text = if class == "dense" {
+        coupon_token(rng)
+    } else {
+        payload(rng, i)
+    };
     let Ok(code) = qrcode::QrCode::new(text.as_bytes()) else {
         return (frame_of(&canvas), Vec::new());
     };
@@ -84,6 +105,8 @@ fn render(class: &str, i: usize, rng: &mut fastrand::Rng) -> (LumaFrame, Vec<Str
     let module_px = match class {
         "small" => 1.8 + rng.f64() * 0.5,
         "plain" => 3.0 + rng.f64() * 4.0,
+        // 77 modules with the quiet zone: at most 354 pixels, inside a 480-pixel frame.
+        "dense" => 3.0 + rng.f64() * 1.6,
         _ => 3.0 + rng.f64() * 2.5,
     };
     let side = modules * module_px;

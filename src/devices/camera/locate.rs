@@ -298,9 +298,12 @@ fn order([p, q, r]: [Finder; 3]) -> [Finder; 3] {
     }
 }
 
-/// From a finder's centre towards `towards` and away from it, the distance to where its outer
-/// dark ring ends: 3.5 modules each way. Returns the module size, if both ends were found.
+/// From a finder's centre towards `towards` and away from it: the edges where the light ring
+/// begins (1.5 modules out) and where the outer dark ring ends (3.5 modules out). Both are
+/// dark-to-light, so binarization that grows or shrinks dark areas moves them alike and their
+/// distance is two modules whatever the threshold. Returns the module size, if all were found.
 fn module_along(image: &Bitmap, finder: &Finder, towards: &Finder) -> Option<f64> {
+    const STEP: f64 = 0.25;
     let length = finder.distance(towards);
     if length < 1.0 {
         return None;
@@ -310,25 +313,27 @@ fn module_along(image: &Bitmap, finder: &Finder, towards: &Finder) -> Option<f64
         (towards.y - finder.y) / length,
     );
     let limit = 8.0 * finder.module;
-    let edge = |sign: f64| -> Option<f64> {
-        // dark centre, light ring, dark ring, then light: the edge is the start of that light
+    let two_modules = |sign: f64| -> Option<f64> {
         let mut expect_dark = true;
+        let mut edges = [0.0; 3];
         let mut transitions = 0;
         let mut t = 0.0;
         while t <= limit {
             let dark = image.at(finder.x + sign * t * dx, finder.y + sign * t * dy)?;
             if dark != expect_dark {
+                // The edge lies between this sample and the previous one.
+                edges[transitions] = t - STEP / 2.0;
                 transitions += 1;
                 if transitions == 3 {
-                    return Some(t);
+                    return Some(edges[2] - edges[0]);
                 }
                 expect_dark = dark;
             }
-            t += 0.5;
+            t += STEP;
         }
         None
     };
-    Some((edge(1.0)? + edge(-1.0)?) / 7.0)
+    Some((two_modules(1.0)? + two_modules(-1.0)?) / 4.0)
 }
 
 /// Grid sizes to try, nearest the measured one first: 17 + 4 x version.
