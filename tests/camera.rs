@@ -7,17 +7,14 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use base64::Engine;
 use common::*;
+use storegate::codes::coupon;
 use storegate::devices::camera::corpus;
 
-fn coupon_token() -> String {
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    format!(
-        "SGC1.{}.{}",
-        b64.encode(r#"{"id":"c-kiosk-7","kind":"percent","value":10}"#),
-        b64.encode([9u8; 64])
-    )
+/// A coupon signed with `key`, as central issues them.
+fn coupon_token(key: &coupon::NewKey, id: &str) -> String {
+    let payload = serde_json::json!({"id": id, "kind": "percent", "value": 10, "offline": true});
+    coupon::issue(&key.private_key, &payload).unwrap()
 }
 
 /// Writes frame `n` atomically, so the camera never reads half a file.
@@ -27,9 +24,10 @@ fn show(dir: &Path, n: usize, texts: &[&str]) {
     std::fs::rename(&tmp, dir.join(format!("{n:04}.png"))).unwrap();
 }
 
-fn camera_config(dir: &Path, frames: &Path) -> std::path::PathBuf {
+/// A kiosk camera reading `frames`, trusting coupons signed by `coupon_key`.
+fn camera_config(dir: &Path, frames: &Path, coupon_key: &str) -> std::path::PathBuf {
     let extra = format!(
-        "[[devices.cameras]]\nname = \"kiosk-cam\"\nsource = \"dir:{}\"\ntill = \"kiosk-1\"\nfps = 4\n",
+        "[coupons]\npublic_keys = [\"{coupon_key}\"]\n[[devices.cameras]]\nname = \"kiosk-cam\"\nsource = \"dir:{}\"\ntill = \"kiosk-1\"\nfps = 4\n",
         frames.display()
     );
     gateway_config(
@@ -45,10 +43,16 @@ fn a_code_held_in_front_of_the_camera_is_reported_once_per_presentation() {
     let dir = tempfile::tempdir().unwrap();
     let frames = dir.path().join("frames");
     std::fs::create_dir(&frames).unwrap();
-    let (_gateway, api) = start_gateway(dir.path(), &camera_config(dir.path(), &frames));
+    let fleet_key = coupon::generate_key().unwrap();
+    let (_gateway, api) = start_gateway(
+        dir.path(),
+        &camera_config(dir.path(), &frames, &fleet_key.public_key),
+    );
     let live = LiveEvents::subscribe(api, "?till=kiosk-1");
 
-    let coupon = coupon_token();
+    let coupon = coupon_token(&fleet_key, "c-kiosk-7");
+    // Well formed, but signed by a key the store does not trust.
+    let forged = coupon_token(&coupon::generate_key().unwrap(), "c-forged-1");
     let mut n = 0;
     let mut frame = |texts: &[&str]| {
         n += 1;
@@ -65,14 +69,21 @@ fn a_code_held_in_front_of_the_camera_is_reported_once_per_presentation() {
     for _ in 0..3 {
         frame(&[&coupon]);
     }
+    for _ in 0..2 {
+        frame(&[&forged]);
+    }
     frame(&["END-OF-TEST-MARKER"]);
 
     let mut scans = Vec::new();
+    let mut refused = Vec::new();
     loop {
         let (name, data) = live.next(Duration::from_secs(30));
-        assert_eq!(name, "scan", "{data}");
         let text = data["text"].as_str().unwrap().to_string();
-        scans.push(data);
+        match name.as_str() {
+            "scan" => scans.push(data),
+            "scan_refused" => refused.push(data),
+            other => panic!("unexpected {other}: {data}"),
+        }
         if text == "END-OF-TEST-MARKER" {
             break;
         }
@@ -81,6 +92,17 @@ fn a_code_held_in_front_of_the_camera_is_reported_once_per_presentation() {
     assert_eq!(
         texts,
         [coupon.as_str(), coupon.as_str(), "END-OF-TEST-MARKER"]
+    );
+    // The forged coupon is refused once (held for two frames), with the reason.
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0]["text"], forged.as_str());
+    assert!(
+        refused[0]["refused"]
+            .as_str()
+            .unwrap()
+            .contains("does not verify"),
+        "{}",
+        refused[0]
     );
     let first = &scans[0];
     assert_eq!(first["device"], "kiosk-cam");
@@ -91,7 +113,7 @@ fn a_code_held_in_front_of_the_camera_is_reported_once_per_presentation() {
     assert_eq!(scans[2]["interpretation"]["kind"], "text");
 
     let agent = http();
-    assert!(metric(&agent, api, "storegate_device_frames_total") >= 14.0);
+    assert!(metric(&agent, api, "storegate_device_frames_total") >= 16.0);
 }
 
 #[test]
@@ -99,7 +121,11 @@ fn a_camera_that_disappears_is_reported_down_and_reopened() {
     let dir = tempfile::tempdir().unwrap();
     let frames = dir.path().join("frames");
     std::fs::create_dir(&frames).unwrap();
-    let (_gateway, api) = start_gateway(dir.path(), &camera_config(dir.path(), &frames));
+    let key = coupon::generate_key().unwrap();
+    let (_gateway, api) = start_gateway(
+        dir.path(),
+        &camera_config(dir.path(), &frames, &key.public_key),
+    );
     let agent = http();
     let wait_state = |state: &str| {
         wait_device(&agent, api, 0, Duration::from_secs(15), |d| {

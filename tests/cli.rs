@@ -17,6 +17,8 @@ fn every_command_has_help() {
         vec!["status", "--help"],
         vec!["decode", "--help"],
         vec!["scan-image", "--help"],
+        vec!["coupon", "--help"],
+        vec!["coupon", "issue", "--help"],
         vec!["bench", "--help"],
     ] {
         let out = Command::new(bin()).args(&args).output().unwrap();
@@ -219,4 +221,67 @@ fn scan_image_decodes_each_file_as_one_json_line() {
     assert_eq!(out.status.code(), Some(1));
     let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(line["error"].as_str().is_some(), "{line}");
+}
+
+/// What marketing's tooling does: make a key, issue a coupon, and what a store checks.
+#[test]
+fn coupon_keygen_issue_and_verify_round_trip_and_refuse_a_forgery() {
+    let json = |out: &std::process::Output| -> serde_json::Value {
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+    };
+    let keygen = || {
+        let out = Command::new(bin())
+            .args(["coupon", "keygen"])
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        json(&out)
+    };
+    let (fleet, other) = (keygen(), keygen());
+    let dir = tempfile::tempdir().unwrap();
+    let key_file = dir.path().join("coupon.key");
+    std::fs::write(&key_file, fleet["private_key"].as_str().unwrap()).unwrap();
+    let payload = r#"{"id":"c-cli-1","kind":"amount","value":500,"offline":false}"#;
+    let out = Command::new(bin())
+        .args(["coupon", "issue", "--key"])
+        .arg(&key_file)
+        .arg(payload)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = json(&out)["token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("SGC1."));
+
+    let verify = |public_key: &str, token: &str| {
+        Command::new(bin())
+            .args(["coupon", "verify", "--public-key", public_key, token])
+            .output()
+            .unwrap()
+    };
+    let out = verify(fleet["public_key"].as_str().unwrap(), &token);
+    assert!(out.status.success());
+    assert_eq!(json(&out)["payload"]["id"], "c-cli-1");
+    assert_eq!(json(&out)["payload"]["value"], 500);
+
+    let out = verify(other["public_key"].as_str().unwrap(), &token);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(json(&out)["error"]["code"], "invalid_coupon");
+
+    // A payload the protocol does not allow is not signed at all.
+    let out = Command::new(bin())
+        .args(["coupon", "issue", "--key"])
+        .arg(&key_file)
+        .arg(r#"{"id":"c-2","kind":"free","value":1}"#)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(json(&out)["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("kind"));
 }

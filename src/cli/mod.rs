@@ -68,11 +68,37 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Coupon keys and signed coupon tokens (PROTOCOL.md "Coupons").
+    #[command(subcommand)]
+    Coupon(CouponCommand),
     /// Print the running gateway's health as JSON.
     Status {
         /// The gateway's API address.
         #[arg(long, default_value = "127.0.0.1:8080")]
         api: SocketAddr,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CouponCommand {
+    /// Print a new Ed25519 coupon key as JSON: `private_key` (base64 PKCS#8; keep it where
+    /// coupons are issued, never on a box) and `public_key` (for `coupons.public_keys`).
+    Keygen,
+    /// Sign a coupon payload (JSON, PROTOCOL.md fields) and print `{"token": "SGC1.…"}`.
+    Issue {
+        /// File holding the base64 PKCS#8 private key (`keygen`'s `private_key`).
+        #[arg(long)]
+        key: PathBuf,
+        /// The payload JSON, e.g. '{"id":"c-1","kind":"percent","value":10,"offline":true}'.
+        payload: String,
+    },
+    /// Verify a token against public keys (base64); prints `{"valid":true,"payload":…}`, or
+    /// exits 1 with the reason.
+    Verify {
+        /// A coupon public key; repeat for several (rotation).
+        #[arg(long = "public-key", required = true)]
+        public_keys: Vec<String>,
+        token: String,
     },
 }
 
@@ -87,6 +113,44 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => crate::bench::run(args),
         Command::Decode { data } => run_decode(&data),
         Command::ScanImage { files } => run_scan_image(&files),
+        Command::Coupon(command) => run_coupon(command),
+    }
+}
+
+fn run_coupon(command: CouponCommand) -> anyhow::Result<()> {
+    use crate::codes::coupon;
+    let result = match command {
+        CouponCommand::Keygen => coupon::generate_key()
+            .map(|key| serde_json::json!(key))
+            .map_err(|e| e.to_string()),
+        CouponCommand::Issue { key, payload } => {
+            let private_key = std::fs::read_to_string(&key)
+                .with_context(|| format!("reading the private key {}", key.display()))?;
+            serde_json::from_str::<serde_json::Value>(&payload)
+                .map_err(|e| format!("the payload is not JSON: {e}"))
+                .and_then(|payload| {
+                    coupon::issue(&private_key, &payload).map_err(|e| e.to_string())
+                })
+                .map(|token| serde_json::json!({ "token": token }))
+        }
+        CouponCommand::Verify { public_keys, token } => {
+            coupon::CouponKeys::from_base64(&public_keys)
+                .map_err(|e| e.to_string())
+                .and_then(|keys| keys.verify(&token).map_err(|e| e.to_string()))
+                .map(|payload| serde_json::json!({ "valid": true, "payload": payload }))
+        }
+    };
+    match result {
+        Ok(json) => {
+            print_json(&json);
+            Ok(())
+        }
+        Err(message) => {
+            print_json(
+                &serde_json::json!({ "error": { "code": "invalid_coupon", "message": message } }),
+            );
+            anyhow::bail!("{message}")
+        }
     }
 }
 

@@ -13,6 +13,7 @@
 //! or 13 digit number with a valid check digit (a product code), and anything else as text.
 
 mod aim;
+pub mod coupon;
 mod digital_link;
 mod gs1;
 pub mod magstripe;
@@ -23,7 +24,6 @@ pub use digital_link::parse_digital_link;
 pub use gs1::{check_digit, from_bracketed, has_valid_check_digit, parse_element_strings, GS};
 pub use retail::{ean13, ean8, upca, upce, RetailError};
 
-use base64::Engine;
 use serde::Serialize;
 
 /// Prefix of a coupon token.
@@ -44,7 +44,8 @@ pub struct ElementString {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Interpretation {
-    /// A storegate coupon; `payload` is the coupon's JSON. Not verified yet.
+    /// A storegate coupon; `payload` is the coupon's JSON. Structure checked here; the gateway
+    /// also verifies the signature ([`coupon::CouponKeys`]) before a till hears of it.
     CouponToken {
         token: String,
         payload: serde_json::Value,
@@ -175,8 +176,8 @@ pub fn interpret(text: &str) -> Result<Interpretation, CodeError> {
     if text.len() > MAX_TEXT {
         return Err(CodeError::TooLong(text.len()));
     }
-    if let Some(rest) = text.strip_prefix(COUPON_PREFIX) {
-        return coupon(text, rest);
+    if text.starts_with(COUPON_PREFIX) {
+        return coupon(text);
     }
     if let Some(rest) = text.strip_prefix(APP_PREFIX) {
         let ok = (8..=512).contains(&rest.len())
@@ -234,37 +235,20 @@ pub fn interpret(text: &str) -> Result<Interpretation, CodeError> {
     })
 }
 
-fn coupon(token: &str, rest: &str) -> Result<Interpretation, CodeError> {
-    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let (payload, signature) = rest
-        .split_once('.')
-        .ok_or_else(|| CodeError::Coupon("needs SGC1.<payload>.<signature>".into()))?;
-    let payload = b64
-        .decode(payload)
-        .map_err(|e| CodeError::Coupon(format!("payload is not base64url: {e}")))?;
-    let signature = b64
-        .decode(signature)
-        .map_err(|e| CodeError::Coupon(format!("signature is not base64url: {e}")))?;
-    if signature.len() != 64 {
-        return Err(CodeError::Coupon(format!(
-            "an Ed25519 signature has 64 bytes, this one {}",
-            signature.len()
-        )));
-    }
-    let payload: serde_json::Value = serde_json::from_slice(&payload)
-        .map_err(|e| CodeError::Coupon(format!("payload is not JSON: {e}")))?;
-    if !payload.get("id").is_some_and(|id| id.is_string()) {
-        return Err(CodeError::Coupon("payload has no string `id`".into()));
-    }
+/// The coupon's structure; its signature is checked by whoever holds the configured keys
+/// ([`coupon::CouponKeys`]): the gateway before a scan reaches a till.
+fn coupon(token: &str) -> Result<Interpretation, CodeError> {
+    let parts = coupon::parse(token)?;
     Ok(Interpretation::CouponToken {
         token: token.to_string(),
-        payload,
+        payload: parts.payload,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
 
     fn token(payload: &str, signature_len: usize) -> String {
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;

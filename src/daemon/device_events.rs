@@ -1,9 +1,9 @@
 //! Routes device events to the parts that act on them:
 //! - a card tap becomes an `identity_seen` through the identity part, and only once it is
 //!   committed does the reader beep and light green (red, with no beep, when refused);
-//! - a scanned code is interpreted by the codes part and published on the API's live event
-//!   stream for the till or kiosk it belongs to (a scan is not a sale: the till decides what
-//!   to do with it).
+//! - a scanned code is interpreted by the codes part (a coupon's signature verified against
+//!   the configured coupon keys) and published on the API's live event stream for the till or
+//!   kiosk it belongs to (a scan is not a sale: the till decides what to do with it).
 
 use std::sync::Arc;
 
@@ -11,6 +11,7 @@ use storegate_firmware::message::Led;
 use tokio::sync::mpsc;
 
 use crate::api::LiveEvents;
+use crate::codes::coupon::CouponKeys;
 use crate::codes::{Aim, Interpretation};
 use crate::devices::{DeviceCommand, DeviceEvent, DeviceHandle};
 use crate::identity::{card_number_from_uid, Identity, Recorded};
@@ -24,6 +25,8 @@ pub struct Router {
     pub beep_ms: Box<dyn Fn(&str) -> u16 + Send + Sync>,
     /// Magnetic loyalty card number rule per device.
     pub card_rules: std::collections::HashMap<String, crate::config::CardNumberRule>,
+    /// A scanned coupon reaches a till only if its signature verifies with one of these.
+    pub coupon_keys: CouponKeys,
     pub metrics: Arc<Metrics>,
 }
 
@@ -109,7 +112,16 @@ impl Router {
             self.identify_card(&device, &till, Ok(text)).await;
             return;
         }
-        match crate::codes::interpret_scan(aim, &text) {
+        // A forged or altered coupon is refused here, like a broken barcode: the till never
+        // sees it as a coupon.
+        let interpreted = match crate::codes::interpret_scan(aim, &text) {
+            Ok(Interpretation::CouponToken { token, .. }) => self
+                .coupon_keys
+                .verify(&token)
+                .map(|payload| Interpretation::CouponToken { token, payload }),
+            other => other,
+        };
+        match interpreted {
             Ok(Interpretation::MagneticStripe {
                 tracks,
                 masked_number,

@@ -35,6 +35,8 @@ pub enum DaemonError {
     Devices(std::io::Error),
     #[error("a daemon task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    CouponKeys(#[from] crate::codes::coupon::KeyError),
 }
 
 /// What the daemon tells its caller once it accepts requests.
@@ -103,6 +105,7 @@ pub async fn run(
                     .map(|w| (w.name.clone(), w.card_number.clone())),
             )
             .collect(),
+        coupon_keys: crate::codes::coupon::CouponKeys::from_base64(&config.coupons.public_keys)?,
         metrics: metrics.clone(),
     };
     let router_task = tokio::spawn(router.run(device_events));
