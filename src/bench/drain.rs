@@ -2,25 +2,14 @@
 //! broker to a real central process; the baseline is the same broker carrying the same number
 //! of batch-sized QoS 1 messages between two bare clients.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 use super::ingest::{journal_appends, round2};
-use super::proc_status_kib;
-
-/// A child process killed when dropped, whatever happens to the bench.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use super::{proc_status_kib, spawn_ready, Guard};
 
 const EVENTS_PER_BATCH: u64 = 500;
 
@@ -164,22 +153,6 @@ fn start_broker(
 }
 
 /// Starts a storegate subcommand and waits for its `{"ready":…}` line.
-fn spawn_ready(exe: &std::path::Path, args: &[&str]) -> anyhow::Result<(Guard, serde_json::Value)> {
-    let mut child = Command::new(exe)
-        .args(args)
-        .env("STOREGATE_LOG", "warn,rumqttd=off")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let stdout = child.stdout.take().context("child stdout")?;
-    let guard = Guard(child);
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    let value: serde_json::Value =
-        serde_json::from_str(&line).with_context(|| format!("{args:?} printed no ready line"))?;
-    Ok((guard, value))
-}
-
 async fn subscriber(
     address: &crate::config::BrokerAddress,
     id: &str,

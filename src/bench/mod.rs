@@ -7,6 +7,7 @@
 //!   gateway process's peak RSS;
 //! - QR decoding of 640x480 camera frames: the kiosk decoder vs plain rqrr, and zbar on the
 //!   same frames when installed;
+//! - serial scan to event on the API stream, vs the pseudo-terminal transport alone;
 //! - cold start to ready and idle RSS of `storegate run`, and the binary's size (absolute
 //!   figures: a process start has no meaningful in-run baseline).
 //!
@@ -15,8 +16,13 @@
 mod drain;
 mod ingest;
 mod qr;
+mod scan_latency;
 mod startup;
 
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::Context;
 use clap::Args;
 
 #[derive(Debug, Args)]
@@ -37,6 +43,9 @@ pub struct BenchArgs {
     /// Skip the drain part.
     #[arg(long)]
     pub skip_drain: bool,
+    /// Scans timed from a pseudo-terminal scanner to the API event stream.
+    #[arg(long, default_value_t = 1_000)]
+    pub scans: usize,
     /// Run only the QR decoding part.
     #[arg(long)]
     pub qr_only: bool,
@@ -53,6 +62,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         .build()?;
     eprintln!("bench: cold start and idle memory of storegate run");
     let startup = startup::run(10)?;
+    eprintln!("bench: serial scan to API event, {} scans", args.scans);
+    let scan = scan_latency::run(args.scans)?;
     let ingest = runtime.block_on(ingest::run(args.single_rows, args.grouped_rows))?;
     let drain = if args.skip_drain {
         serde_json::Value::Null
@@ -60,7 +71,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         runtime.block_on(drain::run(args.drain_events, args.broker.as_deref()))?
     };
     crate::cli::print_json(
-        &serde_json::json!({ "startup": startup, "ingest": ingest, "drain": drain, "qr": qr }),
+        &serde_json::json!({ "startup": startup, "scan": scan, "ingest": ingest, "drain": drain, "qr": qr }),
     );
     Ok(())
 }
@@ -79,4 +90,34 @@ pub fn proc_status_kib(pid: u32, field: &str) -> Option<u64> {
         .nth(1)?
         .parse()
         .ok()
+}
+
+/// A child process killed when dropped, whatever happens to the bench.
+pub(super) struct Guard(pub Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `storegate ARGS` and waits for its first stdout line (the ready line), as JSON.
+pub(super) fn spawn_ready(
+    exe: &std::path::Path,
+    args: &[&str],
+) -> anyhow::Result<(Guard, serde_json::Value)> {
+    let mut child = Command::new(exe)
+        .args(args)
+        .env("STOREGATE_LOG", "warn,rumqttd=off")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdout = child.stdout.take().context("child stdout")?;
+    let guard = Guard(child);
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line)?;
+    let value: serde_json::Value =
+        serde_json::from_str(&line).with_context(|| format!("{args:?} printed no ready line"))?;
+    Ok((guard, value))
 }
