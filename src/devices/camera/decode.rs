@@ -35,24 +35,19 @@ macro_rules! collect {
     ($image:expr, $to_frame:expr) => {{
         let mut scan = Scan::default();
         for grid in $image.detect_grids() {
-            match grid.decode() {
-                Ok((_, text)) => {
-                    let corners = grid.bounds.map(|p| $to_frame((p.x, p.y)));
-                    scan.found.push(Detected { text, corners });
-                }
-                Err(_) => scan.undecoded += 1,
+            if let Ok((_, text)) = grid.decode() {
+                let corners = grid.bounds.map(|p| $to_frame((p.x, p.y)));
+                scan.found.push(Detected { text, corners });
             }
         }
         scan
     }};
 }
 
-/// What one rqrr pass saw: decoded codes, and grids it located but could not read (at half
-/// resolution, the cue to look again at full resolution).
+/// What one pass over a region decoded.
 #[derive(Debug, Default)]
 struct Scan {
     found: Vec<Detected>,
-    undecoded: usize,
     /// Read by the finder-pattern locator, not by rqrr's detector.
     located: bool,
 }
@@ -307,7 +302,9 @@ fn binarize(width: usize, height: usize, pixel: impl Fn(usize, usize) -> u8) -> 
             let mut average = (sum / count.max(1)) as u8;
             if max - min <= FLAT_BLOCK {
                 // A flat block: assume it is background (light), unless the block above-left
-                // suggests it sits inside a dark area.
+                // suggests it sits inside a dark area. Its threshold sits just under its own
+                // level: ZXing's half of it dragged the averaged thresholds around a
+                // low-contrast code below its dark modules, hollowing out the finders.
                 average = min.saturating_sub(FLAT_BLOCK);
                 if by > 0 && bx > 0 {
                     let neighbours = (u16::from(averages[(by - 1) * bw + bx])
@@ -469,7 +466,6 @@ fn decode_region_located(dark: &[bool], region: Region, scale: usize) -> Scan {
         .collect();
     Scan {
         found,
-        undecoded: 0,
         located: true,
     }
 }
