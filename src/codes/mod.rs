@@ -6,7 +6,7 @@
 //! and UPC codes are checked and expanded to a GTIN, GS1 symbols are parsed into element
 //! strings. Otherwise (no identifier, a QR code, Code 128), the text is recognised, in this
 //! order, as: storegate coupon tokens (`SGC1.<payload>.<sig>`, PROTOCOL.md
-//! "Coupons"; the structure is checked here, the signature when the coupon is redeemed),
+//! "Coupons"; the structure is checked here, the Ed25519 signature by [`coupon::CouponKeys`]),
 //! storegate app identity tokens (`SGA1.<token>`: the customer app's QR code, an `app`
 //! identifier), GS1 Digital Link URIs (a GTIN with check digit, then qualifiers and attributes
 //! as GS1 application identifiers), GS1 element strings in their bracketed form, a bare 8, 12
