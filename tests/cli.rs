@@ -263,6 +263,18 @@ fn coupon_keygen_issue_and_verify_round_trip_and_refuse_a_forgery() {
             .output()
             .unwrap()
     };
+    // `decode` shows the payload but says it has not checked the signature.
+    let out = Command::new(bin())
+        .args(["decode", &token])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(json(&out)["kind"], "coupon_token");
+    assert!(json(&out)["signature"]
+        .as_str()
+        .unwrap()
+        .starts_with("not checked"));
+
     let out = verify(fleet["public_key"].as_str().unwrap(), &token);
     assert!(out.status.success());
     assert_eq!(json(&out)["payload"]["id"], "c-cli-1");

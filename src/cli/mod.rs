@@ -159,6 +159,15 @@ fn run_decode(data: &str) -> anyhow::Result<()> {
     match crate::codes::interpret_scan(aim, rest) {
         Ok(interpretation) => {
             let mut json = serde_json::json!(interpretation);
+            if matches!(
+                interpretation,
+                crate::codes::Interpretation::CouponToken { .. }
+            ) {
+                // No keys here: a well-formed coupon is not yet a genuine one.
+                json["signature"] = serde_json::json!(
+                    "not checked; `storegate coupon verify --public-key K TOKEN` checks it"
+                );
+            }
             if let Some(aim) = aim {
                 json["aim"] = serde_json::json!(aim.to_string());
                 json["aim_symbology"] = serde_json::json!(aim.symbology());
