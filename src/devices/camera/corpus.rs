@@ -62,12 +62,8 @@ pub fn generate(seed: u64) -> Vec<CorpusFrame> {
 
 /// Kiosk-like payloads: coupon and app tokens, Digital Links, plain text, of varying length.
 fn payload(rng: &mut fastrand::Rng, n: usize) -> String {
-    let token: String = (0..rng.usize(12..48))
-        .map(|_| {
-            let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-            alphabet[rng.usize(..alphabet.len())] as char
-        })
-        .collect();
+    let len = rng.usize(12..48);
+    let token = random_base64url(rng, len);
     match n % 4 {
         0 => format!("SGA1.{token}"),
         1 => format!("SGC1.{token}.{token}{token}"),
@@ -77,18 +73,19 @@ fn payload(rng: &mut fastrand::Rng, n: usize) -> String {
 }
 
 /// A full-size signed coupon as central issues it (PROTOCOL.md: `SGC1.<payload>.<signature>`,
-/// base64url JSON and a 64-byte signature): about 370 characters, a version 12-14 code, the
+/// base64url JSON and a 64-byte signature): about 370 characters, a version 14-15 code, the
 /// densest a kiosk camera reads.
 fn coupon_token(rng: &mut fastrand::Rng) -> String {
-    let b64 = |rng: &mut fastrand::Rng, len: usize| -> String {
-        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-        (0..len)
-            .map(|_| alphabet[rng.usize(..alphabet.len())] as char)
-            .collect()
-    };
     let payload_len = 260 + rng.usize(..40);
-    let payload = b64(rng, payload_len);
-    format!("SGC1.{payload}.{}", b64(rng, 86))
+    let payload = random_base64url(rng, payload_len);
+    format!("SGC1.{payload}.{}", random_base64url(rng, 86))
+}
+
+fn random_base64url(rng: &mut fastrand::Rng, len: usize) -> String {
+    let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    (0..len)
+        .map(|_| alphabet[rng.usize(..alphabet.len())] as char)
+        .collect()
 }
 
 fn render(class: &str, i: usize, rng: &mut fastrand::Rng) -> (LumaFrame, Vec<String>) {

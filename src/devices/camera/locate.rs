@@ -226,15 +226,8 @@ fn cross_check(
         Axis::Across => image.at(start + offset, y),
     };
     // Longer runs than the whole expected pattern cannot be part of it.
-    let limit = expected_total;
-    let run = |from: f64, step: f64, dark: bool| -> (usize, f64) {
-        let (mut count, mut at) = (0, from);
-        while count <= limit && pixel(at) == Some(dark) {
-            count += 1;
-            at += step;
-        }
-        (count, at)
-    };
+    let run =
+        |from: f64, step: f64, dark: bool| run_length(pixel, from, step, dark, expected_total);
     let mut runs = [0usize; 5];
     let (centre_up, at) = run(0.0, -1.0, true);
     let (light_up, at) = run(at, -1.0, false);
@@ -442,7 +435,6 @@ fn find_alignment(image: &Bitmap, predicted: (f64, f64), module: f64) -> Option<
         clamp(predicted.1 - radius, image.height),
         clamp(predicted.1 + radius, image.height),
     );
-    let about_a_module = |run: usize| (0.5 * module..=2.0 * module).contains(&(run as f64));
     let mut best: Option<((f64, f64), f64)> = None;
     let mut runs: Vec<(bool, usize, usize)> = Vec::new();
     for y in y0..y1 {
@@ -460,9 +452,9 @@ fn find_alignment(image: &Bitmap, predicted: (f64, f64), module: f64) -> Option<
             else {
                 continue;
             };
-            if !(about_a_module(light_left)
-                && about_a_module(centre)
-                && about_a_module(light_right))
+            if ![light_left, centre, light_right]
+                .iter()
+                .all(|&run| about_a_module(run, module))
             {
                 continue;
             }
@@ -488,23 +480,41 @@ fn find_alignment(image: &Bitmap, predicted: (f64, f64), module: f64) -> Option<
 /// `x`, seen on row `y`, if a light run of about a module lies above and below it.
 fn alignment_centre_down(image: &Bitmap, x: f64, y: usize, module: f64) -> Option<(f64, usize)> {
     let limit = (3.0 * module) as usize + 2;
-    let run = |from: f64, step: f64, dark: bool| -> (usize, f64) {
-        let (mut count, mut at) = (0, from);
-        while count <= limit && image.at(x, at) == Some(dark) {
-            count += 1;
-            at += step;
-        }
-        (count, at)
-    };
+    let pixel = |at: f64| image.at(x, at);
+    let run = |from: f64, step: f64, dark: bool| run_length(pixel, from, step, dark, limit);
     let y = y as f64;
     let (up, at_up) = run(y, -1.0, true);
     let (light_up, _) = run(at_up, -1.0, false);
     let (down, at_down) = run(y + 1.0, 1.0, true);
     let (light_down, _) = run(at_down, 1.0, false);
     let centre = up + down;
-    let about_a_module = |run: usize| (0.5 * module..=2.0 * module).contains(&(run as f64));
-    (about_a_module(centre) && about_a_module(light_up) && about_a_module(light_down))
+    [centre, light_up, light_down]
+        .iter()
+        .all(|&run| about_a_module(run, module))
         .then(|| (at_up + 1.0 + centre as f64 / 2.0, centre))
+}
+
+/// The number of pixels of colour `dark` from offset `from` on, stepping by `step`, counted to
+/// just past `limit`, and the offset of the first pixel not counted.
+fn run_length(
+    pixel: impl Fn(f64) -> Option<bool>,
+    from: f64,
+    step: f64,
+    dark: bool,
+    limit: usize,
+) -> (usize, f64) {
+    let (mut count, mut at) = (0, from);
+    while count <= limit && pixel(at) == Some(dark) {
+        count += 1;
+        at += step;
+    }
+    (count, at)
+}
+
+/// Alignment pattern rings are a module wide; blur, print gain and perspective allow half to
+/// twice that.
+fn about_a_module(run: usize, module: f64) -> bool {
+    (0.5 * module..=2.0 * module).contains(&(run as f64))
 }
 
 /// An isolated dark module in the data is common; one whose diagonal neighbours are light and
