@@ -89,25 +89,9 @@ impl CouponKeys {
     pub fn from_base64(keys: &[String]) -> Result<CouponKeys, KeyError> {
         let keys = keys
             .iter()
-            .map(|k| {
-                let bytes = B64
-                    .decode(k.trim())
-                    .map_err(|e| KeyError(format!("not valid base64: {e}")))?;
-                if bytes.len() == 32 {
-                    Ok(bytes)
-                } else {
-                    Err(KeyError(format!(
-                        "an Ed25519 public key is 32 bytes, this one is {}",
-                        bytes.len()
-                    )))
-                }
-            })
+            .map(|k| crate::config::decode_ed25519_public_key(k).map_err(KeyError))
             .collect::<Result<_, _>>()?;
         Ok(CouponKeys { keys })
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
     }
 
     /// The payload of a token whose structure is sound and whose signature verifies with one of

@@ -817,18 +817,23 @@ fn decode_base64(text: &str) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("not valid base64: {e}"))
 }
 
+/// An Ed25519 public key as config holds it (coupon keys, config-signing keys): standard
+/// base64 of 32 bytes.
+pub fn decode_ed25519_public_key(text: &str) -> Result<Vec<u8>, String> {
+    let bytes = decode_base64(text)?;
+    if bytes.len() == 32 {
+        Ok(bytes)
+    } else {
+        Err(format!(
+            "an Ed25519 public key is 32 bytes, this one is {}",
+            bytes.len()
+        ))
+    }
+}
+
 fn check_ed25519_keys(key: &str, keys: &[String]) -> Result<(), ConfigError> {
     for (i, k) in keys.iter().enumerate() {
-        let bytes = decode_base64(k).map_err(|m| ConfigError::key(format!("{key}[{i}]"), m))?;
-        if bytes.len() != 32 {
-            return Err(ConfigError::key(
-                format!("{key}[{i}]"),
-                format!(
-                    "an Ed25519 public key is 32 bytes, this one is {}",
-                    bytes.len()
-                ),
-            ));
-        }
+        decode_ed25519_public_key(k).map_err(|m| ConfigError::key(format!("{key}[{i}]"), m))?;
     }
     Ok(())
 }
