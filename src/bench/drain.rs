@@ -9,7 +9,7 @@ use anyhow::Context;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
 use super::ingest::{journal_appends, round2};
-use super::{proc_status_kib, spawn_ready, Guard};
+use super::{proc_status_kib, spawn_ready, write_gateway_config, Guard};
 
 const EVENTS_PER_BATCH: u64 = 500;
 
@@ -41,13 +41,11 @@ pub(super) async fn run(events: u64, broker: Option<&str>) -> anyhow::Result<ser
 
     let (acks, mut ack_loop) =
         subscriber(&address, "bench-acks", "storegate/v1/bench/gw-1/ack").await?;
-    let gateway_config = dir.path().join("gateway.toml");
-    std::fs::write(
-        &gateway_config,
-        format!(
-            "[gateway]\nstore = \"bench\"\nid = \"gw-1\"\n[mqtt]\nurl = \"{url}\"\nallow_plaintext = true\n[journal]\npath = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n[sync]\nbatch_events = {EVENTS_PER_BATCH}\n",
-            journal.display()
-        ),
+    let gateway_config = write_gateway_config(
+        &dir.path().join("gateway.toml"),
+        &url,
+        &journal,
+        &format!("[sync]\nbatch_events = {EVENTS_PER_BATCH}\n"),
     )?;
     eprintln!("bench: draining {events} events through {broker_name}");
     let started = Instant::now();
@@ -152,7 +150,6 @@ fn start_broker(
     }
 }
 
-/// Starts a storegate subcommand and waits for its `{"ready":…}` line.
 async fn subscriber(
     address: &crate::config::BrokerAddress,
     id: &str,

@@ -20,6 +20,7 @@ mod scan_latency;
 mod startup;
 
 use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
 use anyhow::Context;
@@ -102,11 +103,27 @@ impl Drop for Guard {
     }
 }
 
+/// Writes the config of a bench gateway (store `bench`, gateway `gw-1`, the API on a free
+/// port) to `path`; `extra` is appended after the `[api]` table. Plaintext MQTT is allowed since
+/// `--broker` may name another host.
+pub(super) fn write_gateway_config(
+    path: &Path,
+    broker_url: &str,
+    journal: &Path,
+    extra: &str,
+) -> anyhow::Result<PathBuf> {
+    std::fs::write(
+        path,
+        format!(
+            "[gateway]\nstore = \"bench\"\nid = \"gw-1\"\n[mqtt]\nurl = \"{broker_url}\"\nallow_plaintext = true\n[journal]\npath = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n{extra}",
+            journal.display()
+        ),
+    )?;
+    Ok(path.to_path_buf())
+}
+
 /// Starts `storegate ARGS` and waits for its first stdout line (the ready line), as JSON.
-pub(super) fn spawn_ready(
-    exe: &std::path::Path,
-    args: &[&str],
-) -> anyhow::Result<(Guard, serde_json::Value)> {
+pub(super) fn spawn_ready(exe: &Path, args: &[&str]) -> anyhow::Result<(Guard, serde_json::Value)> {
     let mut child = Command::new(exe)
         .args(args)
         .env("STOREGATE_LOG", "warn,rumqttd=off")

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serialport::{SerialPort, TTYPort};
 
-use super::spawn_ready;
+use super::{spawn_ready, write_gateway_config};
 
 /// Scans before the measured ones: the first ones pay for page faults and lazy setup.
 const WARM_UP: usize = 20;
@@ -23,14 +23,12 @@ pub(super) fn run(scans: usize) -> anyhow::Result<serde_json::Value> {
     // The daemon opens the pty by its name; this end is not needed (the master keeps it alive).
     drop(scanner_end);
     let dir = tempfile::tempdir()?;
-    let config = dir.path().join("gateway.toml");
     let unused_port = crate::broker::free_loopback_addr()?.port();
-    std::fs::write(
-        &config,
-        format!(
-            "[gateway]\nstore = \"bench\"\nid = \"gw-1\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:{unused_port}\"\n[journal]\npath = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n[[devices.scanners]]\nname = \"bench-scanner\"\nport = \"{port}\"\ntill = \"bench-till\"\n",
-            dir.path().join("journal.db").display()
-        ),
+    let config = write_gateway_config(
+        &dir.path().join("gateway.toml"),
+        &format!("mqtt://127.0.0.1:{unused_port}"),
+        &dir.path().join("journal.db"),
+        &format!("[[devices.scanners]]\nname = \"bench-scanner\"\nport = \"{port}\"\ntill = \"bench-till\"\n"),
     )?;
     let (daemon, ready) = spawn_ready(
         &std::env::current_exe()?,

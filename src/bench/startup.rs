@@ -1,10 +1,8 @@
 //! Cold start to ready and idle memory of `storegate run`, and the size of this binary.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::proc_status_kib;
+use super::{proc_status_kib, spawn_ready, write_gateway_config};
 
 /// Starts the daemon `runs` times on a fresh journal with no broker reachable and measures the
 /// time from spawn to its ready line; then its resident memory after a second of idling.
@@ -14,36 +12,26 @@ pub(super) fn run(runs: u32) -> anyhow::Result<serde_json::Value> {
     let mut starts = Vec::new();
     let mut idle_rss_kib = 0;
     for run in 0..runs {
-        let config = dir.path().join(format!("gw-{run}.toml"));
         let unused_port = crate::broker::free_loopback_addr()?.port();
-        std::fs::write(
-            &config,
-            format!(
-                "[gateway]\nstore = \"bench\"\nid = \"gw-1\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:{unused_port}\"\n[journal]\npath = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n",
-                dir.path().join(format!("j-{run}.db")).display()
-            ),
+        let config = write_gateway_config(
+            &dir.path().join(format!("gw-{run}.toml")),
+            &format!("mqtt://127.0.0.1:{unused_port}"),
+            &dir.path().join(format!("j-{run}.db")),
+            "",
         )?;
         let started = Instant::now();
-        let mut child = Command::new(&exe)
-            .args(["run", "--config"])
-            .arg(&config)
-            .env("STOREGATE_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()?;
-        let mut line = String::new();
-        if let Some(stdout) = child.stdout.take() {
-            BufReader::new(stdout).read_line(&mut line)?;
-        }
+        let (daemon, ready) =
+            spawn_ready(&exe, &["run", "--config", &config.display().to_string()])?;
         starts.push(started.elapsed());
+        anyhow::ensure!(
+            ready.get("ready").is_some(),
+            "run {run}: no ready line: {ready}"
+        );
         if run + 1 == runs {
             // Idle: API listening, broker unreachable, reconnect backoff ticking.
             std::thread::sleep(Duration::from_secs(1));
-            idle_rss_kib = proc_status_kib(child.id(), "VmRSS").unwrap_or(0);
+            idle_rss_kib = proc_status_kib(daemon.0.id(), "VmRSS").unwrap_or(0);
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        anyhow::ensure!(line.contains("ready"), "run {run}: no ready line");
     }
     starts.sort();
     let median = starts[starts.len() / 2];
