@@ -145,12 +145,7 @@ fn run_coupon(command: CouponCommand) -> anyhow::Result<()> {
             print_json(&json);
             Ok(())
         }
-        Err(message) => {
-            print_json(
-                &serde_json::json!({ "error": { "code": "invalid_coupon", "message": message } }),
-            );
-            anyhow::bail!("{message}")
-        }
+        Err(message) => fail("invalid_coupon", message),
     }
 }
 
@@ -175,12 +170,7 @@ fn run_decode(data: &str) -> anyhow::Result<()> {
             print_json(&json);
             Ok(())
         }
-        Err(error) => {
-            print_json(
-                &serde_json::json!({ "error": { "code": "invalid_code", "message": error.to_string() } }),
-            );
-            anyhow::bail!("{error}")
-        }
+        Err(error) => fail("invalid_code", error.to_string()),
     }
 }
 
@@ -272,6 +262,13 @@ fn run_status(api: SocketAddr) -> anyhow::Result<()> {
 }
 
 /// One JSON line on stdout, flushed, so a supervising program sees it at once.
+/// A refused input: `{"error":{"code","message"}}` on stdout for scripts, and exit 1 with the
+/// message on stderr.
+fn fail(code: &str, message: String) -> anyhow::Result<()> {
+    print_json(&serde_json::json!({ "error": { "code": code, "message": message } }));
+    anyhow::bail!("{message}")
+}
+
 pub fn print_json(value: &serde_json::Value) {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
