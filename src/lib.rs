@@ -16,6 +16,7 @@
 #![deny(unsafe_code)]
 
 pub mod api;
+pub mod backoff;
 pub mod bench;
 pub mod broker;
 pub mod central;
@@ -29,5 +30,6 @@ pub mod devices;
 pub mod identity;
 pub mod journal;
 pub mod metrics;
+pub mod mqtt;
 pub mod protocol;
 pub mod sync;

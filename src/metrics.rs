@@ -8,17 +8,69 @@ use prometheus_client::registry::Registry;
 
 type Labels = Vec<(String, String)>;
 
+/// Log lines per kind of refusal in one window; past it lines are counted, not written, so a
+/// flood of garbage cannot fill the disk with WARN lines (the metrics still count every one).
+const LOG_LINES_PER_WINDOW: u32 = 10;
+const LOG_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Bounds the log lines of each refusal kind; the first line of a new window says how many
+/// were left out in the last.
+#[derive(Default)]
+pub struct LogLimiter {
+    windows: std::sync::Mutex<std::collections::HashMap<&'static str, LogWindow>>,
+}
+
+struct LogWindow {
+    started: std::time::Instant,
+    written: u32,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    /// `Some(n)` when a line for `kind` may be written now (`n` lines were left out before
+    /// it); `None` when this one is to be left out.
+    pub fn admit(&self, kind: &'static str) -> Option<u64> {
+        let Ok(mut windows) = self.windows.lock() else {
+            return Some(0);
+        };
+        let now = std::time::Instant::now();
+        let window = windows.entry(kind).or_insert(LogWindow {
+            started: now,
+            written: 0,
+            suppressed: 0,
+        });
+        if now.duration_since(window.started) >= LOG_WINDOW {
+            let suppressed = window.suppressed;
+            *window = LogWindow {
+                started: now,
+                written: 1,
+                suppressed: 0,
+            };
+            return Some(suppressed);
+        }
+        if window.written < LOG_LINES_PER_WINDOW {
+            window.written += 1;
+            Some(0)
+        } else {
+            window.suppressed += 1;
+            None
+        }
+    }
+}
+
 /// The gateway's (or central's) counters; shared by `Arc`, every field is atomic.
 pub struct Metrics {
     registry: Registry,
+    log_limiter: LogLimiter,
     events_committed: Family<Labels, Counter>,
     intake_refused: Family<Labels, Counter>,
+    api_connections_refused: Family<Labels, Counter>,
     inbound_invalid: Family<Labels, Counter>,
     batches_sent: Counter,
     events_sent: Counter,
     resends: Counter,
     reconnects: Counter,
-    journal_restored: Counter,
+    acks_beyond_journal: Counter,
     device_up: Family<Labels, Gauge>,
     device_failures: Family<Labels, Counter>,
     device_input_invalid: Family<Labels, Counter>,
@@ -42,12 +94,13 @@ impl Metrics {
         let m = Metrics {
             events_committed: Family::default(),
             intake_refused: Family::default(),
+            api_connections_refused: Family::default(),
             inbound_invalid: Family::default(),
             batches_sent: Counter::default(),
             events_sent: Counter::default(),
             resends: Counter::default(),
             reconnects: Counter::default(),
-            journal_restored: Counter::default(),
+            acks_beyond_journal: Counter::default(),
             device_up: Family::default(),
             device_failures: Family::default(),
             device_input_invalid: Family::default(),
@@ -58,6 +111,7 @@ impl Metrics {
             last_seq: Gauge::default(),
             acked_seq: Gauge::default(),
             registry: Registry::default(),
+            log_limiter: LogLimiter::default(),
         };
         registry.register(
             "events_committed",
@@ -68,6 +122,11 @@ impl Metrics {
             "intake_refused",
             "Requests refused before the journal, by reason",
             m.intake_refused.clone(),
+        );
+        registry.register(
+            "api_connections_refused",
+            "API connections closed at accept (connection_limit, accept_failed)",
+            m.api_connections_refused.clone(),
         );
         registry.register(
             "mqtt_inbound_invalid",
@@ -91,13 +150,13 @@ impl Metrics {
         );
         registry.register(
             "mqtt_reconnects",
-            "Broker connections lost",
+            "Broker connections lost or connection attempts failed",
             m.reconnects.clone(),
         );
         registry.register(
-            "journal_restored",
-            "Acks above the journal's last seq (journal restored from an older copy)",
-            m.journal_restored.clone(),
+            "sync_acks_beyond_journal",
+            "Acks above the journal's last seq, ignored (restored journal, duplicate gateway id, or forgery)",
+            m.acks_beyond_journal.clone(),
         );
         registry.register(
             "device_up",
@@ -160,20 +219,34 @@ impl Metrics {
     }
 
     pub fn intake_refused(&self, reason: &str, detail: &str) {
-        tracing::warn!(reason, detail, "intake refused");
+        if let Some(suppressed) = self.log_limiter.admit("intake_refused") {
+            tracing::warn!(reason, detail, suppressed, "intake refused");
+        }
         self.intake_refused
+            .get_or_create(&vec![("reason".into(), reason.into())])
+            .inc();
+    }
+
+    pub fn api_connection_refused(&self, reason: &str, detail: &str) {
+        if let Some(suppressed) = self.log_limiter.admit("api_connection_refused") {
+            tracing::warn!(reason, detail, suppressed, "API connection refused");
+        }
+        self.api_connections_refused
             .get_or_create(&vec![("reason".into(), reason.into())])
             .inc();
     }
 
     /// An inbound MQTT message that breaks PROTOCOL.md: logged, counted, ignored.
     pub fn inbound_invalid(&self, family: &str, reason: &str, detail: &str) {
-        tracing::warn!(
-            topic = family,
-            reason,
-            detail,
-            "inbound MQTT message refused"
-        );
+        if let Some(suppressed) = self.log_limiter.admit("inbound_invalid") {
+            tracing::warn!(
+                topic = family,
+                reason,
+                detail,
+                suppressed,
+                "inbound MQTT message refused"
+            );
+        }
         self.inbound_invalid
             .get_or_create(&vec![
                 ("topic".into(), family.into()),
@@ -196,7 +269,9 @@ impl Metrics {
     }
 
     pub fn device_input_invalid(&self, device: &str, reason: &str, detail: &str) {
-        tracing::warn!(device, reason, detail, "device input refused");
+        if let Some(suppressed) = self.log_limiter.admit("device_input_invalid") {
+            tracing::warn!(device, reason, detail, suppressed, "device input refused");
+        }
         self.device_input_invalid
             .get_or_create(&vec![
                 ("device".into(), device.into()),
@@ -254,15 +329,33 @@ impl Metrics {
         self.acked_seq.set(upto as i64);
     }
 
-    pub fn journal_restored(&self, acked: u64) {
-        tracing::error!(
-            acked,
-            "central acked beyond this journal's last seq: the journal was restored from an older copy; seq moved past the ack"
-        );
-        self.journal_restored.inc();
+    pub fn ack_beyond_journal(&self, acked: u64, last_seq: u64, gateway: &str) {
+        if let Some(suppressed) = self.log_limiter.admit("ack_beyond_journal") {
+            tracing::error!(
+                acked,
+                last_seq,
+                gateway,
+                suppressed,
+                "an ack names seqs this journal never wrote; nothing was acked or deleted and numbering goes on from the journal. Likely causes: a second box running with gateway id {gateway}, this journal restored from an older copy, or a forged ack"
+            );
+        }
+        self.acks_beyond_journal.inc();
     }
 
     pub fn set_last_seq(&self, seq: u64) {
         self.last_seq.set(seq as i64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_writes_a_bounded_number_of_lines_per_kind() {
+        let limiter = LogLimiter::default();
+        let admitted = (0..1000).filter(|_| limiter.admit("a").is_some()).count();
+        assert_eq!(admitted, LOG_LINES_PER_WINDOW as usize);
+        assert!(limiter.admit("b").is_some(), "kinds have separate budgets");
     }
 }

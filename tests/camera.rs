@@ -151,7 +151,7 @@ fn a_camera_that_disappears_is_reported_down_and_reopened() {
 }
 
 /// A kiosk configured for a camera that is not there (unplugged, wrong index) runs on, shows
-/// the camera down with the reason, and keeps trying.
+/// the camera down with the reason, keeps trying, and `/healthz` says the devices are broken.
 #[test]
 fn a_missing_camera_is_reported_down_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
@@ -172,5 +172,8 @@ fn a_missing_camera_is_reported_down_with_the_reason() {
     if cfg!(not(feature = "camera")) {
         assert!(error.contains("without the `camera` feature"), "{error}");
     }
-    assert_eq!(health(&agent, api)["status"], "ok");
+    let health = health(&agent, api);
+    assert_eq!(health["status"], "broken", "{health}");
+    assert_eq!(health["broken"], serde_json::json!(["devices"]), "{health}");
+    assert_eq!(health["devices"][0]["state"], "down", "{health}");
 }

@@ -106,7 +106,7 @@ async fn a_refused_append_fails_alone_and_seq_survives_reopen() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acks_only_grow_and_an_ack_beyond_the_journal_moves_seq_past_it() {
+async fn acks_only_grow_and_an_ack_beyond_the_journal_moves_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (journal, writer) = Journal::open(&dir.path().join("j.db"), Arc::new(SystemClock)).unwrap();
     for n in 0..3 {
@@ -116,12 +116,15 @@ async fn acks_only_grow_and_an_ack_beyond_the_journal_moves_seq_past_it() {
     assert_eq!(journal.record_ack(2).await.unwrap(), Advanced);
     assert_eq!(journal.record_ack(1).await.unwrap(), Stale);
     assert_eq!(journal.position().borrow().acked_upto, 2);
-    // Central acked 10 of a journal that only reached 3: it was restored from an older copy.
-    assert_eq!(journal.record_ack(10).await.unwrap(), AheadOfJournal);
+    // An ack of 10 for a journal that only reached 3 (restored backup, duplicate gateway id,
+    // forgery) neither acks event 3 nor moves the seq counter.
+    assert_eq!(journal.record_ack(10).await.unwrap(), BeyondJournal);
+    assert_eq!(journal.record_ack(u64::MAX).await.unwrap(), BeyondJournal);
+    assert_eq!(journal.position().borrow().acked_upto, 2);
     assert_eq!(
         journal.append(purchase("next")).await.unwrap().seq,
-        11,
-        "no seq central holds is reused"
+        4,
+        "numbering goes on from the journal"
     );
     drop(journal);
     writer.join();
@@ -130,8 +133,15 @@ async fn acks_only_grow_and_an_ack_beyond_the_journal_moves_seq_past_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_deletes_only_acked_events_beyond_the_kept_ones() {
     let dir = tempfile::tempdir().unwrap();
-    let (journal, writer) =
-        Journal::open_with_retention(&dir.path().join("j.db"), Arc::new(SystemClock), 10).unwrap();
+    let (journal, writer) = Journal::open_with_retention(
+        &dir.path().join("j.db"),
+        Arc::new(SystemClock),
+        storegate::journal::Retention {
+            keep_acked: 10,
+            keep_keys: 10,
+        },
+    )
+    .unwrap();
     let keyed = |n: u64, fingerprint: u8| NewEvent {
         idempotency: Some(IdempotencyKey {
             key: format!("key-{n}"),
@@ -169,6 +179,46 @@ async fn retention_deletes_only_acked_events_beyond_the_kept_ones() {
         101,
         "seq is not reused after compaction"
     );
+    drop((journal, outbox));
+    writer.join();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_after_its_event_was_compacted_is_still_a_replay_or_a_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let retention = storegate::journal::Retention {
+        keep_acked: 5,
+        keep_keys: 50,
+    };
+    let (journal, writer) =
+        Journal::open_with_retention(&dir.path().join("j.db"), Arc::new(SystemClock), retention)
+            .unwrap();
+    let keyed = |n: u64| NewEvent {
+        idempotency: Some(IdempotencyKey {
+            key: format!("key-{n}"),
+            fingerprint: [7; 32],
+        }),
+        ..purchase(&format!("r{n}"))
+    };
+    for n in 1..=100 {
+        journal.append(keyed(n)).await.unwrap();
+    }
+    journal.record_ack(100).await.unwrap();
+    let outbox = journal.outbox().unwrap();
+    let held = outbox.read_after(0, 1000, usize::MAX).unwrap();
+    assert_eq!(held.first().map(|e| e.seq), Some(96), "events kept: 5");
+    // Event 80 is gone, but its key and receipt are inside the 50-event window.
+    let replay = journal.append(keyed(80)).await.unwrap();
+    assert_eq!((replay.seq, replay.replayed), (80, true));
+    let unkeyed_retry = journal.append(purchase("r80")).await;
+    assert!(
+        matches!(
+            unkeyed_retry,
+            Err(AppendError::DuplicateReceipt { seq: 80, .. })
+        ),
+        "{unkeyed_retry:?}"
+    );
+    assert_eq!(journal.position().borrow().last_seq, 100, "nothing new");
     drop((journal, outbox));
     writer.join();
 }

@@ -57,6 +57,9 @@ impl From<AppendError> for ApiError {
             AppendError::DiskFull => {
                 ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "storage_full", message)
             }
+            AppendError::SeqExhausted => {
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "seq_exhausted", message)
+            }
             AppendError::Storage(_) | AppendError::Closed => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "journal_unavailable",

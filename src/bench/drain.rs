@@ -156,10 +156,7 @@ async fn subscriber(
     topic: &str,
 ) -> anyhow::Result<(AsyncClient, rumqttc::EventLoop)> {
     let mut options = MqttOptions::new(id, address.host.clone(), address.port);
-    options.set_max_packet_size(
-        crate::protocol::MAX_PACKET_BYTES,
-        crate::protocol::MAX_PACKET_BYTES,
-    );
+    crate::mqtt::set_packet_limits(&mut options);
     let (client, mut eventloop) = AsyncClient::new(options, 64);
     client.subscribe(topic, QoS::AtLeastOnce).await?;
     loop {
@@ -196,10 +193,7 @@ async fn raw_pipe(
 ) -> anyhow::Result<f64> {
     let (_sub, mut sub_loop) = subscriber(address, "bench-pipe-sub", "bench/pipe").await?;
     let mut options = MqttOptions::new("bench-pipe-pub", address.host.clone(), address.port);
-    options.set_max_packet_size(
-        crate::protocol::MAX_PACKET_BYTES,
-        crate::protocol::MAX_PACKET_BYTES,
-    );
+    crate::mqtt::set_packet_limits(&mut options);
     options.set_inflight(32);
     let (publisher, mut pub_loop) = AsyncClient::new(options, 64);
     let payload = vec![b'x'; bytes];

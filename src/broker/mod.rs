@@ -17,6 +17,11 @@ pub enum BrokerError {
     Thread(std::io::Error),
     #[error("embedded broker did not start listening on {0} within 5 s")]
     NotListening(SocketAddr),
+    #[error("cannot listen on {addr} for the embedded broker (is another broker running there?): {source}")]
+    AddressInUse {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Starts rumqttd on `listen` in a thread of its own and returns once it accepts connections.
@@ -24,6 +29,14 @@ pub enum BrokerError {
 /// rumqttd has no shutdown API, so the thread lives until the process exits; callers that need
 /// to stop a broker (tests of a broker restart) run `storegate broker` as a process instead.
 pub fn start_embedded(listen: SocketAddr) -> Result<(), BrokerError> {
+    // rumqttd binds inside its own thread and only logs a failure there, and the readiness
+    // probe below would be answered by whoever holds the port: check the port is ours first.
+    std::net::TcpListener::bind(listen)
+        .map_err(|source| BrokerError::AddressInUse {
+            addr: listen,
+            source,
+        })
+        .map(drop)?;
     let config = serde_json::json!({
         "id": 0,
         "router": {

@@ -3,17 +3,18 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rumqttc::{AsyncClient, Event, EventLoop, LastWill, MqttOptions, Packet, QoS, Transport};
+use rumqttc::{AsyncClient, LastWill, MqttOptions, QoS, Transport};
 use tokio::sync::mpsc;
 
 use super::store::{Store, StoreError};
+use crate::backoff::Backoff;
 use crate::config::{is_topic_id, CentralConfig};
+use crate::metrics::Metrics;
+use crate::mqtt::{Reconnect, SessionEvent};
 use crate::protocol::topics::{self, split_gateway_topic, GatewayTopics};
 use crate::protocol::{
-    Ack, CentralStatus, EventBatch, RpcError, RpcRequest, RpcResponse, MAX_PACKET_BYTES,
-    MAX_PAYLOAD_BYTES,
+    Ack, CentralStatus, EventBatch, RpcError, RpcRequest, RpcResponse, MAX_PAYLOAD_BYTES,
 };
-use crate::sync::Backoff;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CentralError {
@@ -37,19 +38,33 @@ pub async fn run(
     let (client, eventloop) = AsyncClient::new(options, 1024);
     let (net_tx, mut net_rx) = mpsc::channel(256);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let driver = tokio::spawn(drive(eventloop, net_tx, stop_rx));
+    let backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
+    // Central's will never changes: every attempt keeps it.
+    let keep_will = || async {
+        Ok(Reconnect {
+            session: 0,
+            will: None,
+        })
+    };
+    let driver = tokio::spawn(crate::mqtt::drive(
+        eventloop, backoff, 0, net_tx, stop_rx, keep_will,
+    ));
     let service = Service {
         client,
         store,
         share_group: config.central.share_group.clone(),
+        metrics: Arc::new(Metrics::new()),
     };
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             message = net_rx.recv() => match message {
-                Some(Net::Connected) => service.on_connected(),
-                Some(Net::Publish(topic, payload)) => service.on_publish(&topic, &payload).await,
+                Some(SessionEvent::Connected { .. }) => service.on_connected(),
+                Some(SessionEvent::Disconnected { .. }) => {}
+                Some(SessionEvent::Message { topic, payload, retain }) => {
+                    service.on_publish(&topic, &payload, retain).await
+                }
                 None => break,
             },
         }
@@ -81,7 +96,7 @@ fn options(config: &CentralConfig) -> Result<MqttOptions, CentralError> {
     );
     options.set_keep_alive(Duration::from_secs(config.mqtt.keep_alive_secs));
     options.set_clean_session(true);
-    options.set_max_packet_size(MAX_PACKET_BYTES, MAX_PAYLOAD_BYTES + 4 * 1024);
+    crate::mqtt::set_packet_limits(&mut options);
     options.set_inflight(256);
     let will = serde_json::to_vec(&CentralStatus {
         state: "offline".into(),
@@ -94,66 +109,19 @@ fn options(config: &CentralConfig) -> Result<MqttOptions, CentralError> {
         true,
     ));
     if broker.tls {
-        let tls = crate::sync::tls_configuration(&config.mqtt).map_err(CentralError::Tls)?;
+        let tls = crate::mqtt::tls_configuration(&config.mqtt).map_err(CentralError::Tls)?;
         options.set_transport(Transport::Tls(tls));
     }
     Ok(options)
-}
-
-enum Net {
-    Connected,
-    Publish(String, bytes::Bytes),
-}
-
-async fn drive(
-    mut eventloop: EventLoop,
-    net: mpsc::Sender<Net>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
-    let mut stopping = false;
-    loop {
-        let polled = if stopping {
-            eventloop.poll().await
-        } else {
-            tokio::select! {
-                _ = stop.changed() => { stopping = true; continue; }
-                polled = eventloop.poll() => polled,
-            }
-        };
-        match polled {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                backoff.reset();
-                if net.send(Net::Connected).await.is_err() {
-                    return;
-                }
-            }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
-                if net.send(Net::Publish(p.topic, p.payload)).await.is_err() {
-                    return;
-                }
-            }
-            Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) if stopping => return,
-            Ok(_) => {}
-            Err(error) => {
-                if stopping {
-                    return;
-                }
-                tracing::warn!(%error, "central: broker connection lost");
-                crate::sync::forget_session(&mut eventloop);
-                tokio::select! {
-                    _ = stop.changed() => return,
-                    _ = tokio::time::sleep(backoff.next_delay()) => {}
-                }
-            }
-        }
-    }
 }
 
 struct Service {
     client: AsyncClient,
     store: Arc<Mutex<Store>>,
     share_group: Option<String>,
+    /// Central has no HTTP endpoint of its own yet; its counters go into its rate-limited
+    /// refusal log lines.
+    metrics: Arc<Metrics>,
 }
 
 impl Service {
@@ -178,25 +146,34 @@ impl Service {
         tracing::info!("central connected and subscribed");
     }
 
-    async fn on_publish(&self, topic: &str, payload: &[u8]) {
+    async fn on_publish(&self, topic: &str, payload: &[u8], retain: bool) {
         let Some((store, gateway, rest)) = split_gateway_topic(topic) else {
-            return refused("unknown", "unexpected_topic", topic);
+            return self.refused("unknown", "unexpected_topic", topic);
         };
         if !is_topic_id(store) || !is_topic_id(gateway) {
-            return refused(rest, "invalid_topic", topic);
+            return self.refused(rest, "invalid_topic", topic);
+        }
+        // Neither events nor rpc requests are retained (PROTOCOL.md): a retained one was left
+        // on the broker by someone else and would be replayed at every connect.
+        if retain {
+            return self.refused(rest, "retained_not_allowed", topic);
         }
         match rest {
             "events" => self.on_batch(store, gateway, payload).await,
             "rpc/req" => self.on_rpc(store, gateway, payload).await,
-            _ => refused(rest, "unexpected_topic", topic),
+            _ => self.refused(rest, "unexpected_topic", topic),
         }
+    }
+
+    fn refused(&self, family: &str, reason: &str, detail: &str) {
+        self.metrics.inbound_invalid(family, reason, detail);
     }
 
     async fn on_batch(&self, store: &str, gateway: &str, payload: &[u8]) {
         let batch = match check_batch(store, gateway, payload) {
             Ok(batch) => Some(batch),
             Err(reason) => {
-                refused("events", reason.0, &reason.1);
+                self.refused("events", reason.0, &reason.1);
                 None
             }
         };
@@ -232,11 +209,11 @@ impl Service {
 
     async fn on_rpc(&self, store: &str, gateway: &str, payload: &[u8]) {
         if payload.len() > MAX_PAYLOAD_BYTES {
-            return refused("rpc/req", "oversized", &payload.len().to_string());
+            return self.refused("rpc/req", "oversized", &payload.len().to_string());
         }
         let request: RpcRequest = match serde_json::from_slice(payload) {
             Ok(r) => r,
-            Err(e) => return refused("rpc/req", "invalid_message", &e.to_string()),
+            Err(e) => return self.refused("rpc/req", "invalid_message", &e.to_string()),
         };
         let (s, g) = (store.to_string(), gateway.to_string());
         let db = self.store.clone();
@@ -271,15 +248,6 @@ impl Service {
                 .try_publish(topic, QoS::AtLeastOnce, false, bytes);
         }
     }
-}
-
-fn refused(family: &str, reason: &str, detail: &str) {
-    tracing::warn!(
-        topic = family,
-        reason,
-        detail,
-        "central: inbound message refused"
-    );
 }
 
 fn internal(message: &str) -> RpcError {
@@ -353,7 +321,13 @@ fn check_batch(
     }
     let mut previous = 0;
     for event in &batch.events {
-        if event.seq == 0 || event.seq <= previous {
+        if !crate::protocol::is_valid_seq(event.seq) {
+            return Err((
+                "invalid_message",
+                format!("seq {} is outside 1 .. 2^53-1", event.seq),
+            ));
+        }
+        if event.seq <= previous {
             return Err(("invalid_message", format!("seq {} out of order", event.seq)));
         }
         if event.id.is_empty() || event.id.len() > 64 || event.kind.is_empty() {

@@ -3,7 +3,10 @@
 //!
 //! A second event at a (gateway, seq) that central already holds under another id is not
 //! dropped: it goes to `seq_conflicts` (a gateway whose journal was restored from an old copy
-//! re-used seqs before it saw our ack), so no event is ever lost silently.
+//! re-used seqs before it saw our ack), so no event is ever lost silently. An event that
+//! breaks PROTOCOL.md, or a second purchase with a receipt the gateway already used, is
+//! stored with `refused` set: it fills its seq slot, is applied to nothing, and stays for
+//! operators (PROTOCOL.md "Cumulative ack").
 
 use std::path::Path;
 
@@ -12,7 +15,8 @@ use serde_json::value::RawValue;
 
 use crate::protocol::{timestamp, RpcError, WireEvent};
 
-const SCHEMA: &[&str] = &["CREATE TABLE gateways(
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE gateways(
         store TEXT NOT NULL, gateway TEXT NOT NULL, acked_upto INTEGER NOT NULL,
         PRIMARY KEY(store, gateway)) WITHOUT ROWID;
     CREATE TABLE events(
@@ -32,7 +36,14 @@ const SCHEMA: &[&str] = &["CREATE TABLE gateways(
         customer TEXT, receipt TEXT NOT NULL, at TEXT NOT NULL);
     CREATE TABLE identity_changes(rev INTEGER PRIMARY KEY, change TEXT NOT NULL);
     CREATE TABLE counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
-    INSERT INTO counters(name, value) VALUES ('applied', 0);"];
+    INSERT INTO counters(name, value) VALUES ('applied', 0);",
+    // 1 -> 2: an event that breaks PROTOCOL.md, or a second purchase with a receipt this
+    // gateway already used, fills its seq slot (so the gateway's ack moves on) but is kept
+    // for operators with the reason, applied to nothing.
+    "ALTER TABLE events ADD COLUMN receipt TEXT;
+    ALTER TABLE events ADD COLUMN refused TEXT;
+    CREATE INDEX events_receipt ON events(store, gateway, receipt) WHERE receipt IS NOT NULL;",
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -52,6 +63,8 @@ pub struct BatchOutcome {
     pub stored: u64,
     pub duplicates: u64,
     pub conflicts: u64,
+    /// Events kept but applied to nothing (invalid, or a receipt used twice).
+    pub refused: u64,
 }
 
 pub struct Store {
@@ -227,9 +240,28 @@ fn store_event(
     let id_seen: bool = tx
         .prepare_cached("SELECT EXISTS(SELECT 1 FROM events WHERE id = ?1)")?
         .query_row([&event.id], |r| r.get(0))?;
+    let receipt = event.receipt();
+    let mut refused = event.check().err();
+    if let (None, false, Some(receipt)) = (&refused, id_seen, &receipt) {
+        let holder: Option<i64> = tx
+            .prepare_cached(
+                "SELECT seq FROM events WHERE store = ?1 AND gateway = ?2 AND receipt = ?3 AND refused IS NULL",
+            )?
+            .query_row(params![store, gateway, receipt], |r| r.get(0))
+            .optional()?;
+        if let Some(seq) = holder {
+            refused = Some(format!(
+                "duplicate_receipt: receipt already recorded at seq {seq}"
+            ));
+        }
+    }
+    if let Some(reason) = &refused {
+        tracing::error!(store, gateway, seq = event.seq, id = %event.id, reason, "event kept as a conflict, applied to nothing");
+        outcome.refused += 1;
+    }
     tx.prepare_cached(
-        "INSERT INTO events(store, gateway, seq, id, kind, at, clock_synced, till, body, received_at, duplicate_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        "INSERT INTO events(store, gateway, seq, id, kind, at, clock_synced, till, body, received_at, duplicate_id, receipt, refused)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?
     .execute(params![
         store,
@@ -242,8 +274,13 @@ fn store_event(
         event.till,
         event.body.get(),
         received_at,
-        id_seen
+        id_seen,
+        receipt,
+        refused
     ])?;
+    if refused.is_some() {
+        return Ok(());
+    }
     if id_seen {
         outcome.duplicates += 1;
     } else {
@@ -275,8 +312,9 @@ fn advance(tx: &Transaction<'_>, store: &str, gateway: &str) -> rusqlite::Result
                 break;
             }
             applied += 1;
+            // A refused event fills its slot but is applied to nothing.
             tx.prepare_cached(
-                "UPDATE events SET applied = ?1 WHERE store = ?2 AND gateway = ?3 AND seq = ?4",
+                "UPDATE events SET applied = ?1 WHERE store = ?2 AND gateway = ?3 AND seq = ?4 AND refused IS NULL",
             )?
             .execute(params![applied, store, gateway, seq])?;
             upto += 1;
@@ -303,16 +341,72 @@ fn advance(tx: &Transaction<'_>, store: &str, gateway: &str) -> rusqlite::Result
 mod tests {
     use super::*;
 
+    /// A valid purchase; `id` is a short name made into a ULID, the receipt is per seq.
     fn event(seq: u64, id: &str) -> WireEvent {
+        purchase(seq, id, &format!("r-{seq}"))
+    }
+
+    fn purchase(seq: u64, id: &str, receipt: &str) -> WireEvent {
+        let mut ulid = [b'0'; 26];
+        for (slot, b) in ulid.iter_mut().rev().zip(id.bytes().rev()) {
+            *slot = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"[usize::from(b) % 32];
+        }
         WireEvent {
             seq,
-            id: id.into(),
+            id: String::from_utf8(ulid.to_vec()).unwrap(),
             kind: "purchase".into(),
             at: "2026-11-23T13:05:00.123Z".into(),
             clock_synced: true,
             till: "t1".into(),
-            body: RawValue::from_string("{}".into()).unwrap(),
+            body: RawValue::from_string(format!(
+                r#"{{"receipt":"{receipt}","lines":[],"total_minor":1,"currency":"EUR","customer":null}}"#
+            ))
+            .unwrap(),
         }
+    }
+
+    #[test]
+    fn a_second_purchase_with_a_used_receipt_and_an_invalid_event_fill_their_slots_unapplied() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("c.db")).unwrap();
+        let mut bad_kind = event(3, "c");
+        bad_kind.kind = "teleport".into();
+        let mut bad_at = event(4, "d");
+        bad_at.at = "yesterday".into();
+        let mut not_object = event(5, "e");
+        not_object.body = RawValue::from_string("[1]".into()).unwrap();
+        let o = store
+            .store_batch(
+                "s",
+                "g",
+                &[
+                    event(1, "a"),
+                    purchase(2, "b", "r-1"),
+                    bad_kind,
+                    bad_at,
+                    not_object,
+                ],
+            )
+            .unwrap();
+        assert_eq!((o.acked_upto, o.stored, o.refused), (5, 1, 4));
+        let applied: Vec<(i64, Option<i64>, Option<String>)> = store
+            .conn
+            .prepare("SELECT seq, applied, refused FROM events ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(applied[0].1.is_some() && applied[0].2.is_none());
+        for (seq, applied, refused) in &applied[1..] {
+            assert!(applied.is_none(), "seq {seq} was applied");
+            assert!(refused.is_some(), "seq {seq} has no reason");
+        }
+        assert!(applied[1]
+            .2
+            .as_deref()
+            .unwrap()
+            .starts_with("duplicate_receipt"));
     }
 
     #[test]

@@ -280,10 +280,31 @@ pub struct JournalSection {
     /// acked events are deleted. Unacked events are never deleted.
     #[serde(default = "default_keep_acked")]
     pub keep_acked: u64,
+    /// Idempotency keys and receipts kept, counted in acked events, so a till retrying a sale
+    /// after its event was deleted is still answered as a replay or a duplicate. At least
+    /// `keep_acked`.
+    #[serde(default = "default_keep_keys")]
+    pub keep_keys: u64,
 }
 
 fn default_keep_acked() -> u64 {
     crate::journal::DEFAULT_KEEP_ACKED
+}
+
+/// The shortest window for idempotency keys and receipts, in acked events.
+const MIN_KEEP_KEYS: u64 = 1_000;
+
+fn default_keep_keys() -> u64 {
+    crate::journal::DEFAULT_KEEP_KEYS
+}
+
+impl JournalSection {
+    pub fn retention(&self) -> crate::journal::Retention {
+        crate::journal::Retention {
+            keep_acked: self.keep_acked,
+            keep_keys: self.keep_keys,
+        }
+    }
 }
 
 /// The local HTTP API for tills and kiosks.
@@ -293,9 +314,17 @@ pub struct ApiSection {
     /// Listen address; loopback by default so only the box's own tills reach it.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
-    /// Bearer tokens; when non-empty every `/v1` call needs one of them.
+    /// Bearer tokens; when non-empty every `/v1` call and `/metrics` need one of them, and
+    /// `/healthz` shows only `{"status"}` without one.
     #[serde(default)]
     pub tokens: Vec<String>,
+    /// Time a client has to send a request's headers (also the idle time of a kept-alive
+    /// connection); a socket that sends nothing is closed after it.
+    #[serde(default = "default_header_timeout_ms")]
+    pub header_timeout_ms: u64,
+    /// Connections one remote address may hold; the tills of a store each have their own.
+    #[serde(default = "default_connections_per_peer")]
+    pub connections_per_peer: usize,
 }
 
 impl Default for ApiSection {
@@ -303,8 +332,18 @@ impl Default for ApiSection {
         ApiSection {
             listen: default_listen(),
             tokens: Vec::new(),
+            header_timeout_ms: default_header_timeout_ms(),
+            connections_per_peer: default_connections_per_peer(),
         }
     }
+}
+
+fn default_header_timeout_ms() -> u64 {
+    10_000
+}
+
+fn default_connections_per_peer() -> usize {
+    32
 }
 
 fn default_listen() -> SocketAddr {
@@ -589,6 +628,36 @@ impl GatewayConfig {
                     ),
                 ));
             }
+        }
+        if self.journal.keep_keys < MIN_KEEP_KEYS {
+            return Err(ConfigError::key(
+                "journal.keep_keys",
+                format!("must be at least {MIN_KEEP_KEYS}: a till's retry must be recognised after its event is compacted"),
+            ));
+        }
+        if self.journal.keep_keys < self.journal.keep_acked {
+            return Err(ConfigError::key(
+                "journal.keep_keys",
+                format!(
+                    "must be at least journal.keep_acked ({}): receipts and idempotency keys outlive their events",
+                    self.journal.keep_acked
+                ),
+            ));
+        }
+        if !(100..=300_000).contains(&self.api.header_timeout_ms) {
+            return Err(ConfigError::key(
+                "api.header_timeout_ms",
+                "must be between 100 and 300000 (10000 is the default)",
+            ));
+        }
+        if !(1..=crate::api::MAX_CONNECTIONS).contains(&self.api.connections_per_peer) {
+            return Err(ConfigError::key(
+                "api.connections_per_peer",
+                format!(
+                    "must be between 1 and {} (32 is the default)",
+                    crate::api::MAX_CONNECTIONS
+                ),
+            ));
         }
         if self.api.tokens.iter().any(|t| t.len() < 16) {
             return Err(ConfigError::key(

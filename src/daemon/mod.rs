@@ -35,6 +35,10 @@ pub enum DaemonError {
     Devices(std::io::Error),
     #[error("a daemon task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+    /// A long-lived part stopped on its own: the daemon stops too and exits non-zero, so
+    /// systemd (`Restart=on-failure`) starts it afresh instead of it running on half-dead.
+    #[error("{part} stopped unexpectedly ({reason}); shutting down so the service manager restarts storegate")]
+    PartEnded { part: &'static str, reason: String },
     #[error(transparent)]
     CouponKeys(#[from] crate::codes::coupon::KeyError),
 }
@@ -58,7 +62,7 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let metrics = Arc::new(Metrics::new());
     let (journal, writer) =
-        Journal::open_with_retention(&config.journal.path, clock, config.journal.keep_acked)?;
+        Journal::open_with_retention(&config.journal.path, clock, config.journal.retention())?;
     let listener = TcpListener::bind(config.api.listen)
         .await
         .map_err(|source| DaemonError::Listen {
@@ -119,12 +123,21 @@ pub async fn run(
         printing,
     };
     let position = *journal.position().borrow();
-    drop(journal);
 
     let (stop_api, api_stopped) = watch::channel(false);
     let (stop_sync, sync_stopped) = watch::channel(false);
-    let api_task = tokio::spawn(api::serve(listener, state, signalled(api_stopped)));
-    let sync_task = tokio::spawn(sync.run(signalled(sync_stopped)));
+    let limits = api::Limits {
+        header_timeout: std::time::Duration::from_millis(config.api.header_timeout_ms),
+        per_peer: config.api.connections_per_peer,
+    };
+    let mut api_task = Some(tokio::spawn(api::serve(
+        listener,
+        state,
+        limits,
+        signalled(api_stopped),
+    )));
+    let mut sync_task = Some(tokio::spawn(sync.run(signalled(sync_stopped))));
+    let mut router_task = Some(router_task);
     on_ready(Ready {
         api: api_addr,
         store: config.gateway.store.clone(),
@@ -134,18 +147,88 @@ pub async fn run(
     });
     tracing::info!(%api_addr, last_seq = position.last_seq, acked = position.acked_upto, "gateway ready");
 
-    shutdown.await;
+    let failure = supervise(
+        shutdown,
+        &journal,
+        &mut api_task,
+        &mut sync_task,
+        &mut router_task,
+    )
+    .await;
+    drop(journal);
+    if let Some(failure) = &failure {
+        tracing::error!(%failure, "a part of the daemon failed");
+    }
     tracing::info!("shutting down: intake first (devices, API), then sync");
     tokio::task::spawn_blocking(move || devices.stop()).await?;
     // The devices' event senders are gone with their threads: the router drains and ends.
-    router_task.await?;
+    if let Some(task) = router_task {
+        task.await?;
+    }
     let _ = stop_api.send(true);
-    api_task.await?.map_err(DaemonError::Api)?;
+    if let Some(task) = api_task {
+        task.await?.map_err(DaemonError::Api)?;
+    }
     let _ = stop_sync.send(true);
-    sync_task.await??;
+    if let Some(task) = sync_task {
+        task.await??;
+    }
     // Every Journal handle is gone now; the writer commits what is queued and exits.
     tokio::task::spawn_blocking(move || writer.join()).await?;
-    Ok(())
+    failure.map_or(Ok(()), Err)
+}
+
+type Task<T> = Option<tokio::task::JoinHandle<T>>;
+
+/// Waits for `shutdown`, or for the first long-lived part to end on its own; that part's
+/// handle is taken (it has finished) and its failure returned.
+async fn supervise(
+    shutdown: impl std::future::Future<Output = ()>,
+    journal: &Journal,
+    api: &mut Task<std::io::Result<()>>,
+    sync: &mut Task<Result<(), SyncError>>,
+    router: &mut Task<()>,
+) -> Option<DaemonError> {
+    let ended = |part: &'static str, reason: String| Some(DaemonError::PartEnded { part, reason });
+    let joined = |result: Result<String, tokio::task::JoinError>| match result {
+        Ok(reason) => reason,
+        Err(error) if error.is_panic() => "it panicked".to_string(),
+        Err(error) => error.to_string(),
+    };
+    tokio::pin!(shutdown);
+    loop {
+        return tokio::select! {
+            _ = &mut shutdown => None,
+            _ = journal.closed() => ended("the journal writer", "its thread ended".into()),
+            result = join(api) => ended("the API server", joined(result.map(|r| match r {
+                Ok(()) => "it returned".to_string(),
+                Err(error) => error.to_string(),
+            }))),
+            result = join(sync) => ended("sync", joined(result.map(|r| match r {
+                Ok(()) => "it returned".to_string(),
+                Err(error) => error.to_string(),
+            }))),
+            // The router ends by itself once no device can send (none configured): only a
+            // panic is a failure.
+            result = join(router) => match result {
+                Ok(()) => continue,
+                Err(error) => ended("the device event router", joined(Err(error))),
+            },
+        };
+    }
+}
+
+/// Awaits a task once and forgets its handle (a finished `JoinHandle` must not be polled
+/// again); a task already taken never resolves.
+async fn join<T>(task: &mut Task<T>) -> Result<T, tokio::task::JoinError> {
+    match task.as_mut() {
+        Some(handle) => {
+            let result = handle.await;
+            *task = None;
+            result
+        }
+        None => std::future::pending().await,
+    }
 }
 
 /// A future that resolves when the watch flips to true (or its sender is gone).

@@ -12,9 +12,9 @@ use super::printer::Printer;
 use super::scanner::SerialScanner;
 use super::wedge::KeyboardWedge;
 use super::{DeviceCommand, DeviceContext, DeviceEvent, DeviceState, DeviceStatus, Driver, Stop};
+use crate::backoff::Backoff;
 use crate::config::DevicesSection;
 use crate::metrics::Metrics;
-use crate::sync::Backoff;
 
 /// First and longest pause before reopening a failed device.
 const REOPEN_MIN: Duration = Duration::from_millis(200);

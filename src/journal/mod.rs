@@ -5,30 +5,39 @@
 //!   then is its caller answered. A crash at any instant loses no answered event.
 //! - `seq` is assigned inside the committing transaction from the `last_seq` counter, so it is
 //!   gap-free, strictly increasing from 1 and never reused, even after acked events are deleted.
+//! - One process per journal: `<journal>.lock` is held (flock) by the writer for as long as it
+//!   runs, and a second opener is refused naming the holder's pid.
 //! - Only the writer thread writes. Many callers' appends share one transaction and one fsync
 //!   (group commit): the thread takes every request already queued, commits them together, then
 //!   answers each. A refused append (a duplicate receipt, a reused idempotency key) writes
 //!   nothing, so it fails alone and its neighbours in the group commit.
-//! - `acked_upto` only grows, and only from central's application ack (never from a broker
-//!   PUBACK). Events above it form the outbox.
+//! - `acked_upto` only grows, only from central's application ack (never from a broker
+//!   PUBACK), and never past `last_seq`: an ack beyond the journal moves nothing and deletes
+//!   nothing. Events above it form the outbox.
+//! - `seq` never exceeds PROTOCOL.md's 2^53 - 1; an append past it is refused, never wrapped.
 //! - Only acked events are ever deleted: all but the newest `keep_acked` of them, at most
 //!   `COMPACT_BATCH` per ack so a compaction never stretches a commit. Seq is unaffected (it
-//!   comes from `last_seq`); a compacted receipt's uniqueness is no longer checked.
+//!   comes from `last_seq`). Idempotency keys and receipts live in tables of their own with a
+//!   longer window (`keep_keys`), so a retry after compaction is still a replay or a
+//!   duplicate, never a second sale.
 //!
-//! # On-disk format (schema version 3, `PRAGMA user_version`)
-//! - `events(seq INTEGER PRIMARY KEY, id, kind, at, clock_synced, till, receipt, body)`;
-//!   `receipt` is unique where present (PROTOCOL.md: unique per gateway).
+//! # On-disk format (schema version 4, `PRAGMA user_version`)
+//! - `events(seq INTEGER PRIMARY KEY, id, kind, at, clock_synced, till, receipt, body)`.
+//! - `receipts(receipt PRIMARY KEY, seq, id)` (version 4): every purchase's receipt, unique
+//!   per gateway (PROTOCOL.md), indexed by `seq` for retention.
 //! - `idempotency(key PRIMARY KEY, fingerprint, seq, id)`: HTTP `Idempotency-Key`s, indexed
 //!   by `seq` (version 2) so retention deletes them without a scan.
 //! - `counters(name PRIMARY KEY, value)`: `last_seq`, `acked_upto`, `session`.
 //! - `identity_refs(hash PRIMARY KEY, profile)` (version 3): the profile ref each identifier
 //!   hash was first recorded under; kept by retention.
 
+mod lock;
 mod outbox;
 pub mod print_queue;
 mod schema;
 mod writer;
 
+pub use lock::{lock_path, JournalLock};
 pub use outbox::Outbox;
 pub use writer::WriterThread;
 
@@ -92,6 +101,8 @@ pub enum AppendError {
     IdempotencyMismatch(String),
     #[error("the journal's disk is full; nothing was recorded")]
     DiskFull,
+    #[error("the journal reached the protocol's largest seq (2^53 - 1); nothing was recorded")]
+    SeqExhausted,
     #[error("journal storage failed: {0}")]
     Storage(String),
     #[error("the journal is shut down")]
@@ -120,6 +131,13 @@ pub enum JournalError {
     Closed,
     #[error("cannot start the journal writer thread: {0}")]
     Thread(std::io::Error),
+    #[error("journal {path} is in use by another storegate ({}); stop it first, or give this one its own [journal] path", holder.map_or("pid unknown".to_string(), |p| format!("pid {p}")))]
+    InUse { path: String, holder: Option<u32> },
+    #[error("journal lock {path}: {source}")]
+    Lock {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// Counters kept beside the events.
@@ -130,6 +148,11 @@ pub struct Position {
     /// Transactions committed by this process (each one fsync); fewer than appends under
     /// concurrent load is group commit at work.
     pub commits: u64,
+    /// The last commit failed (its error is in `Journal::health`); the next one that succeeds
+    /// clears it.
+    pub failing: bool,
+    /// The last commit failed because the disk is full: intake answers 507 until it is not.
+    pub disk_full: bool,
 }
 
 impl Position {
@@ -157,9 +180,10 @@ pub(crate) enum Command {
 pub enum AckOutcome {
     Advanced,
     Stale,
-    /// Central acked beyond our last seq: this journal was restored from an older copy. The
-    /// seq counter was moved past the ack so no seq central already holds is ever reused.
-    AheadOfJournal,
+    /// An ack beyond this journal's last seq (a journal restored from an old backup, a second
+    /// box with the same gateway id, or a forgery): nothing moved and nothing was deleted
+    /// (PROTOCOL.md "Cumulative ack"); numbering goes on from this journal.
+    BeyondJournal,
 }
 
 /// A handle to the journal; cheap to clone, each clone talks to the one writer thread.
@@ -173,6 +197,30 @@ pub struct Journal {
 /// Acked events kept by default: about a week of a busy store's receipts.
 pub const DEFAULT_KEEP_ACKED: u64 = 100_000;
 
+/// Idempotency keys and receipts kept by default, counted in acked events: weeks of a busy
+/// store, far longer than any till retries a request.
+pub const DEFAULT_KEEP_KEYS: u64 = 1_000_000;
+
+/// What the journal keeps once central has acked it. Counted in events, not days, so a clock
+/// that jumps (guarantee 8) changes nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Acked events kept (the newest), for reprints and lookups.
+    pub keep_acked: u64,
+    /// Idempotency keys and receipts kept (those of the newest acked events), so a retried
+    /// request is recognised after its event was deleted. Never fewer than `keep_acked`.
+    pub keep_keys: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            keep_acked: DEFAULT_KEEP_ACKED,
+            keep_keys: DEFAULT_KEEP_KEYS,
+        }
+    }
+}
+
 /// Appends queued beyond this wait for room, which is back-pressure on intake rather than
 /// unbounded memory.
 const QUEUE_DEPTH: usize = 4096;
@@ -183,21 +231,22 @@ impl Journal {
         path: &Path,
         clock: Arc<dyn Clock>,
     ) -> Result<(Journal, WriterThread), JournalError> {
-        Self::open_with_retention(path, clock, DEFAULT_KEEP_ACKED)
+        Self::open_with_retention(path, clock, Retention::default())
     }
 
-    /// Opens the journal keeping at most `keep_acked` events that central has acked (the newest
-    /// ones, for reprints and lookups); older acked events are deleted as acks arrive.
+    /// Opens the journal with a retention policy: older acked events, and older keys and
+    /// receipts, are deleted as acks arrive.
     pub fn open_with_retention(
         path: &Path,
         clock: Arc<dyn Clock>,
-        keep_acked: u64,
+        retention: Retention,
     ) -> Result<(Journal, WriterThread), JournalError> {
+        let lock = JournalLock::acquire(path)?;
         let conn = schema::open_and_migrate(path)?;
         let (commands, receiver) = mpsc::channel(QUEUE_DEPTH);
         let start = writer::read_position(&conn)?;
         let (position_tx, position) = watch::channel(start);
-        let thread = writer::spawn(conn, clock, keep_acked, receiver, position_tx)?;
+        let thread = writer::spawn(conn, lock, clock, retention, receiver, position_tx)?;
         Ok((
             Journal {
                 commands,
@@ -262,5 +311,25 @@ impl Journal {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The journal's state for `/healthz`: `Err` with the reason while it cannot commit.
+    pub fn health(&self) -> Result<(), String> {
+        if self.commands.is_closed() {
+            return Err("the journal writer has stopped".into());
+        }
+        let position = *self.position.borrow();
+        if position.disk_full {
+            Err("the journal's disk is full; intake answers 507 until space is freed".into())
+        } else if position.failing {
+            Err("the last journal commit failed; see the log".into())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Resolves when the writer thread has stopped (every handle's requests then fail).
+    pub async fn closed(&self) {
+        self.commands.closed().await
     }
 }

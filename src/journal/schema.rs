@@ -34,6 +34,15 @@ const MIGRATIONS: &[&str] = &[
     // 2 -> 3: card readers identify customers offline; a card seen again must resolve to the
     // ref it got the first time, even after retention deleted that event.
     "CREATE TABLE identity_refs(hash TEXT PRIMARY KEY, profile TEXT NOT NULL) WITHOUT ROWID;",
+    // 3 -> 4: a till retrying a sale after its event was compacted must still be told it is a
+    // duplicate, so receipts (like idempotency keys) are kept by a window of their own
+    // (`keep_keys`), not by event retention.
+    "CREATE TABLE receipts(receipt TEXT PRIMARY KEY, seq INTEGER NOT NULL, id TEXT NOT NULL)
+        WITHOUT ROWID;
+    CREATE INDEX receipts_seq ON receipts(seq);
+    INSERT INTO receipts(receipt, seq, id)
+        SELECT receipt, seq, id FROM events WHERE receipt IS NOT NULL;
+    DROP INDEX events_receipt;",
 ];
 
 pub(super) fn open_and_migrate(path: &Path) -> Result<Connection, JournalError> {

@@ -6,7 +6,9 @@ use std::time::SystemTime;
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use tokio::sync::{mpsc, watch};
 
-use super::{AckOutcome, AppendError, Appended, Command, JournalError, NewEvent, Position};
+use super::{
+    AckOutcome, AppendError, Appended, Command, JournalError, NewEvent, Position, Retention,
+};
 use crate::clock::{self, Clock};
 use crate::protocol::timestamp;
 
@@ -32,6 +34,8 @@ pub(super) fn read_position(conn: &Connection) -> Result<Position, JournalError>
         last_seq: counter(conn, "last_seq")?,
         acked_upto: counter(conn, "acked_upto")?,
         commits: 0,
+        failing: false,
+        disk_full: false,
     })
 }
 
@@ -44,15 +48,20 @@ fn counter(conn: &Connection, name: &str) -> rusqlite::Result<u64> {
 
 pub(super) fn spawn(
     conn: Connection,
+    lock: super::JournalLock,
     clock: Arc<dyn Clock>,
-    keep_acked: u64,
+    retention: Retention,
     commands: mpsc::Receiver<Command>,
     position: watch::Sender<Position>,
 ) -> Result<WriterThread, JournalError> {
-    let mut writer = Writer::new(conn, clock, keep_acked, position)?;
+    let mut writer = Writer::new(conn, clock, retention, position)?;
     let handle = std::thread::Builder::new()
         .name("journal-writer".into())
-        .spawn(move || writer.run(commands))
+        .spawn(move || {
+            // The lock goes when the writer is done with the file, not before.
+            let _lock = lock;
+            writer.run(commands)
+        })
         .map_err(JournalError::Thread)?;
     Ok(WriterThread(handle))
 }
@@ -60,7 +69,7 @@ pub(super) fn spawn(
 struct Writer {
     conn: Connection,
     clock: Arc<dyn Clock>,
-    keep_acked: u64,
+    retention: Retention,
     position: watch::Sender<Position>,
     current: Position,
     /// The newest `at` committed so far: a clock that goes backwards is flagged unsynced.
@@ -68,26 +77,17 @@ struct Writer {
 }
 
 /// What one command will answer once its group commits.
-enum Pending {
-    Append(
-        tokio::sync::oneshot::Sender<Result<Appended, AppendError>>,
-        Result<Appended, AppendError>,
-    ),
-    Ack(
-        tokio::sync::oneshot::Sender<Result<AckOutcome, String>>,
-        Result<AckOutcome, String>,
-    ),
-    Session(
-        tokio::sync::oneshot::Sender<Result<u64, String>>,
-        Result<u64, String>,
-    ),
+enum Answer {
+    Append(Result<Appended, AppendError>),
+    Ack(AckOutcome),
+    Session(u64),
 }
 
 impl Writer {
     fn new(
         conn: Connection,
         clock: Arc<dyn Clock>,
-        keep_acked: u64,
+        retention: Retention,
         position: watch::Sender<Position>,
     ) -> Result<Writer, JournalError> {
         let current = read_position(&conn)?;
@@ -100,7 +100,7 @@ impl Writer {
         Ok(Writer {
             conn,
             clock,
-            keep_acked,
+            retention,
             position,
             current,
             last_at,
@@ -121,15 +121,19 @@ impl Writer {
         }
     }
 
+    /// Commits the group and answers every caller in it: with its result after the commit,
+    /// or with the storage error when the commit failed (a full disk is `DiskFull`, so the API
+    /// says 507 and the caller may retry once space is back).
     fn commit_group(&mut self, group: &mut Vec<Command>) {
         let before = self.current;
         let before_at = self.last_at;
-        let outcome = self.apply_group(group);
-        match outcome {
+        match self.apply_group(group) {
             Ok(answers) => {
+                self.current.failing = false;
+                self.current.disk_full = false;
                 self.position.send_replace(self.current);
-                for answer in answers {
-                    answer.send();
+                for (command, answer) in group.drain(..).zip(answers) {
+                    answer_command(command, answer);
                 }
             }
             Err(error) => {
@@ -138,62 +142,48 @@ impl Writer {
                 self.current = before;
                 self.last_at = before_at;
                 let refusal = append_error(&error);
+                self.current.failing = true;
+                self.current.disk_full = refusal == AppendError::DiskFull;
+                self.position.send_replace(self.current);
                 tracing::error!(%error, "journal commit failed; {} requests refused", group.len());
                 for command in group.drain(..) {
-                    match command {
-                        Command::Append { reply, .. } => {
-                            let _ = reply.send(Err(refusal.clone()));
-                        }
-                        Command::Ack { reply, .. } => {
-                            let _ = reply.send(Err(error.to_string()));
-                        }
-                        Command::NextSession { reply } => {
-                            let _ = reply.send(Err(error.to_string()));
-                        }
-                    }
+                    refuse_command(command, &refusal, &error);
                 }
             }
         }
-        group.clear();
     }
 
-    fn apply_group(&mut self, group: &mut Vec<Command>) -> rusqlite::Result<Vec<Pending>> {
+    fn apply_group(&mut self, group: &[Command]) -> rusqlite::Result<Vec<Answer>> {
         let tx = self.conn.transaction()?;
         let mut answers = Vec::with_capacity(group.len());
         let mut current = self.current;
         let mut last_at = self.last_at;
         // The kernel's sync state is a syscall; it cannot meaningfully change within one group.
         let synchronised = self.clock.synchronised();
-        for command in group.drain(..) {
-            match command {
-                Command::Append { event, reply } => {
-                    let result = append(
-                        &tx,
-                        &*self.clock,
-                        synchronised,
-                        &mut current,
-                        &mut last_at,
-                        event,
-                    )?;
-                    answers.push(Pending::Append(reply, result));
-                }
-                Command::Ack { upto, reply } => {
-                    let result = record_ack(&tx, &mut current, upto)?;
-                    answers.push(Pending::Ack(reply, Ok(result)));
-                }
-                Command::NextSession { reply } => {
+        for command in group {
+            let answer = match command {
+                Command::Append { event, .. } => Answer::Append(append(
+                    &tx,
+                    &*self.clock,
+                    synchronised,
+                    &mut current,
+                    &mut last_at,
+                    event,
+                )?),
+                Command::Ack { upto, .. } => Answer::Ack(record_ack(&tx, &mut current, *upto)?),
+                Command::NextSession { .. } => {
                     tx.execute(
                         "UPDATE counters SET value = value + 1 WHERE name = 'session'",
                         [],
                     )?;
-                    let session = counter(&tx, "session")?;
-                    answers.push(Pending::Session(reply, Ok(session)));
+                    Answer::Session(counter(&tx, "session")?)
                 }
-            }
+            };
+            answers.push(answer);
         }
         // Once per group, after every ack in it: several acks in one group compact once.
         if current.acked_upto > self.current.acked_upto {
-            compact(&tx, current.acked_upto, self.keep_acked)?;
+            compact(&tx, current.acked_upto, self.retention)?;
         }
         tx.execute(
             "UPDATE counters SET value = ?1 WHERE name = 'last_seq'",
@@ -207,19 +197,37 @@ impl Writer {
     }
 }
 
-impl Pending {
-    fn send(self) {
-        // A caller that gave up (HTTP client gone) does not undo the commit; ignore it.
-        match self {
-            Pending::Append(reply, result) => {
-                let _ = reply.send(result);
-            }
-            Pending::Ack(reply, result) => {
-                let _ = reply.send(result);
-            }
-            Pending::Session(reply, result) => {
-                let _ = reply.send(result);
-            }
+/// Sends a committed group's answer. A caller that gave up (HTTP client gone) does not undo
+/// the commit; its closed channel is ignored.
+fn answer_command(command: Command, answer: Answer) {
+    match (command, answer) {
+        (Command::Append { reply, .. }, Answer::Append(result)) => {
+            let _ = reply.send(result);
+        }
+        (Command::Ack { reply, .. }, Answer::Ack(outcome)) => {
+            let _ = reply.send(Ok(outcome));
+        }
+        (Command::NextSession { reply }, Answer::Session(session)) => {
+            let _ = reply.send(Ok(session));
+        }
+        (command, _) => refuse_command(
+            command,
+            &AppendError::Storage("journal writer answered out of order".into()),
+            &rusqlite::Error::InvalidQuery,
+        ),
+    }
+}
+
+fn refuse_command(command: Command, refusal: &AppendError, error: &rusqlite::Error) {
+    match command {
+        Command::Append { reply, .. } => {
+            let _ = reply.send(Err(refusal.clone()));
+        }
+        Command::Ack { reply, .. } => {
+            let _ = reply.send(Err(error.to_string()));
+        }
+        Command::NextSession { reply } => {
+            let _ = reply.send(Err(error.to_string()));
         }
     }
 }
@@ -232,7 +240,7 @@ fn append(
     synchronised: bool,
     current: &mut Position,
     last_at: &mut Option<SystemTime>,
-    event: NewEvent,
+    event: &NewEvent,
 ) -> rusqlite::Result<Result<Appended, AppendError>> {
     if let Some(idem) = &event.idempotency {
         let existing: Option<(Vec<u8>, i64, String)> = tx
@@ -253,29 +261,26 @@ fn append(
     let now = clock.now();
     let went_backwards = last_at.is_some_and(|last| now < last);
     let clock_synced = synchronised && clock::plausible(now) && !went_backwards;
-    let seq = current.last_seq + 1;
+    let Some(seq) = current
+        .last_seq
+        .checked_add(1)
+        .filter(|s| crate::protocol::is_valid_seq(*s))
+    else {
+        return Ok(Err(AppendError::SeqExhausted));
+    };
     let id = ulid::Ulid::from_datetime(now.max(std::time::UNIX_EPOCH)).to_string();
-    let inserted = tx
-        .prepare_cached(
-            "INSERT INTO events(seq, id, kind, at, clock_synced, till, receipt, body)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )?
-        .execute(params![
-            seq as i64,
-            id,
-            event.kind.as_str(),
-            timestamp(now),
-            clock_synced,
-            event.till,
-            event.receipt,
-            event.body
-        ]);
-    // The unique receipt index is the check: a failed INSERT statement writes nothing, so the
-    // common case costs one index probe instead of a lookup plus an insert.
-    if let (Err(error), Some(receipt)) = (&inserted, &event.receipt) {
-        if error.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) {
+    if let Some(receipt) = &event.receipt {
+        // The receipts table's key is the check: a failed INSERT statement writes nothing, so
+        // the common case costs one index probe instead of a lookup plus an insert.
+        let inserted = tx
+            .prepare_cached("INSERT INTO receipts(receipt, seq, id) VALUES (?1, ?2, ?3)")?
+            .execute(params![receipt, seq as i64, id]);
+        if let Err(error) = inserted {
+            if error.sqlite_error_code() != Some(rusqlite::ErrorCode::ConstraintViolation) {
+                return Err(error);
+            }
             let (held_seq, held_id): (i64, String) = tx
-                .prepare_cached("SELECT seq, id FROM events WHERE receipt = ?1")?
+                .prepare_cached("SELECT seq, id FROM receipts WHERE receipt = ?1")?
                 .query_row([receipt], |r| Ok((r.get(0)?, r.get(1)?)))?;
             return Ok(Err(AppendError::DuplicateReceipt {
                 receipt: receipt.clone(),
@@ -284,7 +289,20 @@ fn append(
             }));
         }
     }
-    inserted?;
+    tx.prepare_cached(
+        "INSERT INTO events(seq, id, kind, at, clock_synced, till, receipt, body)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        seq as i64,
+        id,
+        event.kind.as_str(),
+        timestamp(now),
+        clock_synced,
+        event.till,
+        event.receipt,
+        event.body
+    ])?;
     if let Some(idem) = &event.idempotency {
         tx.prepare_cached(
             "INSERT INTO idempotency(key, fingerprint, seq, id) VALUES (?1, ?2, ?3, ?4)",
@@ -313,30 +331,43 @@ fn record_ack(
     current: &mut Position,
     upto: u64,
 ) -> rusqlite::Result<AckOutcome> {
+    if upto > current.last_seq {
+        return Ok(AckOutcome::BeyondJournal);
+    }
     if upto <= current.acked_upto {
         return Ok(AckOutcome::Stale);
-    }
-    let mut outcome = AckOutcome::Advanced;
-    if upto > current.last_seq {
-        current.last_seq = upto;
-        outcome = AckOutcome::AheadOfJournal;
     }
     current.acked_upto = upto;
     tx.execute(
         "UPDATE counters SET value = ?1 WHERE name = 'acked_upto'",
         [upto as i64],
     )?;
-    Ok(outcome)
+    Ok(AckOutcome::Advanced)
 }
 
-/// Deletes acked events older than the newest `keep_acked` acked ones, and their
-/// idempotency keys. Never touches an unacked event.
-fn compact(tx: &Transaction<'_>, acked_upto: u64, keep_acked: u64) -> rusqlite::Result<()> {
-    let cutoff = acked_upto.saturating_sub(keep_acked);
+/// Deletes acked events older than the newest `keep_acked` acked ones, and idempotency keys
+/// and receipts older than the newest `keep_keys` acked events: a retry is recognised long
+/// after its event is gone. Never touches an unacked event.
+fn compact(tx: &Transaction<'_>, acked_upto: u64, retention: Retention) -> rusqlite::Result<()> {
+    compact_table(
+        tx,
+        "events",
+        acked_upto.saturating_sub(retention.keep_acked),
+    )?;
+    let keys_cutoff = acked_upto.saturating_sub(retention.keep_keys);
+    compact_table(tx, "idempotency", keys_cutoff)?;
+    compact_table(tx, "receipts", keys_cutoff)?;
+    Ok(())
+}
+
+/// Deletes rows with `seq <= cutoff` from `table`, at most `COMPACT_BATCH` seqs' worth per
+/// call so a compaction never stretches a commit; the rest go with the next acks.
+fn compact_table(tx: &Transaction<'_>, table: &str, cutoff: u64) -> rusqlite::Result<()> {
     if cutoff == 0 {
         return Ok(());
     }
-    let oldest: Option<i64> = tx.query_row("SELECT MIN(seq) FROM events", [], |r| r.get(0))?;
+    let oldest: Option<i64> =
+        tx.query_row(&format!("SELECT MIN(seq) FROM {table}"), [], |r| r.get(0))?;
     let Some(oldest) = oldest.map(|o| o.max(0) as u64) else {
         return Ok(());
     };
@@ -344,9 +375,7 @@ fn compact(tx: &Transaction<'_>, acked_upto: u64, keep_acked: u64) -> rusqlite::
         return Ok(());
     }
     let upto = cutoff.min(oldest + COMPACT_BATCH - 1) as i64;
-    tx.prepare_cached("DELETE FROM events WHERE seq <= ?1")?
-        .execute([upto])?;
-    tx.prepare_cached("DELETE FROM idempotency WHERE seq <= ?1")?
+    tx.prepare_cached(&format!("DELETE FROM {table} WHERE seq <= ?1"))?
         .execute([upto])?;
     Ok(())
 }

@@ -21,6 +21,18 @@ impl EventKind {
             EventKind::OrderPlaced => "order_placed",
         }
     }
+
+    /// The kind a wire name stands for; `None` for a kind PROTOCOL.md does not define.
+    pub fn from_wire(kind: &str) -> Option<EventKind> {
+        [
+            EventKind::Purchase,
+            EventKind::CouponRedeemed,
+            EventKind::IdentitySeen,
+            EventKind::OrderPlaced,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == kind)
+    }
 }
 
 /// A till id as the API and device config accept it: 1-32 letters, digits, `-` or `_`.

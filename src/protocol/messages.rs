@@ -16,6 +16,65 @@ pub struct WireEvent {
     pub body: Box<RawValue>,
 }
 
+impl WireEvent {
+    /// What a receiver checks before an event may touch its state (PROTOCOL.md "Event
+    /// batch"): a known kind, a ULID id, an RFC 3339 `at`, a till id, an object body, and for
+    /// a purchase the fields central applies (`receipt`, integer money). Unknown fields pass.
+    pub fn check(&self) -> Result<(), String> {
+        let kind = super::EventKind::from_wire(&self.kind)
+            .ok_or_else(|| format!("unknown event kind {:?}", truncated(&self.kind)))?;
+        if self.id.parse::<ulid::Ulid>().is_err() {
+            return Err(format!("id {:?} is not a ULID", truncated(&self.id)));
+        }
+        if humantime::parse_rfc3339(&self.at).is_err() {
+            return Err(format!(
+                "at {:?} is not an RFC 3339 time",
+                truncated(&self.at)
+            ));
+        }
+        if !super::is_till_id(&self.till) {
+            return Err(format!("till {:?} is not a till id", truncated(&self.till)));
+        }
+        let body: serde_json::Value =
+            serde_json::from_str(self.body.get()).map_err(|e| format!("body: {e}"))?;
+        let body = body.as_object().ok_or("body is not a JSON object")?;
+        if kind == super::EventKind::Purchase {
+            let receipt = body.get("receipt").and_then(|r| r.as_str());
+            if receipt.is_none_or(|r| r.trim().is_empty()) {
+                return Err("purchase without a receipt".into());
+            }
+            for field in ["total_minor"] {
+                if !body.get(field).is_some_and(|v| v.is_i64()) {
+                    return Err(format!("purchase {field} is not an integer"));
+                }
+            }
+            if !body.get("currency").is_some_and(|v| v.is_string()) {
+                return Err("purchase currency is not a string".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// A purchase's receipt id (unique per gateway), if this event is one.
+    pub fn receipt(&self) -> Option<String> {
+        if self.kind != super::EventKind::Purchase.as_str() {
+            return None;
+        }
+        #[derive(Deserialize)]
+        struct Receipt {
+            receipt: String,
+        }
+        serde_json::from_str::<Receipt>(self.body.get())
+            .ok()
+            .map(|r| r.receipt)
+    }
+}
+
+/// At most 64 characters of a refused value, for a log line.
+fn truncated(value: &str) -> String {
+    value.chars().take(64).collect()
+}
+
 /// `…/events`: a gateway's batch, in seq order.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct EventBatch {
@@ -42,6 +101,9 @@ pub struct GatewayStatus {
     pub backlog: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config: Option<serde_json::Value>,
+    /// Short codes of conditions an operator must act on (`ack_beyond_journal`, …).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alarms: Vec<String>,
 }
 
 /// `…/rpc/req`.

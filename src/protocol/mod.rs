@@ -11,10 +11,13 @@ pub use messages::*;
 /// PROTOCOL.md: "no payload exceeds 256 KiB"; larger inbound payloads are refused and counted.
 pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;
 
-/// rumqttc refuses packets above its limit by dropping the connection; set it well above the
-/// protocol's payload cap (topic and header bytes come on top) so an oversized payload reaches
-/// our own check, is counted and ignored, instead of looping the connection on a retained one.
-pub const MAX_PACKET_BYTES: usize = 1024 * 1024;
+/// PROTOCOL.md: `seq` and `rev` lie in 1 … 2^53 − 1 (exact in every JSON reader).
+pub const MAX_SEQ: u64 = (1 << 53) - 1;
+
+/// Whether `n` is a `seq` or `rev` PROTOCOL.md allows.
+pub fn is_valid_seq(n: u64) -> bool {
+    (1..=MAX_SEQ).contains(&n)
+}
 
 /// Formats a wall-clock time as PROTOCOL.md wants it: RFC 3339 UTC with milliseconds.
 pub fn timestamp(at: std::time::SystemTime) -> String {

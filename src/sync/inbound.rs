@@ -6,7 +6,7 @@ use base64::Engine;
 
 use crate::protocol::topics::{GatewayTopics, CONFIG_FLEET, IDENTITY};
 use crate::protocol::{
-    check_profile_ref, Ack, IdentityChange, OrderStatus, RpcResponse, SignedLayer,
+    check_profile_ref, is_valid_seq, Ack, IdentityChange, OrderStatus, RpcResponse, SignedLayer,
     MAX_PAYLOAD_BYTES,
 };
 
@@ -31,6 +31,7 @@ pub(super) fn parse(
     topics: &GatewayTopics,
     topic: &str,
     payload: &[u8],
+    retain: bool,
 ) -> Result<Inbound, Refusal> {
     let family = family(topics, topic);
     let refuse = |reason: &'static str, detail: String| Refusal {
@@ -41,9 +42,20 @@ pub(super) fn parse(
     if payload.len() > MAX_PAYLOAD_BYTES {
         return Err(refuse("oversized", format!("{} bytes", payload.len())));
     }
+    // PROTOCOL.md marks only config layers retained (among what a gateway reads): anything
+    // else the broker kept was left there by someone else and would come back every connect.
+    if retain && family != "config" {
+        return Err(refuse("retained_not_allowed", topic.to_string()));
+    }
     match family {
         "ack" => {
             let ack: Ack = decode(payload).map_err(|d| refuse("invalid_message", d))?;
+            if !is_valid_seq(ack.upto_seq) {
+                return Err(refuse(
+                    "invalid_message",
+                    format!("upto_seq {} is outside 1 .. 2^53-1", ack.upto_seq),
+                ));
+            }
             Ok(Inbound::Ack(ack))
         }
         "rpc_res" => {
@@ -70,6 +82,12 @@ pub(super) fn parse(
         "identity" => {
             let change: IdentityChange =
                 decode(payload).map_err(|d| refuse("invalid_message", d))?;
+            if !is_valid_seq(change.rev) {
+                return Err(refuse(
+                    "invalid_message",
+                    format!("rev {} is outside 1 .. 2^53-1", change.rev),
+                ));
+            }
             let refs = change
                 .merges
                 .iter()
@@ -133,24 +151,39 @@ mod tests {
                 b"{}",
                 b"[]",
                 b"{\"upto_seq\":-1}",
+                b"{\"upto_seq\":0}",
+                b"{\"upto_seq\":18446744073709551615}",
+                b"{\"upto_seq\":9007199254740992}",
                 b"null",
             ] {
-                let refusal = parse(&t, &topic, payload).unwrap_err();
+                let refusal = parse(&t, &topic, payload, false).unwrap_err();
                 assert_ne!(refusal.family, "unknown", "{topic}");
             }
         }
         let big = vec![b' '; MAX_PAYLOAD_BYTES + 1];
-        assert_eq!(parse(&t, &t.ack(), &big).unwrap_err().reason, "oversized");
+        assert_eq!(
+            parse(&t, &t.ack(), &big, false).unwrap_err().reason,
+            "oversized"
+        );
+    }
+
+    #[test]
+    fn a_retained_message_is_refused_where_the_protocol_does_not_retain() {
+        let t = GatewayTopics::new("s1", "g1");
+        let refusal = parse(&t, &t.ack(), br#"{"upto_seq":7}"#, true).unwrap_err();
+        assert_eq!(refusal.reason, "retained_not_allowed");
+        let layer = br#"{"key_id":"k","payload":"e30","sig":"AAAA"}"#;
+        assert!(parse(&t, CONFIG_FLEET, layer, true).is_ok());
     }
 
     #[test]
     fn valid_ack_and_identity_pass() {
         let t = GatewayTopics::new("s1", "g1");
         assert!(matches!(
-            parse(&t, &t.ack(), br#"{"upto_seq":7,"extra":1}"#),
+            parse(&t, &t.ack(), br#"{"upto_seq":7,"extra":1}"#, false),
             Ok(Inbound::Ack(Ack { upto_seq: 7 }))
         ));
         let change = br#"{"rev":1,"merges":[{"from":"prov:g1:01JD0000000000000000000000","to":"p:abc"}],"profiles":[]}"#;
-        assert!(parse(&t, IDENTITY, change).is_ok());
+        assert!(parse(&t, IDENTITY, change, false).is_ok());
     }
 }

@@ -6,14 +6,11 @@
 //! cumulative ack. An event leaves the outbox only when central acks it; everything unacked is
 //! sent again after every reconnect and after an ack timeout. Intake never waits on any of this.
 
-mod backoff;
 mod connection;
 mod inbound;
 mod pump;
 mod rpc;
 
-pub use backoff::Backoff;
-pub use connection::{forget_session, tls_configuration};
 pub use rpc::{RpcCallError, RpcClient};
 
 use std::sync::Arc;
@@ -28,7 +25,8 @@ use crate::metrics::Metrics;
 use crate::protocol::topics::GatewayTopics;
 use crate::protocol::GatewayStatus;
 
-use connection::NetEvent;
+use crate::backoff::Backoff;
+use crate::mqtt::{Reconnect, SessionEvent};
 use pump::Pump;
 
 /// What the rest of the daemon may know about the broker connection.
@@ -36,7 +34,16 @@ use pump::Pump;
 pub struct SyncState {
     pub connected: bool,
     pub session: u64,
+    /// Conditions an operator must act on; they stay raised until the daemon restarts, so
+    /// a one-off forged ack is not forgotten before anyone looked.
+    pub alarms: std::collections::BTreeSet<&'static str>,
+    /// Set while sync cannot do its work although connected (the outbox cannot be read);
+    /// cleared by the next success.
+    pub failing: Option<String>,
 }
+
+/// Central acked a seq this journal never wrote (PROTOCOL.md "Cumulative ack").
+pub const ALARM_ACK_BEYOND_JOURNAL: &str = "ack_beyond_journal";
 
 /// A sync failure that stops the sync part (not a broker outage, which is a state).
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +54,10 @@ pub enum SyncError {
     Tls(String),
     #[error("config: {0}")]
     Config(#[from] crate::config::ConfigError),
+    #[error("the MQTT session task ended unexpectedly")]
+    SessionEnded,
+    #[error("the journal writer stopped")]
+    JournalStopped,
 }
 
 /// Who this gateway is on the wire.
@@ -136,13 +147,23 @@ impl Sync {
             Duration::from_millis(settings.sync.reconnect_min_ms),
             Duration::from_millis(settings.sync.reconnect_max_ms),
         );
-        let driver = tokio::spawn(connection::drive(
-            eventloop,
-            journal.clone(),
-            topics.clone(),
-            backoff,
-            net_tx,
-            stop_rx,
+        let renew = {
+            let journal = journal.clone();
+            let topics = topics.clone();
+            move || {
+                let journal = journal.clone();
+                let topics = topics.clone();
+                async move {
+                    let session = journal.next_session().await.map_err(|e| e.to_string())?;
+                    Ok(Reconnect {
+                        session,
+                        will: Some(connection::will(&topics, session)),
+                    })
+                }
+            }
+        };
+        let driver = tokio::spawn(crate::mqtt::drive(
+            eventloop, backoff, session, net_tx, stop_rx, renew,
         ));
 
         let outbox = journal.outbox()?;
@@ -169,16 +190,21 @@ impl Sync {
         ));
         status_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut rpc_open = true;
+        let mut ended = Ok(());
         tokio::pin!(shutdown);
         loop {
             tokio::select! {
                 _ = &mut shutdown => break,
                 event = net_rx.recv() => match event {
                     Some(event) => owner.on_net(event).await,
-                    None => break,
+                    None => {
+                        ended = Err(SyncError::SessionEnded);
+                        break;
+                    }
                 },
                 changed = position.changed() => {
                     if changed.is_err() {
+                        ended = Err(SyncError::JournalStopped);
                         break;
                     }
                     let now = *position.borrow_and_update();
@@ -206,7 +232,7 @@ impl Sync {
         {
             tracing::warn!("MQTT connection did not close within 3 s");
         }
-        Ok(())
+        ended
     }
 }
 
@@ -225,15 +251,14 @@ struct Owner {
 }
 
 impl Owner {
-    async fn on_net(&mut self, event: NetEvent) {
+    async fn on_net(&mut self, event: SessionEvent) {
         match event {
-            NetEvent::Connected { session } => {
+            SessionEvent::Connected { session } => {
                 self.session = session;
-                tracing::info!(session, "connected to broker");
                 self.metrics.connection_changed(true);
-                self.state.send_replace(SyncState {
-                    connected: true,
-                    session,
+                self.state.send_modify(|s| {
+                    s.connected = true;
+                    s.session = session;
                 });
                 let filters = self
                     .topics
@@ -251,25 +276,25 @@ impl Owner {
                 }
                 self.pump_outbox(last_seq);
             }
-            NetEvent::Disconnected { error } => {
-                if self.state.borrow().connected {
-                    tracing::warn!(%error, "broker connection lost; intake goes on into the journal");
-                    self.metrics.connection_changed(false);
-                }
+            SessionEvent::Disconnected { error } => {
+                // The session task logs each change of state with the broker's address.
+                tracing::debug!(%error, "broker connection down");
+                self.metrics.connection_changed(false);
                 self.state.send_modify(|s| s.connected = false);
                 self.pump.disconnected();
                 self.rpc.fail_all(RpcCallError::Unreachable);
             }
-            NetEvent::Message { topic, payload } => {
-                match inbound::parse(&self.topics, &topic, &payload) {
-                    Ok(message) => self.on_message(message).await,
-                    Err(refusal) => self.metrics.inbound_invalid(
-                        refusal.family,
-                        refusal.reason,
-                        &refusal.detail,
-                    ),
+            SessionEvent::Message {
+                topic,
+                payload,
+                retain,
+            } => match inbound::parse(&self.topics, &topic, &payload, retain) {
+                Ok(message) => self.on_message(message).await,
+                Err(refusal) => {
+                    self.metrics
+                        .inbound_invalid(refusal.family, refusal.reason, &refusal.detail)
                 }
-            }
+            },
         }
     }
 
@@ -285,12 +310,23 @@ impl Owner {
         }
     }
 
+    /// PROTOCOL.md: an ack is trusted only up to the highest seq published; one beyond the
+    /// journal moves nothing, deletes nothing and raises an alarm.
     async fn on_ack(&mut self, upto: u64) {
-        if upto <= self.pump.acked() {
+        let last_seq = self.journal.position().borrow().last_seq;
+        if upto > last_seq {
+            self.ack_beyond_journal(upto, last_seq);
             return;
         }
-        match self.journal.record_ack(upto).await {
-            Ok(crate::journal::AckOutcome::AheadOfJournal) => self.metrics.journal_restored(upto),
+        let trusted = upto.min(self.pump.published());
+        if trusted <= self.pump.acked() {
+            return;
+        }
+        match self.journal.record_ack(trusted).await {
+            Ok(crate::journal::AckOutcome::BeyondJournal) => {
+                self.ack_beyond_journal(upto, last_seq);
+                return;
+            }
             Ok(_) => {}
             Err(error) => {
                 // Not fatal: the ack will come again (central answers every batch with it).
@@ -298,10 +334,20 @@ impl Owner {
                 return;
             }
         }
-        self.metrics.acked(upto);
-        self.pump.acked_upto(upto);
-        let last_seq = self.journal.position().borrow().last_seq;
+        self.metrics.acked(trusted);
+        self.pump.acked_upto(trusted);
         self.pump_outbox(last_seq);
+    }
+
+    fn ack_beyond_journal(&mut self, upto: u64, last_seq: u64) {
+        self.metrics
+            .ack_beyond_journal(upto, last_seq, &self.settings.identity.gateway);
+        let raised = self
+            .state
+            .send_if_modified(|s| s.alarms.insert(ALARM_ACK_BEYOND_JOURNAL));
+        if raised {
+            self.publish_status();
+        }
     }
 
     fn on_tick(&mut self, last_seq: u64) {
@@ -326,7 +372,7 @@ impl Owner {
             window_batches: self.settings.sync.window_batches,
         };
         let identity = &self.settings.identity;
-        if let Err(error) = self.pump.fill_window(
+        let filled = self.pump.fill_window(
             &self.outbox,
             &self.client,
             &self.topics,
@@ -334,9 +380,18 @@ impl Owner {
             limits,
             last_seq,
             &self.metrics,
-        ) {
-            tracing::error!(%error, "reading the outbox failed; will retry");
+        );
+        let failing = filled.err().map(|error| error.to_string());
+        if let Some(error) = &failing {
+            if self.state.borrow().failing.is_none() {
+                tracing::error!(%error, "reading the outbox failed; retrying every tick");
+            }
         }
+        self.state.send_if_modified(|s| {
+            let changed = s.failing != failing;
+            s.failing = failing;
+            changed
+        });
     }
 
     fn send_rpc(&mut self, call: rpc::Call) {
@@ -355,6 +410,13 @@ impl Owner {
             version: Some(env!("CARGO_PKG_VERSION").to_string()),
             backlog: Some(position.backlog()),
             config: None,
+            alarms: self
+                .state
+                .borrow()
+                .alarms
+                .iter()
+                .map(|a| a.to_string())
+                .collect(),
         }
     }
 
@@ -380,6 +442,7 @@ impl Owner {
             let status = GatewayStatus {
                 version: None,
                 backlog: None,
+                alarms: Vec::new(),
                 ..self.status("offline")
             };
             if let Ok(payload) = serde_json::to_vec(&status) {

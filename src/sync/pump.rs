@@ -27,6 +27,9 @@ pub(super) struct Pump {
     next_send: u64,
     /// Last seq of each in-flight batch, oldest first.
     in_flight: VecDeque<u64>,
+    /// The highest seq handed to the broker (or acked before this run started): PROTOCOL.md
+    /// trusts an ack only up to it, so a forged ack cannot mark an unsent event delivered.
+    published: u64,
     /// When the ack last moved (or the window was last rewound).
     progress_at: Instant,
 }
@@ -37,12 +40,18 @@ impl Pump {
             acked,
             next_send: acked + 1,
             in_flight: VecDeque::new(),
+            published: acked,
             progress_at: Instant::now(),
         }
     }
 
     pub fn acked(&self) -> u64 {
         self.acked
+    }
+
+    /// The highest seq published so far; acks are trusted only up to here.
+    pub fn published(&self) -> u64 {
+        self.published
     }
 
     /// After (re)connecting: everything unacked goes again. Returns the first seq re-sent.
@@ -126,6 +135,7 @@ impl Pump {
                 self.progress_at = Instant::now();
             }
             self.in_flight.push_back(last);
+            self.published = self.published.max(last);
             self.next_send = last + 1;
             metrics.batch_sent(count);
         }
@@ -148,6 +158,19 @@ mod tests {
         assert!(pump.in_flight.is_empty());
         pump.acked_upto(100);
         assert_eq!(pump.next_send, 101);
+    }
+
+    #[test]
+    fn published_starts_at_the_ack_and_never_shrinks() {
+        let mut pump = Pump::new(7);
+        assert_eq!(pump.published(), 7);
+        pump.published = 40;
+        pump.restart();
+        assert_eq!(
+            pump.published(),
+            40,
+            "a rewind re-sends, it does not un-publish"
+        );
     }
 
     #[test]

@@ -1,6 +1,11 @@
-//! Reconnect pacing. rumqttc's event loop retries at once by itself; a fleet of boxes retrying
-//! in lockstep after a broker restart is a thundering herd, so each attempt waits an
+//! Retry pacing, shared by the MQTT session, the device supervisor and the daemon's task
+//! supervisor. rumqttc's event loop retries at once by itself; a fleet of boxes retrying in
+//! lockstep after a broker restart is a thundering herd, so each attempt waits an
 //! exponentially growing delay with half of it randomised ("equal jitter").
+//!
+//! The delay goes back to the minimum only after something stayed up for a while
+//! (`settled`): a connection that a broker drops at once (an oversized retained message, an
+//! ACL refusal) must not turn the backoff into a reconnect loop.
 
 use std::time::Duration;
 
@@ -32,7 +37,18 @@ impl Backoff {
     pub fn reset(&mut self) {
         self.attempt = 0;
     }
+
+    /// Something that had come up has gone down again after `lasted`: start over from the
+    /// minimum only if it stayed up at least `SETTLED`, else keep growing.
+    pub fn ended_after(&mut self, lasted: Duration) {
+        if lasted >= SETTLED {
+            self.reset();
+        }
+    }
 }
+
+/// How long a connection or device must stay up before its backoff starts over.
+pub const SETTLED: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {
@@ -49,6 +65,18 @@ mod tests {
         let capped = b.next_delay();
         assert!(capped >= Duration::from_millis(500) && capped <= Duration::from_millis(1000));
         b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_connection_that_dies_at_once_keeps_the_backoff_growing() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
+        for _ in 0..5 {
+            b.next_delay();
+        }
+        b.ended_after(Duration::from_millis(5));
+        assert!(b.next_delay() >= Duration::from_millis(500));
+        b.ended_after(SETTLED);
         assert!(b.next_delay() <= Duration::from_millis(100));
     }
 }
