@@ -390,6 +390,38 @@ pub fn metric(agent: &ureq::Agent, api: SocketAddr, name: &str) -> f64 {
         .sum()
 }
 
+/// Polls `check` (a state that has no push: a metric, `/healthz`, a file) until it holds;
+/// panics naming `what` after `within`. The one bounded wait of the test suite.
+pub fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `/healthz` with a bearer token (a gateway with `[api] tokens`).
+pub fn health_with_token(agent: &ureq::Agent, api: SocketAddr, token: &str) -> serde_json::Value {
+    agent
+        .get(&format!("http://{api}/healthz"))
+        .header("authorization", &format!("Bearer {token}"))
+        .call()
+        .expect("healthz")
+        .body_mut()
+        .read_json()
+        .expect("healthz JSON")
+}
+
+/// The resident memory of a process, from /proc, in bytes.
+pub fn rss_bytes(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
 /// A row of central's event store.
 #[derive(Debug, Clone)]
 pub struct CentralEvent {

@@ -1,0 +1,250 @@
+//! Regression tests for the ways a hostile broker client, a full disk or a second daemon could
+//! lose data or stop sync silently. Each is named after the defect it pins; each runs real
+//! processes (embedded broker, reference central, gateway) on loopback.
+
+mod common;
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use common::*;
+use rumqttc::QoS;
+
+const ACK_TOPIC: &str = "storegate/v1/s-test/gw-1/ack";
+const EVENTS_TOPIC: &str = "storegate/v1/s-test/gw-1/events";
+const STATUS_TOPIC: &str = "storegate/v1/s-test/gw-1/status";
+
+fn connected(agent: &ureq::Agent, api: SocketAddr) {
+    eventually(
+        "gateway connected to the broker",
+        Duration::from_secs(10),
+        || health(agent, api)["sync"]["connected"] == true,
+    );
+}
+
+fn last_seq_of(batch: &serde_json::Value) -> Option<u64> {
+    batch["events"].as_array()?.last()?["seq"].as_u64()
+}
+
+/// A 26-byte forged ack made a gateway count 350 unsent events as delivered, delete them and
+/// number new events from 10^12 + 1; an ack of u64::MAX wrapped seq to 0.
+#[test]
+fn a_forged_ack_beyond_the_journal_deletes_nothing_moves_no_seq_and_raises_an_alarm() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = start_broker(BrokerKind::Embedded, dir.path(), port);
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let config = gateway_config(dir.path(), &url, 0, "");
+    let (_gateway, api) = start_gateway(dir.path(), &config);
+    let agent = http();
+    connected(&agent, api);
+    // No central yet: whatever the gateway publishes stays unacked.
+    let published = Subscription::start(port, EVENTS_TOPIC);
+    let mut acknowledged = HashMap::new();
+    for n in 0..20 {
+        let (seq, id) = post_purchase(&agent, api, &format!("r-{n}")).unwrap();
+        acknowledged.insert(id, seq);
+    }
+    published.next_matching(Duration::from_secs(10), |b| last_seq_of(b) == Some(20));
+
+    let status = Subscription::start(port, STATUS_TOPIC);
+    let (forger, _thread) = publisher(port);
+    forger
+        .publish(
+            ACK_TOPIC,
+            QoS::AtLeastOnce,
+            false,
+            br#"{"upto_seq": 1000000000000}"#.to_vec(),
+        )
+        .unwrap();
+    let alarmed = status.next_matching(Duration::from_secs(10), |s| {
+        s["alarms"]
+            .as_array()
+            .is_some_and(|a| a.contains(&"ack_beyond_journal".into()))
+    });
+    assert_eq!(alarmed["state"], "online");
+    let h = health(&agent, api);
+    assert_eq!(h["journal"]["acked_upto"], 0, "{h}");
+    assert_eq!(h["journal"]["last_seq"], 20, "{h}");
+    assert_eq!(
+        h["alarms"],
+        serde_json::json!(["ack_beyond_journal"]),
+        "{h}"
+    );
+    assert!(metric(&agent, api, "storegate_sync_acks_beyond_journal_total") >= 1.0);
+
+    forger
+        .publish(
+            ACK_TOPIC,
+            QoS::AtLeastOnce,
+            false,
+            br#"{"upto_seq": 18446744073709551615}"#.to_vec(),
+        )
+        .unwrap();
+    eventually(
+        "the u64::MAX ack counted as invalid",
+        Duration::from_secs(10),
+        || metric(&agent, api, "storegate_mqtt_inbound_invalid_total") >= 1.0,
+    );
+    let (next, id) = post_purchase(&agent, api, "r-after").unwrap();
+    assert_eq!(next, 21, "numbering goes on from the journal");
+    acknowledged.insert(id, next);
+
+    // Central arrives: every event, none lost to the forged ack, reaches it exactly once.
+    let acks = AckWatcher::start(port);
+    let (_central, db) = start_central(dir.path(), &url);
+    assert!(
+        acks.wait_for(21, Duration::from_secs(20)),
+        "central never acked 21"
+    );
+    assert_central_exact(&db, 21, &acknowledged);
+}
+
+/// A 2 MiB retained message on `config/fleet` made every gateway reconnect 14 times a second;
+/// one on a gateway's events topic disconnected central 70 times in 16 s.
+#[test]
+fn an_oversized_or_misplaced_retained_message_costs_no_one_their_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = start_broker(BrokerKind::Embedded, dir.path(), port);
+    let url = format!("mqtt://127.0.0.1:{port}");
+    // Left on the broker before anyone connects: each comes back at every subscribe.
+    // 1.5 MB is above rumqttc's default and our old 1 MiB client limit, under the broker's cap.
+    let big = vec![b' '; 1_500_000];
+    let (prober, _thread) = publisher(port);
+    let retained = Subscription::start(port, ACK_TOPIC);
+    prober
+        .publish(
+            "storegate/v1/config/fleet",
+            QoS::AtLeastOnce,
+            true,
+            big.clone(),
+        )
+        .unwrap();
+    prober
+        .publish(EVENTS_TOPIC, QoS::AtLeastOnce, true, big)
+        .unwrap();
+    prober
+        .publish(
+            ACK_TOPIC,
+            QoS::AtLeastOnce,
+            true,
+            br#"{"upto_seq":1}"#.to_vec(),
+        )
+        .unwrap();
+    retained.next_matching(Duration::from_secs(10), |m| m["upto_seq"] == 1);
+    let (central, _db) = start_central(dir.path(), &url);
+    let config = gateway_config(dir.path(), &url, 0, "");
+    let (_gateway, api) = start_gateway(dir.path(), &config);
+    let agent = http();
+    connected(&agent, api);
+    let session = health(&agent, api)["sync"]["session"].clone();
+    // The oversized layer and the retained ack (the events topic is not one it reads).
+    eventually("both refusals counted", Duration::from_secs(10), || {
+        metric(&agent, api, "storegate_mqtt_inbound_invalid_total") >= 2.0
+    });
+
+    let acks = AckWatcher::start(port);
+    post_purchase(&agent, api, "r-1").unwrap();
+    assert!(acks.wait_for(1, Duration::from_secs(10)), "sync stalled");
+    let h = health(&agent, api);
+    assert_eq!(
+        h["sync"]["session"], session,
+        "the gateway reconnected: {h}"
+    );
+    assert_eq!(metric(&agent, api, "storegate_mqtt_reconnects_total"), 0.0);
+    let log = central.log_text();
+    assert!(log.contains("retained_not_allowed"), "central log:\n{log}");
+    assert!(
+        !log.contains("lost the MQTT broker") && !log.contains("closed a connection"),
+        "central lost its session:\n{log}"
+    );
+}
+
+/// Two daemons on one journal knocked each other off the broker every 200 ms with no hint.
+#[test]
+fn a_second_daemon_on_the_same_journal_exits_naming_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("mqtt://127.0.0.1:{}", free_port());
+    let config = gateway_config(dir.path(), &url, 0, "");
+    let (first, _api) = start_gateway(dir.path(), &config);
+    let mut second = Proc::spawn(
+        "second",
+        bin(),
+        &["run", "--config", &config.display().to_string()],
+        dir.path(),
+    );
+    let code = second.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(1), "the second daemon kept running");
+    let log = second.log_text();
+    assert!(
+        log.contains("in use by another storegate")
+            && log.contains(&format!("pid {}", first.pid())),
+        "{log}"
+    );
+}
+
+/// ~1,000 idle sockets made the API unreachable for every till; 8,000 half-sent headers grew
+/// memory to 259 MB.
+#[test]
+fn idle_and_half_sent_connections_from_one_host_neither_starve_tills_nor_grow_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("mqtt://127.0.0.1:{}", free_port());
+    let extra = "[api]\nheader_timeout_ms = 500\nconnections_per_peer = 8\n";
+    let config = gateway_config(dir.path(), &url, 0, extra);
+    let (gateway, api) = start_gateway(dir.path(), &config);
+    let agent = http();
+
+    // Another loopback address stands for a misbehaving host on the store LAN.
+    let attacker = |n: usize| -> Vec<TcpStream> {
+        (0..n)
+            .filter_map(|_| {
+                let socket = socket_from([127, 0, 0, 2], api)?;
+                let mut stream = socket;
+                let _ = stream.write_all(b"POST /v1/purchases HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+                Some(stream)
+            })
+            .collect()
+    };
+    let held = attacker(600);
+    assert!(held.len() > 500, "could not open the attack sockets");
+    // A till on its own address is served while the attack holds its sockets.
+    post_purchase(&agent, api, "r-during-attack").unwrap();
+    assert!(metric(&agent, api, "storegate_api_connections_refused_total") >= 500.0);
+    assert!(
+        rss_bytes(gateway.pid()) < 64 * 1024 * 1024,
+        "RSS {} under attack",
+        rss_bytes(gateway.pid())
+    );
+
+    // A half-sent header is cut off after header_timeout_ms, and so is an idle socket.
+    for mut stream in held.into_iter().take(8) {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let read = stream.read(&mut buf);
+        assert!(
+            matches!(read, Ok(_))
+                || matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+            "the server kept a half-sent request open: {read:?}"
+        );
+    }
+    let mut idle = socket_from([127, 0, 0, 3], api).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut buf = [0u8; 64];
+    let read = idle.read(&mut buf);
+    assert!(
+        !matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut),
+        "an idle socket was kept open: {read:?}"
+    );
+}
+
+fn socket_from(source: [u8; 4], api: SocketAddr) -> Option<TcpStream> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+    socket.bind(&SocketAddr::from((source, 0)).into()).ok()?;
+    socket.connect(&api.into()).ok()?;
+    Some(socket.into())
+}
