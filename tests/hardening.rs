@@ -227,7 +227,7 @@ fn idle_and_half_sent_connections_from_one_host_neither_starve_tills_nor_grow_me
         let mut buf = [0u8; 512];
         let read = stream.read(&mut buf);
         assert!(
-            matches!(read, Ok(_))
+            read.is_ok()
                 || matches!(&read, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
             "the server kept a half-sent request open: {read:?}"
         );
