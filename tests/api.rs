@@ -139,8 +139,9 @@ fn malformed_bodies_are_refused_naming_the_field_and_record_nothing() {
         "{{\"till\":\"t1\",\"receipt\":\"{}\"}}",
         "x".repeat(200 * 1024)
     );
-    let (got, _, _) = post_raw(&agent, api, None, &huge);
+    let (got, _, error) = post_raw(&agent, api, None, &huge);
     assert_eq!(got, 413);
+    assert_eq!(error["error"]["code"], "payload_too_large", "{error}");
     assert_eq!(last_seq(&agent, api), 0, "nothing was recorded");
     assert!(gw.is_running());
 }
@@ -165,11 +166,88 @@ fn configured_tokens_guard_every_v1_call() {
             .unwrap()["seq"],
         1
     );
-    assert_eq!(
-        health(&agent, api)["status"],
-        "ok",
-        "health stays open for monitoring"
+    // Liveness stays open for monitoring, but says nothing of sales or backlog.
+    let bare = health(&agent, api);
+    assert_eq!(bare, serde_json::json!({ "status": "ok" }));
+    let detail = health_with_token(&agent, api, "till-token-0123456789");
+    assert_eq!(detail["journal"]["last_seq"], 1, "{detail}");
+    let status = agent
+        .get(&format!("http://{api}/metrics"))
+        .call()
+        .unwrap()
+        .status()
+        .as_u16();
+    assert_eq!(status, 401, "metrics reveal sales volume: behind the token");
+}
+
+/// A till that re-encodes its JSON on retry (other key order, spacing) sent the same
+/// purchase; it was refused as a different request (422).
+#[test]
+fn a_retry_whose_json_was_re_encoded_is_a_replay() {
+    let (_dir, _gw, api) = gateway("");
+    let agent = http();
+    let body = purchase_body("r-1");
+    let (first, _, _) = post_raw(&agent, api, Some("key-1"), &body.to_string());
+    let pretty = serde_json::to_string_pretty(&body).unwrap();
+    let mut reordered: Vec<(String, serde_json::Value)> = body
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    reordered.reverse();
+    let reordered = format!(
+        "{{{}}}",
+        reordered
+            .iter()
+            .map(|(k, v)| format!("{:?} : {v}", k))
+            .collect::<Vec<_>>()
+            .join(" ,\n ")
     );
+    assert_ne!(reordered, body.to_string());
+    for retry in [pretty, reordered] {
+        let (status, replayed, _) = post_raw(&agent, api, Some("key-1"), &retry);
+        assert_eq!((first, status), (201, 201), "{retry}");
+        assert_eq!(replayed.as_deref(), Some("true"));
+    }
+    assert_eq!(last_seq(&agent, api), 1);
+}
+
+/// A till bug sent a total that did not match its lines, and it was recorded as sent.
+#[test]
+fn a_total_that_is_not_the_lines_sum_is_refused_unless_adjusted() {
+    let (_dir, _gw, api) = gateway("");
+    let agent = http();
+    let mut wrong = purchase_body("r-1");
+    wrong["total_minor"] = serde_json::json!(1238);
+    let (status, _, error) = post_raw(&agent, api, None, &wrong.to_string());
+    assert_eq!(status, 422);
+    assert_eq!(error["error"]["field"], "total_minor", "{error}");
+    let mut discounted = purchase_body("r-1");
+    discounted["total_minor"] = serde_json::json!(200);
+    discounted["adjustment_minor"] = serde_json::json!(-38);
+    let (status, _, answer) = post_raw(&agent, api, None, &discounted.to_string());
+    assert_eq!(status, 201, "{answer}");
+    assert_eq!(last_seq(&agent, api), 1);
+}
+
+/// 404/405/413 came back as plain text, unlike every other refusal.
+#[test]
+fn unknown_paths_and_wrong_methods_get_json_errors() {
+    let (_dir, _gw, api) = gateway("");
+    let agent = http();
+    let mut missing = agent.get(&format!("http://{api}/v1/nope")).call().unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+    let body: serde_json::Value = missing.body_mut().read_json().unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+    let mut wrong = agent
+        .get(&format!("http://{api}/v1/purchases"))
+        .call()
+        .unwrap();
+    assert_eq!(wrong.status().as_u16(), 405);
+    assert!(wrong.headers().get("allow").is_some());
+    let body: serde_json::Value = wrong.body_mut().read_json().unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed");
 }
 
 #[test]

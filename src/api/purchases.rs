@@ -27,9 +27,11 @@ pub(super) async fn create(
 
 async fn record(state: &ApiState, headers: &HeaderMap, body: &[u8]) -> Result<Response, ApiError> {
     let (till, purchase) = parse(body)?;
-    let idempotency = idempotency_key(headers, &till, body)?;
     let body = serde_json::to_string(&purchase)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
+    // The fingerprint is of the parsed purchase, re-serialised in one field order: a retry
+    // whose JSON was re-encoded (other key order, spacing) is the same request.
+    let idempotency = idempotency_key(headers, &till, body.as_bytes())?;
     let appended = state
         .journal
         .append(NewEvent {
@@ -115,7 +117,7 @@ fn check_till(till: &str) -> Result<(), ApiError> {
 fn idempotency_key(
     headers: &HeaderMap,
     till: &str,
-    body: &[u8],
+    canonical_body: &[u8],
 ) -> Result<Option<IdempotencyKey>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
@@ -136,7 +138,7 @@ fn idempotency_key(
     hash.update([0]);
     hash.update(till);
     hash.update([0]);
-    hash.update(body);
+    hash.update(canonical_body);
     Ok(Some(IdempotencyKey {
         key: key.to_string(),
         fingerprint: hash.finalize().into(),

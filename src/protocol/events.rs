@@ -85,6 +85,16 @@ pub struct Purchase {
     pub coupons: Vec<String>,
     #[serde(default)]
     pub points: i64,
+    /// What the total differs from the lines' sum by, stated by the till (a coupon's
+    /// discount is negative, rounding or a deposit either way). Absent means 0: then
+    /// `total_minor` must equal the sum of `qty * unit_minor`, so a till bug cannot record a
+    /// wrong total silently. An extension of PROTOCOL.md's body; readers ignore it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub adjustment_minor: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 /// Longest receipt id, sku or coupon id we accept; longer is a till bug, not a receipt.
@@ -133,6 +143,30 @@ impl Purchase {
         }
         if self.total_minor.abs() > 100_000_000_000 {
             return Err(FieldError::new("total_minor", "is implausibly large"));
+        }
+        let lines_sum = self
+            .lines
+            .iter()
+            .try_fold(0i64, |sum, line| {
+                line.qty
+                    .checked_mul(line.unit_minor)
+                    .and_then(|amount| sum.checked_add(amount))
+            })
+            .ok_or_else(|| FieldError::new("lines", "the lines' amounts overflow"))?;
+        let expected = lines_sum.checked_add(self.adjustment_minor);
+        if expected != Some(self.total_minor) {
+            return Err(FieldError::new(
+                "total_minor",
+                format!(
+                    "is {} but the lines sum to {lines_sum}{}; send adjustment_minor for a deliberate difference",
+                    self.total_minor,
+                    if self.adjustment_minor == 0 {
+                        String::new()
+                    } else {
+                        format!(" and adjustment_minor is {}", self.adjustment_minor)
+                    }
+                ),
+            ));
         }
         check_currency("currency", &self.currency)?;
         if let Some(customer) = &self.customer {
@@ -222,6 +256,7 @@ mod tests {
             customer: None,
             coupons: vec![],
             points: 3,
+            adjustment_minor: 0,
         }
     }
 
@@ -247,6 +282,24 @@ mod tests {
         let mut p = purchase();
         p.lines.clear();
         assert_eq!(p.validate().unwrap_err().field, "lines");
+    }
+
+    #[test]
+    fn the_total_is_the_lines_sum_unless_an_adjustment_says_otherwise() {
+        let mut p = purchase();
+        p.total_minor = 399;
+        assert_eq!(p.validate().unwrap_err().field, "total_minor");
+        p.adjustment_minor = 1;
+        assert_eq!(p.validate(), Ok(()));
+        p.total_minor = 300;
+        p.adjustment_minor = -98;
+        assert_eq!(p.validate(), Ok(()), "a coupon's discount");
+        p.lines[0].unit_minor = i64::MAX;
+        assert_eq!(
+            p.validate().unwrap_err().field,
+            "lines",
+            "overflow is refused"
+        );
     }
 
     #[test]

@@ -109,6 +109,7 @@ mod tests {
             customer: None,
             coupons: vec!["c-10".into()],
             points: 5,
+            adjustment_minor: 0,
         }
     }
 
