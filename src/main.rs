@@ -26,8 +26,22 @@ fn main() -> std::process::ExitCode {
     match storegate::cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("storegate: {error:#}");
+            eprintln!("storegate: {}", report(&error));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The error and each cause once: many errors already print their source in their own
+/// message, and anyhow's `{:#}` would print it again.
+fn report(error: &anyhow::Error) -> String {
+    let mut message = error.to_string();
+    for cause in error.chain().skip(1) {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+    }
+    message
 }

@@ -297,3 +297,113 @@ fn coupon_keygen_issue_and_verify_round_trip_and_refuse_a_forgery() {
         .unwrap()
         .contains("kind"));
 }
+
+/// `storegate status` only knew `--api`; a box with tokens showed nothing useful.
+#[test]
+fn status_reads_the_address_and_token_from_the_config_or_takes_a_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let config = common::gateway_config(
+        dir.path(),
+        &format!("mqtt://127.0.0.1:{}", common::free_port()),
+        port,
+        "[api]\ntokens = [\"status-token-0123456789\"]\n",
+    );
+    let (_gateway, _api) = common::start_gateway(dir.path(), &config);
+    let out = Command::new(bin())
+        .args(["status", "--config", &config.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let health: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        health["journal"]["last_seq"], 0,
+        "the token showed the detail: {health}"
+    );
+    let out = Command::new(bin())
+        .args([
+            "status",
+            "--url",
+            &format!("http://127.0.0.1:{port}/healthz"),
+        ])
+        .output()
+        .unwrap();
+    let bare: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        bare,
+        serde_json::json!({"status": "ok"}),
+        "no token, no detail"
+    );
+}
+
+/// `storegate broker` printed ready on a port another process held and ran with no listener.
+#[test]
+fn broker_on_a_port_that_is_taken_fails_naming_it() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = Command::new(bin())
+        .args(["broker", "--listen", &addr])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty(), "it printed ready");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(&addr), "{stderr}");
+}
+
+/// A bare digit string whose check digit fits nothing was plain text; `--strict` refuses it.
+#[test]
+fn decode_flags_a_probable_misread_and_strict_refuses_it() {
+    let out = Command::new(bin())
+        .args(["decode", "4006381333932"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["probable_misread"], true, "{json}");
+    let out = Command::new(bin())
+        .args(["decode", "--strict", "4006381333932"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["error"]["code"], "probable_misread");
+    let out = Command::new(bin())
+        .args(["decode", "04252614"])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["symbology"], "upc_e", "{json}");
+}
+
+/// Errors that already name their cause printed it twice ("journal …: unable to open
+/// database file: unable to open database file").
+#[test]
+fn an_error_prints_its_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = common::gateway_config(
+        dir.path(),
+        &format!("mqtt://127.0.0.1:{}", common::free_port()),
+        0,
+        "",
+    );
+    // A directory where the journal file should be.
+    std::fs::create_dir(dir.path().join("journal.db")).unwrap();
+    let out = Command::new(bin())
+        .args(["run", "--config", &config.display().to_string()])
+        .env("STOREGATE_LOG", "off")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert_eq!(
+        stderr.matches("unable to open database file").count(),
+        1,
+        "{stderr}"
+    );
+}

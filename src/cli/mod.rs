@@ -42,7 +42,8 @@ pub enum Command {
         /// Stop (exit 0) once this many purchases are acked by central; default: run until Ctrl-C.
         #[arg(long)]
         purchases: Option<u64>,
-        /// Simulated purchases per second.
+        /// Simulated purchases per second (raise it to reach `--purchases` sooner: 500
+        /// purchases take 100 s at the default 5/s, 1 s at `--rate 500`).
         #[arg(long, default_value_t = 5.0)]
         rate: f64,
     },
@@ -61,6 +62,10 @@ pub enum Command {
     Decode {
         /// The text a scanner or camera read.
         data: String,
+        /// Also exit 1 for a digit string whose check digit fits no EAN/UPC code
+        /// (`probable_misread`), which is otherwise reported as text.
+        #[arg(long)]
+        strict: bool,
     },
     /// Decode the QR codes in image files (PNG), one JSON line per file, with the kiosk
     /// camera's decoder.
@@ -71,11 +76,20 @@ pub enum Command {
     /// Coupon keys and signed coupon tokens (PROTOCOL.md "Coupons").
     #[command(subcommand)]
     Coupon(CouponCommand),
-    /// Print the running gateway's health as JSON.
+    /// Print the running gateway's health as JSON (exit 1 when a part is broken).
     Status {
+        /// The gateway's config: its `[api] listen` address and first token are used.
+        #[arg(long, short, conflicts_with_all = ["api", "url"])]
+        config: Option<PathBuf>,
         /// The gateway's API address.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        api: SocketAddr,
+        #[arg(long, conflicts_with = "url")]
+        api: Option<SocketAddr>,
+        /// The gateway's health URL in full, e.g. http://10.0.0.5:8080/healthz.
+        #[arg(long)]
+        url: Option<String>,
+        /// A bearer token (when `[api] tokens` are configured); defaults to the config's.
+        #[arg(long, env = "STOREGATE_API_TOKEN")]
+        token: Option<String>,
     },
 }
 
@@ -109,9 +123,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Central { config } => run_central(config),
         Command::Demo { purchases, rate } => crate::demo::run(purchases, rate),
         Command::Broker { listen } => run_broker(listen),
-        Command::Status { api } => run_status(api),
+        Command::Status {
+            config,
+            api,
+            url,
+            token,
+        } => run_status(config, api, url, token),
         Command::Bench(args) => crate::bench::run(args),
-        Command::Decode { data } => run_decode(&data),
+        Command::Decode { data, strict } => run_decode(&data, strict),
         Command::ScanImage { files } => run_scan_image(&files),
         Command::Coupon(command) => run_coupon(command),
     }
@@ -149,9 +168,16 @@ fn run_coupon(command: CouponCommand) -> anyhow::Result<()> {
     }
 }
 
-fn run_decode(data: &str) -> anyhow::Result<()> {
+fn run_decode(data: &str, strict: bool) -> anyhow::Result<()> {
     let (aim, rest) = crate::codes::Aim::split(data);
     match crate::codes::interpret_scan(aim, rest) {
+        Ok(crate::codes::Interpretation::Text {
+            probable_misread: true,
+            ..
+        }) if strict => fail(
+            "probable_misread",
+            "the digits fit no EAN/UPC check digit: probably a misread product code".into(),
+        ),
         Ok(interpretation) => {
             let mut json = serde_json::json!(interpretation);
             if matches!(
@@ -244,21 +270,54 @@ fn run_broker(listen: SocketAddr) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run_status(api: SocketAddr) -> anyhow::Result<()> {
-    let url = format!("http://{api}/healthz");
+fn run_status(
+    config: Option<PathBuf>,
+    api: Option<SocketAddr>,
+    url: Option<String>,
+    token: Option<String>,
+) -> anyhow::Result<()> {
+    let (url, token) = match (config, api, url) {
+        (Some(path), _, _) => {
+            let config = crate::config::load_gateway(&path)?;
+            let listen = config.api.listen;
+            // A gateway listening on every interface is asked on loopback.
+            let host = if listen.ip().is_unspecified() {
+                SocketAddr::from(([127, 0, 0, 1], listen.port()))
+            } else {
+                listen
+            };
+            (
+                format!("http://{host}/healthz"),
+                token.or_else(|| config.api.tokens.first().cloned()),
+            )
+        }
+        (None, Some(api), _) => (format!("http://{api}/healthz"), token),
+        (None, None, Some(url)) => (url, token),
+        (None, None, None) => ("http://127.0.0.1:8080/healthz".to_string(), token),
+    };
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(std::time::Duration::from_secs(5)))
+        .http_status_as_error(false)
         .build()
         .into();
-    let body: serde_json::Value = agent
-        .get(&url)
+    let mut request = agent.get(&url);
+    if let Some(token) = &token {
+        request = request.header("authorization", &format!("Bearer {token}"));
+    }
+    let mut response = request
         .call()
-        .with_context(|| format!("cannot reach the gateway at {url}; is `storegate run` up?"))?
+        .with_context(|| format!("cannot reach the gateway at {url}; is `storegate run` up?"))?;
+    let status = response.status().as_u16();
+    let body: serde_json::Value = response
         .body_mut()
         .read_json()
         .context("the gateway's health answer is not JSON")?;
     print_json(&body);
-    Ok(())
+    match status {
+        200 => Ok(()),
+        503 => anyhow::bail!("the gateway reports broken parts: {}", body["broken"]),
+        other => anyhow::bail!("the gateway answered {other}"),
+    }
 }
 
 /// One JSON line on stdout, flushed, so a supervising program sees it at once.

@@ -77,8 +77,15 @@ pub enum Interpretation {
         tracks: Vec<u8>,
         masked_number: String,
     },
-    /// Anything else.
-    Text { text: String },
+    /// Anything else. `probable_misread` marks a digit string the length of an EAN/UPC code
+    /// whose check digit fits none of them: likely a misread product code, though some
+    /// stores print check-digit-free numbers in Code 128, so the text is kept and the till
+    /// decides (`storegate decode --strict` refuses it).
+    Text {
+        text: String,
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        probable_misread: bool,
+    },
 }
 
 /// Why a code was refused. The text looked like one of ours (or like a GS1 link) but is broken;
@@ -217,21 +224,37 @@ pub fn interpret(text: &str) -> Result<Interpretation, CodeError> {
     if let Some(strings) = from_bracketed(text) {
         return gs1_strings(&strings);
     }
-    if text.bytes().all(|b| b.is_ascii_digit()) {
+    let mut probable_misread = false;
+    if text.bytes().all(|b| b.is_ascii_digit()) && matches!(text.len(), 8 | 12 | 13) {
         // Without a symbology identifier a bare number may be a product code or anything else
         // (a loyalty card, an order number): only a valid check digit makes it a product.
-        let known = match text.len() {
-            13 => ean13(text).ok().map(|g| ("ean13", g)),
-            12 => upca(text).ok().map(|g| ("upc_a", g)),
-            8 => ean8(text).ok().map(|g| ("ean8", g)),
-            _ => None,
-        };
-        if let Some((symbology, gtin)) = known {
-            return product(symbology, text, gtin);
+        // As biip does, every retail code of that length is tried, UPC-E included.
+        if let Some(found) = bare_retail_code(text) {
+            return Ok(found);
         }
+        probable_misread = true;
     }
     Ok(Interpretation::Text {
         text: text.to_string(),
+        probable_misread,
+    })
+}
+
+/// The EAN/UPC code a bare digit string of 8, 12 or 13 digits is, if its check digit fits.
+fn bare_retail_code(text: &str) -> Option<Interpretation> {
+    let found = match text.len() {
+        13 => ean13(text).ok().map(|g| ("ean13", text.to_string(), g)),
+        12 => upca(text).ok().map(|g| ("upc_a", text.to_string(), g)),
+        8 => ean8(text)
+            .ok()
+            .map(|g| ("ean8", text.to_string(), g))
+            .or_else(|| upce(text).ok().map(|(number, g)| ("upc_e", number, g))),
+        _ => None,
+    };
+    found.map(|(symbology, number, gtin)| Interpretation::Product {
+        symbology,
+        number,
+        gtin,
     })
 }
 
@@ -279,7 +302,8 @@ mod tests {
         assert_eq!(
             interpret("hello").unwrap(),
             Interpretation::Text {
-                text: "hello".into()
+                text: "hello".into(),
+                probable_misread: false,
             }
         );
     }
@@ -320,7 +344,30 @@ mod tests {
         ));
         assert!(matches!(
             scan("96385075").unwrap(),
-            Interpretation::Text { .. }
+            Interpretation::Text {
+                probable_misread: true,
+                ..
+            }
+        ));
+        // As the biip GS1 library reads them: a UPC-E without AIM is expanded, a 13-digit
+        // string with a wrong check digit is not a plain text.
+        assert!(matches!(
+            scan("04252614").unwrap(),
+            Interpretation::Product { symbology: "upc_e", ref gtin, .. } if gtin == "00042100005264"
+        ));
+        assert!(matches!(
+            scan("4006381333932").unwrap(),
+            Interpretation::Text {
+                probable_misread: true,
+                ..
+            }
+        ));
+        assert!(matches!(
+            scan("1234567").unwrap(),
+            Interpretation::Text {
+                probable_misread: false,
+                ..
+            }
         ));
         // Keystroke injection and scanner programming codes.
         assert_eq!(
