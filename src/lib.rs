@@ -1,7 +1,7 @@
 //! storegate: an in-store edge gateway.
 //!
 //! # Layout
-//! The data path runs one way (see `shared/DESIGN.md`):
+//! The data path runs one way:
 //! - [`devices`] (card readers, each supervised on its own thread) and [`api`] turn till and
 //!   device input into typed events; [`identity`] turns a card or phone into a pseudonymous
 //!   identifier and a profile ref (provisional while offline);

@@ -236,7 +236,7 @@ impl Metrics {
             .inc();
     }
 
-    /// An inbound MQTT message that breaks PROTOCOL.md: logged, counted, ignored.
+    /// An inbound MQTT message that breaks docs/protocol.md: logged, counted, ignored.
     pub fn inbound_invalid(&self, family: &str, reason: &str, detail: &str) {
         if let Some(suppressed) = self.log_limiter.admit("inbound_invalid") {
             tracing::warn!(

@@ -63,7 +63,7 @@ fn reader_config(dir: &Path, link: &Path, broker_url: &str) -> PathBuf {
     gateway_config(dir, broker_url, free_port(), &extra)
 }
 
-/// PROTOCOL.md's card identifier for a UID, computed here independently of the gateway: the
+/// docs/protocol.md's card identifier for a UID, computed here independently of the gateway: the
 /// UID as a big-endian number, zero-padded to the digits of the largest UID of its length,
 /// HMAC-SHA256 under the fleet key, hex.
 fn expected_card_hash(uid_hex: &str) -> String {

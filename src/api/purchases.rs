@@ -1,4 +1,4 @@
-//! `POST /v1/purchases`: PROTOCOL.md's purchase body plus `till`.
+//! `POST /v1/purchases`: docs/protocol.md's purchase body plus `till`.
 
 use axum::body::Bytes;
 use axum::extract::State;

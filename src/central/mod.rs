@@ -1,4 +1,4 @@
-//! The reference central profile service: the central side of PROTOCOL.md. It stores each
+//! The reference central profile service: the central side of docs/protocol.md. It stores each
 //! gateway's events exactly once, applies them in seq order, and acks a gap-free prefix.
 
 mod service;

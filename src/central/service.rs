@@ -153,7 +153,7 @@ impl Service {
         if !is_topic_id(store) || !is_topic_id(gateway) {
             return self.refused(rest, "invalid_topic", topic);
         }
-        // Neither events nor rpc requests are retained (PROTOCOL.md): a retained one was left
+        // Neither events nor rpc requests are retained (docs/protocol.md): a retained one was left
         // on the broker by someone else and would be replayed at every connect.
         if retain {
             return self.refused(rest, "retained_not_allowed", topic);

@@ -4,9 +4,9 @@
 //! A second event at a (gateway, seq) that central already holds under another id is not
 //! dropped: it goes to `seq_conflicts` (a gateway whose journal was restored from an old copy
 //! re-used seqs before it saw our ack), so no event is ever lost silently. An event that
-//! breaks PROTOCOL.md, or a second purchase with a receipt the gateway already used, is
+//! breaks docs/protocol.md, or a second purchase with a receipt the gateway already used, is
 //! stored with `refused` set: it fills its seq slot, is applied to nothing, and stays for
-//! operators (PROTOCOL.md "Cumulative ack").
+//! operators (docs/protocol.md "Cumulative ack").
 
 use std::path::Path;
 
@@ -37,7 +37,7 @@ const SCHEMA: &[&str] = &[
     CREATE TABLE identity_changes(rev INTEGER PRIMARY KEY, change TEXT NOT NULL);
     CREATE TABLE counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
     INSERT INTO counters(name, value) VALUES ('applied', 0);",
-    // 1 -> 2: an event that breaks PROTOCOL.md, or a second purchase with a receipt this
+    // 1 -> 2: an event that breaks docs/protocol.md, or a second purchase with a receipt this
     // gateway already used, fills its seq slot (so the gateway's ack moves on) but is kept
     // for operators with the reason, applied to nothing.
     "ALTER TABLE events ADD COLUMN receipt TEXT;

@@ -73,7 +73,7 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
-    /// Coupon keys and signed coupon tokens (PROTOCOL.md "Coupons").
+    /// Coupon keys and signed coupon tokens (docs/protocol.md "Coupons").
     #[command(subcommand)]
     Coupon(CouponCommand),
     /// Print the running gateway's health as JSON (exit 1 when a part is broken).
@@ -98,7 +98,7 @@ pub enum CouponCommand {
     /// Print a new Ed25519 coupon key as JSON: `private_key` (base64 PKCS#8; keep it where
     /// coupons are issued, never on a box) and `public_key` (for `coupons.public_keys`).
     Keygen,
-    /// Sign a coupon payload (JSON, PROTOCOL.md fields) and print `{"token": "SGC1.…"}`.
+    /// Sign a coupon payload (JSON, docs/protocol.md fields) and print `{"token": "SGC1.…"}`.
     Issue {
         /// File holding the base64 PKCS#8 private key (`keygen`'s `private_key`).
         #[arg(long)]

@@ -1,4 +1,4 @@
-//! Signed coupon tokens (PROTOCOL.md "Coupons"): `SGC1.<payload>.<signature>`, both base64url
+//! Signed coupon tokens (docs/protocol.md "Coupons"): `SGC1.<payload>.<signature>`, both base64url
 //! without padding, the signature Ed25519 over the payload bytes by a fleet coupon key. The
 //! gateway verifies offline against the public keys in its config (several, for rotation); a
 //! token that verifies with none of them is a forgery or from a retired key, and is refused

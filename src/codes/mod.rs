@@ -5,7 +5,7 @@
 //! With an AIM symbology identifier (a scanner's `]E0`, `]C1`, …) the symbology decides: EAN
 //! and UPC codes are checked and expanded to a GTIN, GS1 symbols are parsed into element
 //! strings. Otherwise (no identifier, a QR code, Code 128), the text is recognised, in this
-//! order, as: storegate coupon tokens (`SGC1.<payload>.<sig>`, PROTOCOL.md
+//! order, as: storegate coupon tokens (`SGC1.<payload>.<sig>`, docs/protocol.md
 //! "Coupons"; the structure is checked here, the Ed25519 signature by [`coupon::CouponKeys`]),
 //! storegate app identity tokens (`SGA1.<token>`: the customer app's QR code, an `app`
 //! identifier), GS1 Digital Link URIs (a GTIN with check digit, then qualifiers and attributes

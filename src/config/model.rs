@@ -240,7 +240,7 @@ fn default_reader_silence_ms() -> u64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewaySection {
-    /// Store id, `[a-z0-9][a-z0-9-]{0,31}` (PROTOCOL.md topic segment).
+    /// Store id, `[a-z0-9][a-z0-9-]{0,31}` (docs/protocol.md topic segment).
     pub store: String,
     /// Gateway id within the store, same alphabet.
     pub id: String,
@@ -357,7 +357,7 @@ pub struct SyncSection {
     /// Most events in one batch message.
     #[serde(default = "default_batch_events")]
     pub batch_events: usize,
-    /// Most payload bytes in one batch message (PROTOCOL.md caps payloads at 256 KiB).
+    /// Most payload bytes in one batch message (docs/protocol.md caps payloads at 256 KiB).
     #[serde(default = "default_batch_bytes")]
     pub batch_bytes: usize,
     /// Most batches published and not yet acked by central.
@@ -522,7 +522,7 @@ impl BrokerAddress {
     }
 }
 
-/// True for ids usable as PROTOCOL.md topic segments: `[a-z0-9][a-z0-9-]{0,31}`.
+/// True for ids usable as docs/protocol.md topic segments: `[a-z0-9][a-z0-9-]{0,31}`.
 pub fn is_topic_id(id: &str) -> bool {
     let bytes = id.as_bytes();
     !bytes.is_empty()

@@ -1,8 +1,8 @@
 //! Identity: turns what a reader or till saw (a card, a phone, an email, an app token) into
-//! PROTOCOL.md identifiers — hex HMAC-SHA256 of the normalised value under the fleet key, so raw
+//! docs/protocol.md identifiers — hex HMAC-SHA256 of the normalised value under the fleet key, so raw
 //! numbers never leave the box — and into the profile ref the customer is known by here. A
 //! customer this box has never seen gets a provisional ref `prov:<gateway>:<ulid>` at once,
-//! offline or not; central later merges it into a profile (PROTOCOL.md "Identity").
+//! offline or not; central later merges it into a profile (docs/protocol.md "Identity").
 //!
 //! The owner type [`Identity`] serialises identifications, so one card tapped on two readers at
 //! the same instant still gets one ref, and records each `identity_seen` together with its
@@ -17,7 +17,7 @@ use tokio::sync::Mutex;
 use crate::journal::{AppendError, Appended, IdentityRef, Journal, JournalError, NewEvent};
 use crate::protocol::{EventKind, Identifier, IdentifierKind};
 
-/// Shortest normalised value that can identify anyone (PROTOCOL.md: fewer than 6 significant
+/// Shortest normalised value that can identify anyone (docs/protocol.md: fewer than 6 significant
 /// characters is junk).
 const MIN_SIGNIFICANT: usize = 6;
 /// Longest value we hash; anything longer is not an identifier a human or card carries.
@@ -58,7 +58,7 @@ fn kind_name(kind: IdentifierKind) -> &'static str {
     }
 }
 
-/// PROTOCOL.md normalisation: card = digits only; phone = E.164; email = trimmed, lower-cased;
+/// docs/protocol.md normalisation: card = digits only; phone = E.164; email = trimmed, lower-cased;
 /// app = as given. Junk is refused.
 pub fn normalise(kind: IdentifierKind, raw: &str) -> Result<String, IdentifierError> {
     let name = kind_name(kind);
@@ -107,7 +107,7 @@ pub fn normalise(kind: IdentifierKind, raw: &str) -> Result<String, IdentifierEr
 
 /// The card number of an NFC card: its UID read as one big-endian number, in decimal,
 /// zero-padded to the width of the largest UID of that length. Card identifiers are digits
-/// only (PROTOCOL.md); the padding keeps a 4-byte UID from meeting a 7-byte one that starts
+/// only (docs/protocol.md); the padding keeps a 4-byte UID from meeting a 7-byte one that starts
 /// with zero bytes.
 pub fn card_number_from_uid(uid: &[u8]) -> String {
     let uid = &uid[..uid.len().min(15)];

@@ -14,7 +14,7 @@
 //! - `acked_upto` only grows, only from central's application ack (never from a broker
 //!   PUBACK), and never past `last_seq`: an ack beyond the journal moves nothing and deletes
 //!   nothing. Events above it form the outbox.
-//! - `seq` never exceeds PROTOCOL.md's 2^53 - 1; an append past it is refused, never wrapped.
+//! - `seq` never exceeds docs/protocol.md's 2^53 - 1; an append past it is refused, never wrapped.
 //! - Only acked events are ever deleted: all but the newest `keep_acked` of them, at most
 //!   `COMPACT_BATCH` per ack so a compaction never stretches a commit. Seq is unaffected (it
 //!   comes from `last_seq`). Idempotency keys and receipts live in tables of their own with a
@@ -24,7 +24,7 @@
 //! # On-disk format (schema version 4, `PRAGMA user_version`)
 //! - `events(seq INTEGER PRIMARY KEY, id, kind, at, clock_synced, till, receipt, body)`.
 //! - `receipts(receipt PRIMARY KEY, seq, id)` (version 4): every purchase's receipt, unique
-//!   per gateway (PROTOCOL.md), indexed by `seq` for retention.
+//!   per gateway (docs/protocol.md), indexed by `seq` for retention.
 //! - `idempotency(key PRIMARY KEY, fingerprint, seq, id)`: HTTP `Idempotency-Key`s, indexed
 //!   by `seq` (version 2) so retention deletes them without a scan.
 //! - `counters(name PRIMARY KEY, value)`: `last_seq`, `acked_upto`, `session`.
@@ -64,7 +64,7 @@ pub struct NewEvent {
     pub identity_refs: Vec<IdentityRef>,
 }
 
-/// An identifier hash (PROTOCOL.md "Identity") and the profile ref it belongs to.
+/// An identifier hash (docs/protocol.md "Identity") and the profile ref it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentityRef {
     pub hash: String,
@@ -182,7 +182,7 @@ pub enum AckOutcome {
     Stale,
     /// An ack beyond this journal's last seq (a journal restored from an old backup, a second
     /// box with the same gateway id, or a forgery): nothing moved and nothing was deleted
-    /// (PROTOCOL.md "Cumulative ack"); numbering goes on from this journal.
+    /// (docs/protocol.md "Cumulative ack"); numbering goes on from this journal.
     BeyondJournal,
 }
 
@@ -280,7 +280,7 @@ impl Journal {
             .map_err(JournalError::Write)
     }
 
-    /// Increments and returns the MQTT session counter (PROTOCOL.md status `session`).
+    /// Increments and returns the MQTT session counter (docs/protocol.md status `session`).
     pub async fn next_session(&self) -> Result<u64, JournalError> {
         let (reply, answer) = oneshot::channel();
         self.commands

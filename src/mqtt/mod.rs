@@ -1,4 +1,4 @@
-//! One MQTT session driver for both ends of PROTOCOL.md: the gateway's sync part and the
+//! One MQTT session driver for both ends of docs/protocol.md: the gateway's sync part and the
 //! reference central. It owns what every client of the fleet must get right the same way:
 //! packet limits, TLS, reconnect pacing, forgetting rumqttc's in-memory session, and logging
 //! each change of connection state with the broker's address.
@@ -6,7 +6,7 @@
 //! # Why the limits are what they are
 //! rumqttc drops the whole connection on an incoming packet above its limit, and a retained
 //! one comes back on every reconnect: one oversized retained message would loop every client
-//! of the fleet. So the client's incoming limit stays far above PROTOCOL.md's 256 KiB
+//! of the fleet. So the client's incoming limit stays far above docs/protocol.md's 256 KiB
 //! (`MAX_INCOMING_PACKET_BYTES`), the broker caps packets below it (`config/mosquitto.conf`
 //! `max_packet_size`), and oversized payloads reach the receiver's own check, where they are
 //! counted and ignored.

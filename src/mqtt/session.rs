@@ -22,7 +22,7 @@ pub enum SessionEvent {
         topic: String,
         payload: bytes::Bytes,
         /// Set on a message the broker kept for the topic: a receiver ignores it on topics
-        /// PROTOCOL.md does not mark retained.
+        /// docs/protocol.md does not mark retained.
         retain: bool,
     },
 }

@@ -1,4 +1,4 @@
-//! Event kinds and their bodies (PROTOCOL.md "Event kinds and their body"), one type per kind,
+//! Event kinds and their bodies (docs/protocol.md "Event kinds and their body"), one type per kind,
 //! with the checks a body must pass before it may enter the journal.
 
 use serde::{Deserialize, Serialize};
@@ -22,7 +22,7 @@ impl EventKind {
         }
     }
 
-    /// The kind a wire name stands for; `None` for a kind PROTOCOL.md does not define.
+    /// The kind a wire name stands for; `None` for a kind docs/protocol.md does not define.
     pub fn from_wire(kind: &str) -> Option<EventKind> {
         [
             EventKind::Purchase,
@@ -88,7 +88,7 @@ pub struct Purchase {
     /// What the total differs from the lines' sum by, stated by the till (a coupon's
     /// discount is negative, rounding or a deposit either way). Absent means 0: then
     /// `total_minor` must equal the sum of `qty * unit_minor`, so a till bug cannot record a
-    /// wrong total silently. An extension of PROTOCOL.md's body; readers ignore it.
+    /// wrong total silently. An extension of docs/protocol.md's body; readers ignore it.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub adjustment_minor: i64,
 }

@@ -17,7 +17,7 @@ pub struct WireEvent {
 }
 
 impl WireEvent {
-    /// What a receiver checks before an event may touch its state (PROTOCOL.md "Event
+    /// What a receiver checks before an event may touch its state (docs/protocol.md "Event
     /// batch"): a known kind, a ULID id, an RFC 3339 `at`, a till id, an object body, and for
     /// a purchase the fields central applies (`receipt`, integer money). Unknown fields pass.
     pub fn check(&self) -> Result<(), String> {

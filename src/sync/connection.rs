@@ -1,5 +1,5 @@
 //! The gateway's MQTT connection options: TLS, packet limits, a client id, and the last will
-//! that names the session (PROTOCOL.md "Status and last will").
+//! that names the session (docs/protocol.md "Status and last will").
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! Inbound messages: every topic a gateway subscribes to is parsed and checked here, and a
-//! message that breaks PROTOCOL.md becomes a `Refusal` that is counted and ignored, never a
+//! message that breaks docs/protocol.md becomes a `Refusal` that is counted and ignored, never a
 //! crash or a stuck loop.
 
 use base64::Engine;
@@ -42,7 +42,7 @@ pub(super) fn parse(
     if payload.len() > MAX_PAYLOAD_BYTES {
         return Err(refuse("oversized", format!("{} bytes", payload.len())));
     }
-    // PROTOCOL.md marks only config layers retained (among what a gateway reads): anything
+    // docs/protocol.md marks only config layers retained (among what a gateway reads): anything
     // else the broker kept was left there by someone else and would come back every connect.
     if retain && family != "config" {
         return Err(refuse("retained_not_allowed", topic.to_string()));

@@ -1,5 +1,5 @@
 //! Sync: the MQTT session that moves the journal's outbox to central and brings back acks,
-//! rpc answers and central's messages (PROTOCOL.md).
+//! rpc answers and central's messages (docs/protocol.md).
 //!
 //! rumqttc is a pipe here, not a store: it keeps in-flight QoS 1 messages only in memory and
 //! drops them when the broker has no session, so delivery rests on the journal and central's
@@ -42,7 +42,7 @@ pub struct SyncState {
     pub failing: Option<String>,
 }
 
-/// Central acked a seq this journal never wrote (PROTOCOL.md "Cumulative ack").
+/// Central acked a seq this journal never wrote (docs/protocol.md "Cumulative ack").
 pub const ALARM_ACK_BEYOND_JOURNAL: &str = "ack_beyond_journal";
 
 /// A sync failure that stops the sync part (not a broker outage, which is a state).
@@ -303,14 +303,14 @@ impl Owner {
             inbound::Inbound::Ack(ack) => self.on_ack(ack.upto_seq).await,
             inbound::Inbound::RpcResponse(response) => self.rpc.complete(response),
             inbound::Inbound::Accepted { family } => {
-                // Valid per PROTOCOL.md; identity, orders and config layers are applied by the
+                // Valid per docs/protocol.md; identity, orders and config layers are applied by the
                 // parts that own them (identity, api/orders, config) as those land.
                 tracing::debug!(family, "central message accepted");
             }
         }
     }
 
-    /// PROTOCOL.md: an ack is trusted only up to the highest seq published; one beyond the
+    /// docs/protocol.md: an ack is trusted only up to the highest seq published; one beyond the
     /// journal moves nothing, deletes nothing and raises an alarm.
     async fn on_ack(&mut self, upto: u64) {
         let last_seq = self.journal.position().borrow().last_seq;

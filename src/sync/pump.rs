@@ -27,7 +27,7 @@ pub(super) struct Pump {
     next_send: u64,
     /// Last seq of each in-flight batch, oldest first.
     in_flight: VecDeque<u64>,
-    /// The highest seq handed to the broker (or acked before this run started): PROTOCOL.md
+    /// The highest seq handed to the broker (or acked before this run started): docs/protocol.md
     /// trusts an ack only up to it, so a forged ack cannot mark an unsent event delivered.
     published: u64,
     /// When the ack last moved (or the window was last rewound).

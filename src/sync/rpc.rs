@@ -1,4 +1,4 @@
-//! Request/response over MQTT with deadlines (PROTOCOL.md "RPC"). A call that has no answer by
+//! Request/response over MQTT with deadlines (docs/protocol.md "RPC"). A call that has no answer by
 //! its deadline, or is made while disconnected, fails as `Unreachable`/`Timeout` so the caller
 //! falls back to its offline policy at once instead of waiting on the network.
 

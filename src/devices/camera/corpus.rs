@@ -72,7 +72,7 @@ fn payload(rng: &mut fastrand::Rng, n: usize) -> String {
     }
 }
 
-/// A full-size signed coupon as central issues it (PROTOCOL.md: `SGC1.<payload>.<signature>`,
+/// A full-size signed coupon as central issues it (docs/protocol.md: `SGC1.<payload>.<signature>`,
 /// base64url JSON and a 64-byte signature): about 370 characters, a version 14-15 code, the
 /// densest a kiosk camera reads.
 fn coupon_token(rng: &mut fastrand::Rng) -> String {
