@@ -370,3 +370,63 @@ fn a_full_disk_answers_507_and_once_space_is_back_intake_and_sync_resume() {
         .unwrap();
     assert_eq!(check, "ok");
 }
+
+/// A gateway that could not reach its broker logged nothing, not even at debug, and its
+/// reconnect metric stayed 0.
+#[test]
+fn an_unreachable_broker_is_logged_once_with_its_address_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = gateway_config(dir.path(), &format!("mqtt://127.0.0.1:{port}"), 0, "");
+    let (gateway, api) = start_gateway(dir.path(), &config);
+    let agent = http();
+    eventually("failed attempts counted", Duration::from_secs(10), || {
+        metric(&agent, api, "storegate_mqtt_reconnects_total") >= 3.0
+    });
+    let log = gateway.log_text();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("cannot reach the MQTT broker"))
+        .collect();
+    assert_eq!(lines.len(), 1, "one line for one state change:\n{log}");
+    assert!(
+        lines[0].contains(&format!("127.0.0.1:{port}")),
+        "{}",
+        lines[0]
+    );
+}
+
+/// 20,000 garbage acks wrote 3.3 MB of WARN lines.
+#[test]
+fn a_flood_of_garbage_is_counted_in_full_and_logged_at_a_bounded_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = start_broker(BrokerKind::Embedded, dir.path(), port);
+    let config = gateway_config(dir.path(), &format!("mqtt://127.0.0.1:{port}"), 0, "");
+    let (gateway, api) = start_gateway(dir.path(), &config);
+    let agent = http();
+    connected(&agent, api);
+    let (flooder, _thread) = publisher(port);
+    for n in 0..2_000 {
+        flooder
+            .publish(
+                ACK_TOPIC,
+                QoS::AtLeastOnce,
+                false,
+                format!("garbage {n}").into_bytes(),
+            )
+            .unwrap();
+    }
+    eventually("every garbage ack counted", Duration::from_secs(30), || {
+        metric(&agent, api, "storegate_mqtt_inbound_invalid_total") >= 2_000.0
+    });
+    let refusals = gateway
+        .log_text()
+        .lines()
+        .filter(|l| l.contains("inbound MQTT message refused"))
+        .count();
+    assert!(
+        (1..=20).contains(&refusals),
+        "{refusals} log lines for 2,000 refusals"
+    );
+}

@@ -255,3 +255,67 @@ pub async fn terminate_signal() {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn journal() -> (tempfile::TempDir, Journal, crate::journal::WriterThread) {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Arc::new(crate::clock::SystemClock);
+        let (journal, writer) = Journal::open(&dir.path().join("j.db"), clock).unwrap();
+        (dir, journal, writer)
+    }
+
+    #[tokio::test]
+    async fn a_part_that_ends_on_its_own_ends_the_daemon_naming_it() {
+        let (_dir, journal, _writer) = journal();
+        let mut api: Task<std::io::Result<()>> = Some(tokio::spawn(std::future::pending()));
+        let mut sync: Task<Result<(), SyncError>> =
+            Some(tokio::spawn(async { Err(SyncError::SessionEnded) }));
+        // A router with no devices ends at once: that is not a failure.
+        let mut router: Task<()> = Some(tokio::spawn(async {}));
+        let failure = supervise(
+            std::future::pending(),
+            &journal,
+            &mut api,
+            &mut sync,
+            &mut router,
+        )
+        .await;
+        match failure {
+            Some(DaemonError::PartEnded { part, reason }) => {
+                assert_eq!(part, "sync");
+                assert!(reason.contains("MQTT session"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            sync.is_none() && api.is_some(),
+            "only the finished handle is taken"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_part_is_reported_and_shutdown_is_not_a_failure() {
+        let (_dir, journal, _writer) = journal();
+        let mut api: Task<std::io::Result<()>> =
+            Some(tokio::spawn(async { panic!("a handler bug") }));
+        let mut sync: Task<Result<(), SyncError>> = Some(tokio::spawn(std::future::pending()));
+        let mut router: Task<()> = Some(tokio::spawn(std::future::pending()));
+        let failure = supervise(
+            std::future::pending(),
+            &journal,
+            &mut api,
+            &mut sync,
+            &mut router,
+        )
+        .await;
+        assert!(
+            matches!(&failure, Some(DaemonError::PartEnded { part: "the API server", reason }) if reason == "it panicked"),
+            "{failure:?}"
+        );
+        let clean = supervise(async {}, &journal, &mut api, &mut sync, &mut router).await;
+        assert!(clean.is_none());
+    }
+}
