@@ -287,10 +287,12 @@ fn handle_rpc(
             Ok(serde_json::json!({ "reserved": true }))
         }
         "identity.since" => {
+            // 0 asks for everything; otherwise a rev the protocol allows.
             let rev = params
                 .get("rev")
                 .and_then(|v| v.as_u64())
-                .ok_or_else(|| bad_params("rev is required"))?;
+                .filter(|rev| *rev <= crate::protocol::MAX_SEQ)
+                .ok_or_else(|| bad_params("rev is required, 0 .. 2^53-1"))?;
             let changes = db
                 .identity_since(rev, 1000)
                 .map_err(|e| internal(&e.to_string()))?;
