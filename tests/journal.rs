@@ -15,6 +15,7 @@ fn purchase(receipt: &str) -> NewEvent {
         receipt: Some(receipt.into()),
         idempotency: None,
         identity_refs: Vec::new(),
+        print_on: None,
     }
 }
 

@@ -5,8 +5,7 @@
 //! - `POST /v1/print-jobs/{id}/reprint`: print the receipt again, marked COPY.
 
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::{Path as UrlPath, Query, State};
 use axum::http::StatusCode;
@@ -14,81 +13,68 @@ use axum::Json;
 
 use super::{ApiError, ApiState};
 use crate::config::PrinterConfig;
-use crate::journal::print_queue::{JobState, PrintQueue};
-use crate::journal::JournalError;
+use crate::journal::{Journal, JournalError, PrintCommand, PrintJob, PrintJobs, PrintRefusal};
 
-/// The print queue as the API and the purchase path use it.
-#[derive(Clone, Default)]
+/// Which printer serves which till, and the journal that holds the print queue. Jobs are
+/// queued by the purchase itself (`NewEvent::print_on`); this answers the cashier's requests.
+#[derive(Clone)]
 pub struct Printing {
-    queue: Option<Arc<Mutex<PrintQueue>>>,
+    journal: Journal,
     printer_of_till: Arc<HashMap<String, String>>,
 }
 
 impl Printing {
-    /// Opens the queue only when printers are configured.
-    pub fn open(path: &Path, printers: &[PrinterConfig]) -> Result<Printing, JournalError> {
-        if printers.is_empty() {
-            return Ok(Printing::default());
-        }
-        Ok(Printing {
-            queue: Some(Arc::new(Mutex::new(PrintQueue::open(path)?))),
+    pub fn new(journal: Journal, printers: &[PrinterConfig]) -> Printing {
+        Printing {
+            journal,
             printer_of_till: Arc::new(
                 printers
                     .iter()
                     .map(|p| (p.till.clone(), p.name.clone()))
                     .collect(),
             ),
-        })
-    }
-
-    /// Queues the receipt of a committed purchase if its till has a printer. A failure here is
-    /// logged, not returned: the sale is already recorded and must stay answered as such.
-    pub async fn receipt(&self, till: &str, receipt: &str, purchase_json: &str) {
-        let (Some(queue), Some(printer)) =
-            (self.queue.clone(), self.printer_of_till.get(till).cloned())
-        else {
-            return;
-        };
-        let (receipt, purchase) = (receipt.to_string(), purchase_json.to_string());
-        let queued = tokio::task::spawn_blocking(move || {
-            let queue = queue
-                .lock()
-                .map_err(|_| "print queue lock poisoned".to_string())?;
-            queue
-                .enqueue(&printer, &receipt, false, &purchase)
-                .map_err(|e| e.to_string())
-        })
-        .await;
-        match queued {
-            Ok(Ok(_)) => {}
-            Ok(Err(error)) => tracing::error!(till, error, "receipt not queued for printing"),
-            Err(error) => tracing::error!(till, %error, "receipt not queued for printing"),
         }
     }
 
-    async fn with_queue<T: Send + 'static>(
+    /// The printer of `till`, if it has one.
+    pub fn printer_of(&self, till: &str) -> Option<String> {
+        self.printer_of_till.get(till).cloned()
+    }
+
+    /// Reads the queue off the async runtime.
+    async fn read<T: Send + 'static>(
         &self,
-        work: impl FnOnce(&PrintQueue) -> Result<T, ApiError> + Send + 'static,
+        work: impl FnOnce(&PrintJobs) -> Result<T, JournalError> + Send + 'static,
     ) -> Result<T, ApiError> {
-        let queue = self.queue.clone().ok_or_else(|| {
-            ApiError::new(
+        if self.printer_of_till.is_empty() {
+            return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "no_printers",
                 "no printers are configured",
-            )
-        })?;
-        tokio::task::spawn_blocking(move || {
-            let queue = queue.lock().map_err(|_| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal",
-                    "print queue lock poisoned",
-                )
-            })?;
-            work(&queue)
-        })
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+            ));
+        }
+        let journal = self.journal.clone();
+        tokio::task::spawn_blocking(move || work(&journal.print_jobs()?))
+            .await
+            .map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            })?
+            .map_err(storage)
+    }
+
+    /// Changes the queue (through the journal's writer) and returns the job it names.
+    async fn change(&self, command: PrintCommand) -> Result<PrintJob, ApiError> {
+        if self.printer_of_till.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_printers",
+                "no printers are configured",
+            ));
+        }
+        let id = self.journal.print(command).await.map_err(refused)?;
+        self.read(move |jobs| jobs.get(id))
+            .await?
+            .ok_or_else(|| not_found(id))
     }
 }
 
@@ -98,6 +84,19 @@ fn storage(error: JournalError) -> ApiError {
         "storage",
         error.to_string(),
     )
+}
+
+fn refused(refusal: PrintRefusal) -> ApiError {
+    let message = refusal.to_string();
+    match refusal {
+        PrintRefusal::NoSuchJob(id) => not_found(id),
+        PrintRefusal::NotUnconfirmed { .. } => {
+            ApiError::new(StatusCode::CONFLICT, "not_unconfirmed", message)
+        }
+        PrintRefusal::Storage(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage", message)
+        }
+    }
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -111,7 +110,7 @@ pub(super) async fn list(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let jobs = state
         .printing
-        .with_queue(move |queue| queue.list(filter.printer.as_deref()).map_err(storage))
+        .read(move |jobs| jobs.list(filter.printer.as_deref()))
         .await?;
     Ok(Json(serde_json::json!({ "jobs": jobs })))
 }
@@ -120,29 +119,7 @@ pub(super) async fn confirm(
     State(state): State<ApiState>,
     UrlPath(id): UrlPath<i64>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let job = state
-        .printing
-        .with_queue(move |queue| {
-            let job = queue
-                .get(id)
-                .map_err(storage)?
-                .ok_or_else(|| not_found(id))?;
-            if job.state != JobState::Unconfirmed {
-                return Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "not_unconfirmed",
-                    format!(
-                        "job {id} is {:?}; only an unconfirmed job can be confirmed",
-                        job.state
-                    ),
-                ));
-            }
-            queue
-                .set_state(id, JobState::Done, Some("confirmed by the cashier"))
-                .map_err(storage)?;
-            queue.get(id).map_err(storage)?.ok_or_else(|| not_found(id))
-        })
-        .await?;
+    let job = state.printing.change(PrintCommand::Confirm { id }).await?;
     Ok(Json(serde_json::json!({ "job": job })))
 }
 
@@ -150,37 +127,7 @@ pub(super) async fn reprint(
     State(state): State<ApiState>,
     UrlPath(id): UrlPath<i64>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let job = state
-        .printing
-        .with_queue(move |queue| {
-            let original = queue
-                .get(id)
-                .map_err(storage)?
-                .ok_or_else(|| not_found(id))?;
-            if original.state == JobState::Unconfirmed {
-                // The cashier chose to reprint: the original is settled, the copy says COPY.
-                queue
-                    .set_state(
-                        id,
-                        JobState::Done,
-                        Some("reprinted as a copy by the cashier"),
-                    )
-                    .map_err(storage)?;
-            }
-            let copy = queue
-                .enqueue(
-                    &original.printer,
-                    &original.receipt,
-                    true,
-                    &original.purchase,
-                )
-                .map_err(storage)?;
-            queue
-                .get(copy)
-                .map_err(storage)?
-                .ok_or_else(|| not_found(copy))
-        })
-        .await?;
+    let job = state.printing.change(PrintCommand::Reprint { id }).await?;
     Ok((StatusCode::CREATED, Json(serde_json::json!({ "job": job }))))
 }
 

@@ -41,17 +41,14 @@ async fn record(state: &ApiState, headers: &HeaderMap, body: &[u8]) -> Result<Re
             receipt: Some(purchase.receipt.clone()),
             idempotency,
             identity_refs: Vec::new(),
+            // The receipt is queued in the sale's own transaction; a replay queues nothing.
+            print_on: state.printing.printer_of(&till),
         })
         .await?;
     if !appended.replayed {
         state
             .metrics
             .event_committed(EventKind::Purchase.as_str(), appended.seq);
-        // Only a new sale prints: a retried POST must not print its receipt twice.
-        state
-            .printing
-            .receipt(&till, &purchase.receipt, &body)
-            .await;
     }
     let mut response = (
         StatusCode::CREATED,

@@ -98,6 +98,7 @@ pub(super) async fn journal_appends(
                             receipt: Some(format!("r-{n}")),
                             idempotency: None,
                             identity_refs: Vec::new(),
+                            print_on: None,
                         })
                         .await?;
                     n += callers;

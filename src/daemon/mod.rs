@@ -80,10 +80,9 @@ pub async fn run(
         &config.gateway.id,
         journal.clone(),
     )?);
-    let print_queue = crate::journal::print_queue::queue_path(&config.journal.path);
-    let printing = api::Printing::open(&print_queue, &config.devices.printers)?;
-    let (devices, device_events) = Devices::start(&config.devices, &print_queue, metrics.clone())
-        .map_err(DaemonError::Devices)?;
+    let printing = api::Printing::new(journal.clone(), &config.devices.printers);
+    let (devices, device_events) =
+        Devices::start(&config.devices, &journal, metrics.clone()).map_err(DaemonError::Devices)?;
     let beeps: std::collections::HashMap<String, u16> = config
         .devices
         .card_readers

@@ -57,10 +57,10 @@ pub struct Devices {
 
 impl Devices {
     /// Starts a thread per configured device. Events arrive on the returned receiver.
-    /// `print_queue` is the print queue's file, for printers.
+    /// Printers take their jobs from `journal`'s print queue.
     pub fn start(
         config: &DevicesSection,
-        print_queue: &std::path::Path,
+        journal: &crate::journal::Journal,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<(Devices, tokio::sync::mpsc::Receiver<DeviceEvent>)> {
         let readers = config
@@ -76,7 +76,7 @@ impl Devices {
             .iter()
             .map(|scanner| Box::new(SerialScanner::new(scanner.clone())) as Box<dyn Driver>);
         let printers = config.printers.iter().map(|printer| {
-            Box::new(Printer::new(printer.clone(), print_queue.to_path_buf())) as Box<dyn Driver>
+            Box::new(Printer::new(printer.clone(), journal.clone())) as Box<dyn Driver>
         });
         let wedges = config
             .keyboard_wedges

@@ -222,6 +222,7 @@ impl Identity {
                 receipt: None,
                 idempotency: None,
                 identity_refs: identity_refs.clone(),
+                print_on: None,
             })
             .await?;
         for identity in identity_refs {

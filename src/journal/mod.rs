@@ -21,7 +21,10 @@
 //!   longer window (`keep_keys`), so a retry after compaction is still a replay or a
 //!   duplicate, never a second sale.
 //!
-//! # On-disk format (schema version 4, `PRAGMA user_version`)
+//! - A purchase at a till with a printer gets its print job in the same transaction; print
+//!   jobs change only through the writer (`PrintCommand`), like everything else here.
+//!
+//! # On-disk format (schema version 5, `PRAGMA user_version`)
 //! - `events(seq INTEGER PRIMARY KEY, id, kind, at, clock_synced, till, receipt, body)`.
 //! - `receipts(receipt PRIMARY KEY, seq, id)` (version 4): every purchase's receipt, unique
 //!   per gateway (docs/protocol.md), indexed by `seq` for retention.
@@ -30,6 +33,8 @@
 //! - `counters(name PRIMARY KEY, value)`: `last_seq`, `acked_upto`, `session`.
 //! - `identity_refs(hash PRIMARY KEY, profile)` (version 3): the profile ref each identifier
 //!   hash was first recorded under; kept by retention.
+//! - `print_jobs(id, printer, receipt, copy, state, purchase, last_error)` (version 5): the
+//!   print queue (`print_queue.rs`).
 
 mod lock;
 mod outbox;
@@ -39,6 +44,7 @@ mod writer;
 
 pub use lock::{lock_path, JournalLock};
 pub use outbox::Outbox;
+pub use print_queue::{JobState, PrintCommand, PrintJob, PrintJobs, PrintRefusal};
 pub use writer::WriterThread;
 
 use std::path::{Path, PathBuf};
@@ -62,6 +68,9 @@ pub struct NewEvent {
     /// Identifier hashes this event tied to a profile ref, remembered in the same transaction
     /// so a card seen again resolves to the same customer even after the event is compacted.
     pub identity_refs: Vec<IdentityRef>,
+    /// For a purchase at a till with a printer: that printer, whose receipt job is queued in
+    /// the same transaction (a replayed request queues nothing).
+    pub print_on: Option<String>,
 }
 
 /// An identifier hash (docs/protocol.md "Identity") and the profile ref it belongs to.
@@ -173,6 +182,10 @@ pub(crate) enum Command {
     NextSession {
         reply: oneshot::Sender<Result<u64, String>>,
     },
+    Print {
+        command: PrintCommand,
+        reply: oneshot::Sender<Result<i64, PrintRefusal>>,
+    },
 }
 
 /// What recording an ack did.
@@ -243,6 +256,7 @@ impl Journal {
     ) -> Result<(Journal, WriterThread), JournalError> {
         let lock = JournalLock::acquire(path)?;
         let conn = schema::open_and_migrate(path)?;
+        print_queue::import_legacy(&conn, path)?;
         let (commands, receiver) = mpsc::channel(QUEUE_DEPTH);
         let start = writer::read_position(&conn)?;
         let (position_tx, position) = watch::channel(start);
@@ -291,6 +305,34 @@ impl Journal {
             .await
             .map_err(|_| JournalError::Closed)?
             .map_err(JournalError::Write)
+    }
+
+    /// Changes the print queue (from async code: the API).
+    pub async fn print(&self, command: PrintCommand) -> Result<i64, PrintRefusal> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Print { command, reply })
+            .await
+            .map_err(|_| PrintRefusal::Storage("the journal is shut down".into()))?;
+        answer
+            .await
+            .map_err(|_| PrintRefusal::Storage("the journal is shut down".into()))?
+    }
+
+    /// Changes the print queue from a device thread (never from async code: it blocks).
+    pub fn print_blocking(&self, command: PrintCommand) -> Result<i64, PrintRefusal> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .blocking_send(Command::Print { command, reply })
+            .map_err(|_| PrintRefusal::Storage("the journal is shut down".into()))?;
+        answer
+            .blocking_recv()
+            .map_err(|_| PrintRefusal::Storage("the journal is shut down".into()))?
+    }
+
+    /// A read-only view of the print queue.
+    pub fn print_jobs(&self) -> Result<PrintJobs, JournalError> {
+        PrintJobs::open(&self.path)
     }
 
     /// The last committed seq and the acked position; changes wake the sync pump.

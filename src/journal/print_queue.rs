@@ -1,12 +1,16 @@
-//! The print queue: receipts waiting for a printer, in SQLite beside the journal (its own file,
-//! so the journal keeps its single writer). A job moves queued → sending → done; if the link
-//! drops or the printer never confirms, it stops at `unconfirmed` and is never sent again by
-//! itself: the cashier confirms it printed, or reprints it, and a reprint is a new job marked
-//! COPY.
+//! The print queue: receipts waiting for a printer, in the journal itself.
+//!
+//! A purchase's print job is inserted in the purchase's own transaction, so a crash between
+//! "recorded" and "queued" cannot happen: every committed purchase at a till with a printer has
+//! exactly one job. Like everything in the journal, jobs are written only by the writer thread;
+//! the API and the printer threads send it `PrintCommand`s and read through `PrintJobs`, a
+//! read-only view. A job moves queued → sending → done; if the link drops or the printer never
+//! confirms, it stops at `unconfirmed` and is never sent again by itself: the cashier confirms it
+//! printed, or reprints it, and a reprint is a new job marked COPY.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 
 use super::JournalError;
 
@@ -54,103 +58,179 @@ pub struct PrintJob {
     pub last_error: Option<String>,
 }
 
-pub struct PrintQueue {
+/// A change to the print queue, carried out by the journal's writer thread.
+#[derive(Debug, Clone)]
+pub enum PrintCommand {
+    /// After a (re)start of a printer: a job that was being sent may have printed.
+    MarkInterrupted { printer: String },
+    SetState {
+        id: i64,
+        state: JobState,
+        error: Option<String>,
+    },
+    /// The cashier saw an `unconfirmed` job print.
+    Confirm { id: i64 },
+    /// The cashier asks for the receipt again: a new job marked COPY (an `unconfirmed`
+    /// original is settled as done).
+    Reprint { id: i64 },
+}
+
+/// Why a print command changed nothing.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PrintRefusal {
+    #[error("no print job {0}")]
+    NoSuchJob(i64),
+    #[error("job {id} is {state:?}; only an unconfirmed job can be confirmed")]
+    NotUnconfirmed { id: i64, state: JobState },
+    #[error("{0}")]
+    Storage(String),
+}
+
+/// Inserts a purchase's print job inside the append's transaction.
+pub(super) fn enqueue(
+    tx: &Transaction<'_>,
+    printer: &str,
+    receipt: &str,
+    copy: bool,
+    purchase: &str,
+) -> rusqlite::Result<i64> {
+    tx.prepare_cached(
+        "INSERT INTO print_jobs(printer, receipt, copy, state, purchase) VALUES (?1, ?2, ?3, 'queued', ?4)",
+    )?
+    .execute(params![printer, receipt, copy, purchase])?;
+    Ok(tx.last_insert_rowid())
+}
+
+/// Carries out `command` inside the writer's transaction. The job id it answers is the job
+/// changed or, for a reprint, the new copy.
+pub(super) fn apply(
+    tx: &Transaction<'_>,
+    command: &PrintCommand,
+) -> rusqlite::Result<Result<i64, PrintRefusal>> {
+    let set = |id: i64, state: JobState, error: Option<&str>| {
+        tx.prepare_cached("UPDATE print_jobs SET state = ?2, last_error = ?3 WHERE id = ?1")?
+            .execute(params![id, state.as_str(), error])
+    };
+    match command {
+        PrintCommand::MarkInterrupted { printer } => {
+            let changed = tx.execute(
+                "UPDATE print_jobs SET state = 'unconfirmed', last_error = 'gateway restarted while sending'
+                 WHERE printer = ?1 AND state = 'sending'",
+                [printer],
+            )?;
+            Ok(Ok(changed as i64))
+        }
+        PrintCommand::SetState { id, state, error } => {
+            let changed = set(*id, *state, error.as_deref())?;
+            Ok(if changed == 0 {
+                Err(PrintRefusal::NoSuchJob(*id))
+            } else {
+                Ok(*id)
+            })
+        }
+        PrintCommand::Confirm { id } => {
+            let Some(job) = get(tx, *id)? else {
+                return Ok(Err(PrintRefusal::NoSuchJob(*id)));
+            };
+            if job.state != JobState::Unconfirmed {
+                return Ok(Err(PrintRefusal::NotUnconfirmed {
+                    id: *id,
+                    state: job.state,
+                }));
+            }
+            set(*id, JobState::Done, Some("confirmed by the cashier"))?;
+            Ok(Ok(*id))
+        }
+        PrintCommand::Reprint { id } => {
+            let Some(original) = get(tx, *id)? else {
+                return Ok(Err(PrintRefusal::NoSuchJob(*id)));
+            };
+            if original.state == JobState::Unconfirmed {
+                // The cashier chose to reprint: the original is settled, the copy says COPY.
+                set(
+                    *id,
+                    JobState::Done,
+                    Some("reprinted as a copy by the cashier"),
+                )?;
+            }
+            let copy = enqueue(
+                tx,
+                &original.printer,
+                &original.receipt,
+                true,
+                &original.purchase,
+            )?;
+            Ok(Ok(copy))
+        }
+    }
+}
+
+/// Jobs left in the print queue file of storegate before 0.2 (`<journal>.print-queue`) move
+/// into the journal once, at open; the old file is renamed `….imported`.
+pub(super) fn import_legacy(conn: &Connection, journal: &Path) -> Result<(), JournalError> {
+    let mut name = journal.file_name().unwrap_or_default().to_os_string();
+    name.push(".print-queue");
+    let legacy = journal.with_file_name(name);
+    if !legacy.exists() {
+        return Ok(());
+    }
+    conn.execute(
+        "ATTACH DATABASE ?1 AS legacy",
+        [legacy.display().to_string()],
+    )?;
+    let copied = conn.execute(
+        "INSERT INTO print_jobs(printer, receipt, copy, state, purchase, last_error)
+         SELECT printer, receipt, copy, state, purchase, last_error FROM legacy.print_jobs
+         WHERE state != 'done' ORDER BY id",
+        [],
+    );
+    conn.execute("DETACH DATABASE legacy", [])?;
+    copied?;
+    let mut imported = legacy.clone().into_os_string();
+    imported.push(".imported");
+    std::fs::rename(&legacy, &imported)
+        .map_err(|e| JournalError::Write(format!("cannot rename {}: {e}", legacy.display())))?;
+    Ok(())
+}
+
+/// A read-only view of the print queue, for the printer threads and the API.
+pub struct PrintJobs {
     conn: Connection,
 }
 
-/// The queue's file for a journal at `journal`.
-pub fn queue_path(journal: &Path) -> PathBuf {
-    let mut name = journal.file_name().unwrap_or_default().to_os_string();
-    name.push(".print-queue");
-    journal.with_file_name(name)
-}
-
-impl PrintQueue {
-    pub fn open(path: &Path) -> Result<PrintQueue, JournalError> {
-        let open_err = |source| JournalError::Open {
+impl PrintJobs {
+    pub(super) fn open(path: &Path) -> Result<PrintJobs, JournalError> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| JournalError::Open {
             path: path.display().to_string(),
             source,
-        };
-        let conn = Connection::open(path).map_err(open_err)?;
-        super::schema::configure(&conn).map_err(open_err)?;
-        conn.execute_batch(
-            "CREATE TABLE IF NOT EXISTS print_jobs(
-                id INTEGER PRIMARY KEY,
-                printer TEXT NOT NULL,
-                receipt TEXT NOT NULL,
-                copy INTEGER NOT NULL,
-                state TEXT NOT NULL,
-                purchase TEXT NOT NULL,
-                last_error TEXT
-            );
-            CREATE INDEX IF NOT EXISTS print_jobs_waiting ON print_jobs(printer, state, id);",
-        )
-        .map_err(open_err)?;
-        Ok(PrintQueue { conn })
+        })?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(PrintJobs { conn })
     }
 
-    pub fn enqueue(
-        &self,
-        printer: &str,
-        receipt: &str,
-        copy: bool,
-        purchase: &str,
-    ) -> Result<i64, JournalError> {
-        self.conn.execute(
-            "INSERT INTO print_jobs(printer, receipt, copy, state, purchase) VALUES (?1, ?2, ?3, 'queued', ?4)",
-            params![printer, receipt, copy, purchase],
-        )?;
-        Ok(self.conn.last_insert_rowid())
-    }
-
-    /// After a restart: a job that was being sent when the process died may have printed.
-    pub fn interrupted_to_unconfirmed(&self, printer: &str) -> Result<usize, JournalError> {
-        Ok(self.conn.execute(
-            "UPDATE print_jobs SET state = 'unconfirmed', last_error = 'gateway restarted while sending'
-             WHERE printer = ?1 AND state = 'sending'",
-            [printer],
-        )?)
-    }
-
+    /// The oldest queued job of `printer`.
     pub fn next_queued(&self, printer: &str) -> Result<Option<PrintJob>, JournalError> {
         Ok(self
             .conn
-            .query_row(
+            .prepare_cached(
                 "SELECT id, printer, receipt, copy, state, purchase, last_error FROM print_jobs
                  WHERE printer = ?1 AND state = 'queued' ORDER BY id LIMIT 1",
-                [printer],
-                row_to_job,
-            )
+            )?
+            .query_row([printer], row_to_job)
             .optional()?)
     }
 
     pub fn get(&self, id: i64) -> Result<Option<PrintJob>, JournalError> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT id, printer, receipt, copy, state, purchase, last_error FROM print_jobs WHERE id = ?1",
-                [id],
-                row_to_job,
-            )
-            .optional()?)
-    }
-
-    pub fn set_state(
-        &self,
-        id: i64,
-        state: JobState,
-        error: Option<&str>,
-    ) -> Result<(), JournalError> {
-        self.conn.execute(
-            "UPDATE print_jobs SET state = ?2, last_error = ?3 WHERE id = ?1",
-            params![id, state.as_str(), error],
-        )?;
-        Ok(())
+        Ok(get(&self.conn, id)?)
     }
 
     /// Jobs of a printer (or all), newest last.
     pub fn list(&self, printer: Option<&str>) -> Result<Vec<PrintJob>, JournalError> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT id, printer, receipt, copy, state, purchase, last_error FROM print_jobs
              WHERE ?1 IS NULL OR printer = ?1 ORDER BY id",
         )?;
@@ -159,6 +239,14 @@ impl PrintQueue {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(jobs)
     }
+}
+
+fn get(conn: &Connection, id: i64) -> rusqlite::Result<Option<PrintJob>> {
+    conn.prepare_cached(
+        "SELECT id, printer, receipt, copy, state, purchase, last_error FROM print_jobs WHERE id = ?1",
+    )?
+    .query_row([id], row_to_job)
+    .optional()
 }
 
 fn row_to_job(row: &rusqlite::Row<'_>) -> rusqlite::Result<PrintJob> {

@@ -43,6 +43,18 @@ const MIGRATIONS: &[&str] = &[
     INSERT INTO receipts(receipt, seq, id)
         SELECT receipt, seq, id FROM events WHERE receipt IS NOT NULL;
     DROP INDEX events_receipt;",
+    // 4 -> 5: receipts to print live in the journal and are queued in the purchase's own
+    // transaction: a crash between "recorded" and "queued" cannot lose a receipt.
+    "CREATE TABLE print_jobs(
+        id INTEGER PRIMARY KEY,
+        printer TEXT NOT NULL,
+        receipt TEXT NOT NULL,
+        copy INTEGER NOT NULL,
+        state TEXT NOT NULL,
+        purchase TEXT NOT NULL,
+        last_error TEXT
+    );
+    CREATE INDEX print_jobs_waiting ON print_jobs(printer, state, id);",
 ];
 
 pub(super) fn open_and_migrate(path: &Path) -> Result<Connection, JournalError> {

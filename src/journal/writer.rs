@@ -81,6 +81,7 @@ enum Answer {
     Append(Result<Appended, AppendError>),
     Ack(AckOutcome),
     Session(u64),
+    Print(Result<i64, super::PrintRefusal>),
 }
 
 impl Writer {
@@ -178,6 +179,9 @@ impl Writer {
                     )?;
                     Answer::Session(counter(&tx, "session")?)
                 }
+                Command::Print { command, .. } => {
+                    Answer::Print(super::print_queue::apply(&tx, command)?)
+                }
             };
             answers.push(answer);
         }
@@ -210,6 +214,9 @@ fn answer_command(command: Command, answer: Answer) {
         (Command::NextSession { reply }, Answer::Session(session)) => {
             let _ = reply.send(Ok(session));
         }
+        (Command::Print { reply, .. }, Answer::Print(result)) => {
+            let _ = reply.send(result);
+        }
         (command, _) => refuse_command(
             command,
             &AppendError::Storage("journal writer answered out of order".into()),
@@ -228,6 +235,9 @@ fn refuse_command(command: Command, refusal: &AppendError, error: &rusqlite::Err
         }
         Command::NextSession { reply } => {
             let _ = reply.send(Err(error.to_string()));
+        }
+        Command::Print { reply, .. } => {
+            let _ = reply.send(Err(super::PrintRefusal::Storage(error.to_string())));
         }
     }
 }
@@ -308,6 +318,9 @@ fn append(
             "INSERT INTO idempotency(key, fingerprint, seq, id) VALUES (?1, ?2, ?3, ?4)",
         )?
         .execute(params![idem.key, &idem.fingerprint[..], seq as i64, id])?;
+    }
+    if let (Some(printer), Some(receipt)) = (&event.print_on, &event.receipt) {
+        super::print_queue::enqueue(tx, printer, receipt, false, &event.body)?;
     }
     for identity in &event.identity_refs {
         // The first ref an identifier was recorded under stays its ref; merges from central

@@ -1,5 +1,5 @@
 //! Receipt printers (ESC/POS) over raw TCP 9100 or a serial port. The driver prints the jobs of
-//! the print queue one at a time: it sends a job only when real-time status (DLE EOT, each reply
+//! the journal's print queue one at a time (each queued with its purchase, in one transaction): it sends a job only when real-time status (DLE EOT, each reply
 //! matched to its request) says the printer is online with paper and the cover closed, and marks
 //! it done only when the printer answers the in-order status request at the job's end. A link
 //! that drops mid-job leaves the job `unconfirmed`, never resent by itself. Paper out, cover open
@@ -16,7 +16,7 @@ use self::escpos::{is_processed_status, is_realtime_status, PrinterStatus, Statu
 use self::layout::{render, Layout};
 use super::{DeviceContext, DeviceError, DeviceEvent, Driver};
 use crate::config::PrinterConfig;
-use crate::journal::print_queue::{JobState, PrintQueue};
+use crate::journal::{JobState, Journal, PrintCommand};
 
 /// A real-time status reply comes back at once; longer is a dead link.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -30,12 +30,33 @@ impl<T: Read + Write + Send> Link for T {}
 
 pub struct Printer {
     config: PrinterConfig,
-    queue_path: std::path::PathBuf,
+    /// The print queue lives in the journal; its writer thread is the only one that changes
+    /// a job, this driver asks it to.
+    journal: Journal,
 }
 
 impl Printer {
-    pub fn new(config: PrinterConfig, queue_path: std::path::PathBuf) -> Printer {
-        Printer { config, queue_path }
+    pub fn new(config: PrinterConfig, journal: Journal) -> Printer {
+        Printer { config, journal }
+    }
+
+    /// Records a job's new state through the journal's writer.
+    fn set_state(&self, id: i64, state: JobState, error: Option<&str>) -> Result<(), DeviceError> {
+        self.journal
+            .print_blocking(PrintCommand::SetState {
+                id,
+                state,
+                error: error.map(str::to_string),
+            })
+            .map(drop)
+            .map_err(|e| self.queue_error(e.to_string()))
+    }
+
+    fn queue_error(&self, message: String) -> DeviceError {
+        DeviceError::Protocol {
+            port: self.journal.path().display().to_string(),
+            message: format!("print queue: {message}"),
+        }
     }
 
     fn layout(&self) -> Layout {
@@ -204,14 +225,13 @@ impl Driver for Printer {
     }
 
     fn serve(&mut self, context: &DeviceContext) -> Result<(), DeviceError> {
-        let queue_error = |e: crate::journal::JournalError| DeviceError::Protocol {
-            port: self.queue_path.display().to_string(),
-            message: format!("print queue: {e}"),
-        };
-        let queue = PrintQueue::open(&self.queue_path).map_err(queue_error)?;
-        queue
-            .interrupted_to_unconfirmed(&self.config.name)
-            .map_err(queue_error)?;
+        let queue_error = |e: crate::journal::JournalError| self.queue_error(e.to_string());
+        let queue = self.journal.print_jobs().map_err(queue_error)?;
+        self.journal
+            .print_blocking(PrintCommand::MarkInterrupted {
+                printer: self.config.name.clone(),
+            })
+            .map_err(|e| self.queue_error(e.to_string()))?;
         let mut link = self.open()?;
         let mut replies = Replies {
             link: link.as_mut(),
@@ -246,63 +266,49 @@ impl Driver for Printer {
             let purchase: crate::protocol::Purchase = match serde_json::from_str(&job.purchase) {
                 Ok(purchase) => purchase,
                 Err(e) => {
-                    queue
-                        .set_state(
-                            job.id,
-                            JobState::Unconfirmed,
-                            Some(&format!("unreadable job: {e}")),
-                        )
-                        .map_err(queue_error)?;
+                    self.set_state(
+                        job.id,
+                        JobState::Unconfirmed,
+                        Some(&format!("unreadable job: {e}")),
+                    )?;
                     continue;
                 }
             };
             let bytes = render(&layout, &purchase, job.copy);
-            queue
-                .set_state(job.id, JobState::Sending, None)
-                .map_err(queue_error)?;
+            self.set_state(job.id, JobState::Sending, None)?;
             let sent = replies
                 .link
                 .write_all(&bytes)
                 .and_then(|()| replies.link.flush());
             if let Err(e) = sent {
                 let message = format!("link dropped while sending: {e}");
-                queue
-                    .set_state(job.id, JobState::Unconfirmed, Some(&message))
-                    .map_err(queue_error)?;
+                self.set_state(job.id, JobState::Unconfirmed, Some(&message))?;
                 return Err(replies.io(e));
             }
             match replies.wait_for(JOB_TIMEOUT, is_processed_status) {
                 // GS r 1: bits 2-3 set = paper ran out, so the receipt may be cut short.
                 Ok(Some(reply)) if reply & 0x0C == 0 => {
-                    queue
-                        .set_state(job.id, JobState::Done, None)
-                        .map_err(queue_error)?;
+                    self.set_state(job.id, JobState::Done, None)?;
                     context.receipt_printed();
                 }
-                Ok(Some(_)) => queue
-                    .set_state(
+                Ok(Some(_)) => self.set_state(
+                    job.id,
+                    JobState::Unconfirmed,
+                    Some("paper ran out during the receipt"),
+                )?,
+                Ok(None) => {
+                    self.set_state(
                         job.id,
                         JobState::Unconfirmed,
-                        Some("paper ran out during the receipt"),
-                    )
-                    .map_err(queue_error)?,
-                Ok(None) => {
-                    queue
-                        .set_state(
-                            job.id,
-                            JobState::Unconfirmed,
-                            Some("the printer never confirmed the receipt"),
-                        )
-                        .map_err(queue_error)?;
+                        Some("the printer never confirmed the receipt"),
+                    )?;
                     return Err(DeviceError::Silent {
                         port: self.config.address.clone(),
                         silent_ms: JOB_TIMEOUT.as_millis() as u64,
                     });
                 }
                 Err(e) => {
-                    queue
-                        .set_state(job.id, JobState::Unconfirmed, Some(&e.to_string()))
-                        .map_err(queue_error)?;
+                    self.set_state(job.id, JobState::Unconfirmed, Some(&e.to_string()))?;
                     return Err(e);
                 }
             }
