@@ -4,13 +4,13 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use storegate::clock::SystemClock;
 use storegate::journal::Journal;
 use storegate::metrics::Metrics;
-use storegate::sync::{RpcCallError, RpcClient, Sync, SyncSettings};
+use storegate::sync::{RpcCallError, RpcClient, SyncSettings, Syncer};
 
 struct RunningSync {
     rpc: RpcClient,
@@ -30,7 +30,7 @@ async fn start_sync(dir: &std::path::Path, port: u16, wait_connected: bool) -> R
     .unwrap();
     let config = storegate::config::parse_gateway(&text).unwrap();
     let (journal, writer) = Journal::open(&config.journal.path, Arc::new(SystemClock)).unwrap();
-    let sync = Sync::new(
+    let sync = Syncer::new(
         SyncSettings::from_config(&config),
         journal,
         Arc::new(Metrics::new()),
@@ -112,7 +112,8 @@ async fn a_call_nobody_answers_fails_at_its_deadline() {
     let port = free_port();
     let _broker = start_broker(BrokerKind::Embedded, dir.path(), port);
     let sync = start_sync(dir.path(), port, true).await;
-    let started = Instant::now();
+    // When exactly the deadline strikes is pinned by the unit tests in src/sync/rpc.rs on
+    // paused time; here: a real session with no central answers Timeout, not Unreachable.
     let result = sync
         .rpc
         .call(
@@ -120,12 +121,7 @@ async fn a_call_nobody_answers_fails_at_its_deadline() {
             serde_json::json!({"coupon": "c", "receipt": "r"}),
         )
         .await;
-    let took = started.elapsed();
     assert_eq!(result, Err(RpcCallError::Timeout));
-    assert!(
-        took >= Duration::from_millis(600) && took < Duration::from_millis(2000),
-        "took {took:?}"
-    );
     sync.stop().await;
 }
 
@@ -133,7 +129,7 @@ async fn a_call_nobody_answers_fails_at_its_deadline() {
 async fn a_call_without_a_broker_fails_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let sync = start_sync(dir.path(), free_port(), false).await;
-    let started = Instant::now();
+    // Unreachable (not Timeout) is the proof it did not wait for the deadline.
     let result = sync
         .rpc
         .call(
@@ -142,10 +138,5 @@ async fn a_call_without_a_broker_fails_at_once() {
         )
         .await;
     assert_eq!(result, Err(RpcCallError::Unreachable));
-    assert!(
-        started.elapsed() < Duration::from_millis(300),
-        "took {:?}",
-        started.elapsed()
-    );
     sync.stop().await;
 }

@@ -16,7 +16,7 @@ use crate::devices::Devices;
 use crate::identity::Identity;
 use crate::journal::{Journal, JournalError};
 use crate::metrics::Metrics;
-use crate::sync::{Sync, SyncError, SyncSettings};
+use crate::sync::{SyncError, SyncSettings, Syncer};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -70,7 +70,7 @@ pub async fn run(
             source,
         })?;
     let api_addr = listener.local_addr().map_err(DaemonError::Api)?;
-    let sync = Sync::new(
+    let sync = Syncer::new(
         SyncSettings::from_config(&config),
         journal.clone(),
         metrics.clone(),

@@ -108,6 +108,10 @@ pub enum DeviceError {
     Silent { port: String, silent_ms: u64 },
     #[error("{port}: {message}")]
     Protocol { port: String, message: String },
+    /// The driver panicked (a bug, or a library that panics on input it should refuse); the
+    /// supervisor caught it, reports the device down and reopens it like any failure.
+    #[error("{port}: the driver panicked: {message}")]
+    Panicked { port: String, message: String },
 }
 
 /// The shutdown signal every device thread watches: a flag for the serve loops (checked after

@@ -154,6 +154,25 @@ impl Devices {
     }
 }
 
+/// Runs `serve` and turns a panic into a device failure: one driver's bug must not freeze its
+/// status at "up" or take the thread (and the device) away for good.
+fn serve_catching_panics(
+    driver: &mut dyn Driver,
+    context: &DeviceContext,
+) -> Result<(), super::DeviceError> {
+    let port = driver.port();
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| driver.serve(context))).unwrap_or_else(
+        |panic| {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".into());
+            Err(super::DeviceError::Panicked { port, message })
+        },
+    )
+}
+
 fn supervise(mut driver: Box<dyn Driver>, context: DeviceContext) {
     let mut backoff = Backoff::new(REOPEN_MIN, REOPEN_MAX);
     let mut attempts = 0u64;
@@ -164,7 +183,7 @@ fn supervise(mut driver: Box<dyn Driver>, context: DeviceContext) {
             status.reconnects = attempts - 1;
         });
         let started = Instant::now();
-        let outcome = driver.serve(&context);
+        let outcome = serve_catching_panics(driver.as_mut(), &context);
         context.metrics.device_up(&context.name, false);
         match outcome {
             Ok(()) => break,
@@ -186,4 +205,64 @@ fn supervise(mut driver: Box<dyn Driver>, context: DeviceContext) {
         }
     }
     context.update(|status| status.state = DeviceState::Stopped);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Panics on its first serve, then serves until stopped.
+    struct Flaky {
+        served: u32,
+    }
+
+    impl Driver for Flaky {
+        fn kind(&self) -> &'static str {
+            "test"
+        }
+        fn name(&self) -> &str {
+            "flaky"
+        }
+        fn port(&self) -> String {
+            "/dev/flaky".into()
+        }
+        fn serve(&mut self, context: &DeviceContext) -> Result<(), super::super::DeviceError> {
+            self.served += 1;
+            if self.served == 1 {
+                panic!("index out of bounds in a frame parser");
+            }
+            context.up();
+            while !context.pause(Duration::from_millis(5)) {}
+            Ok(())
+        }
+    }
+
+    fn wait_for(handle: &DeviceHandle, wanted: impl Fn(&DeviceStatus) -> bool) -> DeviceStatus {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let status = handle.statuses().remove(0);
+            if wanted(&status) {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "never got there: {status:?}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_panicking_driver_is_reported_down_with_the_panic_and_reopened() {
+        let metrics = Arc::new(Metrics::new());
+        let (devices, _events) =
+            Devices::start_drivers(vec![Box::new(Flaky { served: 0 })], metrics).unwrap();
+        let handle = devices.handle();
+        let up = wait_for(&handle, |s| s.state == DeviceState::Up);
+        assert_eq!(up.reconnects, 1, "reopened after the panic");
+        let error = up.last_error.unwrap_or_default();
+        assert!(
+            error.contains("panicked") && error.contains("frame parser"),
+            "{error}"
+        );
+        devices.stop();
+        assert_eq!(handle.statuses()[0].state, DeviceState::Stopped);
+    }
 }

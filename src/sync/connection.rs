@@ -23,7 +23,7 @@ pub(super) fn options(
     // certificate's name (`use_username_as_clientid`), so no one can take over this session.
     let client_id = format!(
         "storegate-{}-{}",
-        settings.identity.store, settings.identity.gateway
+        settings.name.store, settings.name.gateway
     );
     let mut options = MqttOptions::new(client_id, broker.host.clone(), broker.port);
     options.set_keep_alive(Duration::from_secs(settings.mqtt.keep_alive_secs));

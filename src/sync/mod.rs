@@ -1,4 +1,4 @@
-//! Sync: the MQTT session that moves the journal's outbox to central and brings back acks,
+//! Sync (`Syncer`): the MQTT session that moves the journal's outbox to central and brings back acks,
 //! rpc answers and central's messages (docs/protocol.md).
 //!
 //! rumqttc is a pipe here, not a store: it keeps in-flight QoS 1 messages only in memory and
@@ -60,9 +60,9 @@ pub enum SyncError {
     JournalStopped,
 }
 
-/// Who this gateway is on the wire.
+/// Who this gateway is on the wire: its topic segments.
 #[derive(Debug, Clone)]
-pub struct Identity {
+pub struct GatewayName {
     pub store: String,
     pub gateway: String,
 }
@@ -70,7 +70,7 @@ pub struct Identity {
 /// The sync part's settings, taken from the gateway config.
 #[derive(Debug, Clone)]
 pub struct SyncSettings {
-    pub identity: Identity,
+    pub name: GatewayName,
     pub mqtt: MqttSection,
     pub sync: SyncSection,
 }
@@ -78,7 +78,7 @@ pub struct SyncSettings {
 impl SyncSettings {
     pub fn from_config(config: &GatewayConfig) -> SyncSettings {
         SyncSettings {
-            identity: Identity {
+            name: GatewayName {
                 store: config.gateway.store.clone(),
                 gateway: config.gateway.id.clone(),
             },
@@ -89,7 +89,7 @@ impl SyncSettings {
 }
 
 /// The owner of the MQTT session and the outbox position.
-pub struct Sync {
+pub struct Syncer {
     settings: SyncSettings,
     journal: Journal,
     metrics: Arc<Metrics>,
@@ -98,12 +98,12 @@ pub struct Sync {
     rpc_client: RpcClient,
 }
 
-impl Sync {
-    pub fn new(settings: SyncSettings, journal: Journal, metrics: Arc<Metrics>) -> Sync {
+impl Syncer {
+    pub fn new(settings: SyncSettings, journal: Journal, metrics: Arc<Metrics>) -> Syncer {
         let (state, _) = watch::channel(SyncState::default());
         let (rpc_client, rpc_requests) =
             RpcClient::channel(Duration::from_millis(settings.sync.rpc_timeout_ms));
-        Sync {
+        Syncer {
             settings,
             journal,
             metrics,
@@ -128,7 +128,7 @@ impl Sync {
         self,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), SyncError> {
-        let Sync {
+        let Syncer {
             settings,
             journal,
             metrics,
@@ -137,7 +137,7 @@ impl Sync {
             rpc_client,
         } = self;
         drop(rpc_client);
-        let topics = GatewayTopics::new(&settings.identity.store, &settings.identity.gateway);
+        let topics = GatewayTopics::new(&settings.name.store, &settings.name.gateway);
         let session = journal.next_session().await?;
         let options = connection::options(&settings, &topics, session)?;
         let (client, eventloop) = AsyncClient::new(options, connection::REQUEST_CHANNEL_CAPACITY);
@@ -341,7 +341,7 @@ impl Owner {
 
     fn ack_beyond_journal(&mut self, upto: u64, last_seq: u64) {
         self.metrics
-            .ack_beyond_journal(upto, last_seq, &self.settings.identity.gateway);
+            .ack_beyond_journal(upto, last_seq, &self.settings.name.gateway);
         let raised = self
             .state
             .send_if_modified(|s| s.alarms.insert(ALARM_ACK_BEYOND_JOURNAL));
@@ -371,12 +371,12 @@ impl Owner {
             batch_bytes: self.settings.sync.batch_bytes,
             window_batches: self.settings.sync.window_batches,
         };
-        let identity = &self.settings.identity;
+        let name = &self.settings.name;
         let filled = self.pump.fill_window(
             &self.outbox,
             &self.client,
             &self.topics,
-            identity,
+            name,
             limits,
             last_seq,
             &self.metrics,

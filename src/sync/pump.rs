@@ -2,11 +2,13 @@
 //! ahead of central's ack, and rewinds to the ack after a reconnect or an ack timeout.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use rumqttc::{AsyncClient, QoS};
 
-use super::Identity;
+use super::GatewayName;
 use crate::journal::{JournalError, Outbox};
 use crate::metrics::Metrics;
 use crate::protocol::topics::GatewayTopics;
@@ -105,7 +107,7 @@ impl Pump {
         outbox: &Outbox,
         client: &AsyncClient,
         topics: &GatewayTopics,
-        identity: &Identity,
+        name: &GatewayName,
         limits: Limits,
         last_seq: u64,
         metrics: &Metrics,
@@ -118,8 +120,8 @@ impl Pump {
             };
             let count = events.len();
             let batch = EventBatch {
-                gateway: identity.gateway.clone(),
-                store: identity.store.clone(),
+                gateway: name.gateway.clone(),
+                store: name.store.clone(),
                 sent_at: timestamp(std::time::SystemTime::now()),
                 events,
             };

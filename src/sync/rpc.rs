@@ -3,10 +3,11 @@
 //! falls back to its offline policy at once instead of waiting on the network.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use rumqttc::{AsyncClient, QoS};
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::protocol::{timestamp, RpcError, RpcRequest, RpcResponse};
 
@@ -146,5 +147,94 @@ impl Pending {
         for (_, waiting) in self.waiting.drain() {
             let _ = waiting.reply.send(Err(error.clone()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Never connected: publishes only queue (in the event loop's channel, kept alive by the
+    /// second half), which is all `Pending::send` needs.
+    fn client() -> (AsyncClient, rumqttc::EventLoop) {
+        AsyncClient::new(rumqttc::MqttOptions::new("t", "127.0.0.1", 1), 16)
+    }
+
+    fn call(
+        timeout: Duration,
+    ) -> (
+        Call,
+        oneshot::Receiver<Result<serde_json::Value, RpcCallError>>,
+    ) {
+        let (reply, answer) = oneshot::channel();
+        let call = Call {
+            method: "coupon.reserve".into(),
+            params: serde_json::json!({}),
+            timeout,
+            reply,
+        };
+        (call, answer)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_expires_at_its_deadline_and_not_before() {
+        let (client, _eventloop) = client();
+        let mut pending = Pending::default();
+        let (c, mut answer) = call(Duration::from_millis(300));
+        pending.send(c, &client, "t");
+        tokio::time::advance(Duration::from_millis(299)).await;
+        pending.expire();
+        assert!(answer.try_recv().is_err(), "expired early");
+        tokio::time::advance(Duration::from_millis(1)).await;
+        pending.expire();
+        assert_eq!(answer.try_recv().unwrap(), Err(RpcCallError::Timeout));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_complete_their_call_and_late_or_foreign_ones_are_ignored() {
+        let (client, _eventloop) = client();
+        let mut pending = Pending::default();
+        let (c, answer) = call(Duration::from_secs(1));
+        pending.send(c, &client, "t");
+        let id = pending.waiting.keys().next().unwrap().clone();
+        pending.complete(RpcResponse {
+            id: "someone-else".into(),
+            ok: true,
+            result: None,
+            error: None,
+        });
+        pending.complete(RpcResponse {
+            id: id.clone(),
+            ok: false,
+            result: None,
+            error: Some(RpcError {
+                code: "already_redeemed".into(),
+                message: "".into(),
+            }),
+        });
+        assert!(
+            matches!(answer.await.unwrap(), Err(RpcCallError::Refused(e)) if e.code == "already_redeemed")
+        );
+        // The same answer again (QoS 1 duplicate) finds nothing waiting.
+        pending.complete(RpcResponse {
+            id,
+            ok: true,
+            result: None,
+            error: None,
+        });
+        assert!(pending.waiting.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lost_connection_fails_every_waiting_call_as_unreachable() {
+        let (client, _eventloop) = client();
+        let mut pending = Pending::default();
+        let (a, answer_a) = call(Duration::from_secs(1));
+        let (b, answer_b) = call(Duration::from_secs(1));
+        pending.send(a, &client, "t");
+        pending.send(b, &client, "t");
+        pending.fail_all(RpcCallError::Unreachable);
+        assert_eq!(answer_a.await.unwrap(), Err(RpcCallError::Unreachable));
+        assert_eq!(answer_b.await.unwrap(), Err(RpcCallError::Unreachable));
     }
 }
