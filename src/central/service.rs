@@ -78,11 +78,15 @@ pub async fn run(
         .try_publish(topics::CENTRAL_STATUS, QoS::AtLeastOnce, true, offline);
     let _ = service.client.try_disconnect();
     let _ = stop_tx.send(true);
-    if tokio::time::timeout(Duration::from_secs(3), driver)
+    let mut driver = driver;
+    if tokio::time::timeout(Duration::from_secs(3), &mut driver)
         .await
         .is_err()
     {
-        tracing::warn!("central's MQTT connection did not close within 3 s");
+        // Stopped, not dropped: a detached session task would keep the connection open.
+        tracing::warn!("central's MQTT connection did not close within 3 s; closing it");
+        driver.abort();
+        let _ = driver.await;
     }
     Ok(())
 }

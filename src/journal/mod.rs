@@ -43,7 +43,7 @@ mod schema;
 mod writer;
 
 pub use lock::{lock_path, JournalLock};
-pub use outbox::Outbox;
+pub use outbox::{AsyncOutbox, Outbox};
 pub use print_queue::{JobState, PrintCommand, PrintJob, PrintJobs, PrintRefusal};
 pub use writer::WriterThread;
 

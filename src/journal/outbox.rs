@@ -13,6 +13,35 @@ pub struct Outbox {
     conn: Connection,
 }
 
+/// The outbox for async callers: every read runs on the blocking pool, so a slow SD card
+/// never stalls the runtime that serves the tills.
+#[derive(Clone)]
+pub struct AsyncOutbox(std::sync::Arc<std::sync::Mutex<Outbox>>);
+
+impl AsyncOutbox {
+    pub fn new(outbox: Outbox) -> AsyncOutbox {
+        AsyncOutbox(std::sync::Arc::new(std::sync::Mutex::new(outbox)))
+    }
+
+    /// `Outbox::read_after`, off the runtime.
+    pub async fn read_after(
+        &self,
+        after: u64,
+        max_events: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<WireEvent>, JournalError> {
+        let outbox = self.0.clone();
+        tokio::task::spawn_blocking(move || {
+            outbox
+                .lock()
+                .map_err(|_| JournalError::Write("outbox lock poisoned".into()))?
+                .read_after(after, max_events, max_bytes)
+        })
+        .await
+        .map_err(|e| JournalError::Write(format!("outbox read task failed: {e}")))?
+    }
+}
+
 impl Outbox {
     pub(super) fn open(path: &Path) -> Result<Outbox, JournalError> {
         let conn = Connection::open_with_flags(

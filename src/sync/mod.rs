@@ -166,7 +166,7 @@ impl Syncer {
             eventloop, backoff, session, net_tx, stop_rx, renew,
         ));
 
-        let outbox = journal.outbox()?;
+        let outbox = crate::journal::AsyncOutbox::new(journal.outbox()?);
         let mut position = journal.position();
         let start = *position.borrow_and_update();
         let mut owner = Owner {
@@ -209,7 +209,7 @@ impl Syncer {
                     }
                     let now = *position.borrow_and_update();
                     owner.metrics.set_last_seq(now.last_seq);
-                    owner.pump_outbox(now.last_seq);
+                    owner.pump_outbox(now.last_seq).await;
                 }
                 // Once every RpcClient is dropped the channel yields None at once, forever; the
                 // guard stops that from spinning the loop.
@@ -219,18 +219,22 @@ impl Syncer {
                 },
                 _ = tick.tick() => {
                     let last_seq = position.borrow().last_seq;
-                    owner.on_tick(last_seq);
+                    owner.on_tick(last_seq).await;
                 }
                 _ = status_tick.tick() => owner.publish_status(),
             }
         }
         owner.go_offline();
         let _ = stop_tx.send(true);
-        if tokio::time::timeout(Duration::from_secs(3), driver)
+        let mut driver = driver;
+        if tokio::time::timeout(Duration::from_secs(3), &mut driver)
             .await
             .is_err()
         {
-            tracing::warn!("MQTT connection did not close within 3 s");
+            // Stopped, not dropped: a detached session task would keep the connection open.
+            tracing::warn!("MQTT connection did not close within 3 s; closing it");
+            driver.abort();
+            let _ = driver.await;
         }
         ended
     }
@@ -245,7 +249,7 @@ struct Owner {
     metrics: Arc<Metrics>,
     state: watch::Sender<SyncState>,
     pump: Pump,
-    outbox: crate::journal::Outbox,
+    outbox: crate::journal::AsyncOutbox,
     rpc: rpc::Pending,
     session: u64,
 }
@@ -274,7 +278,7 @@ impl Owner {
                 if from <= last_seq {
                     self.metrics.resend(from, "connected");
                 }
-                self.pump_outbox(last_seq);
+                self.pump_outbox(last_seq).await;
             }
             SessionEvent::Disconnected { error } => {
                 // The session task logs each change of state with the broker's address.
@@ -336,7 +340,7 @@ impl Owner {
         }
         self.metrics.acked(trusted);
         self.pump.acked_upto(trusted);
-        self.pump_outbox(last_seq);
+        self.pump_outbox(last_seq).await;
     }
 
     fn ack_beyond_journal(&mut self, upto: u64, last_seq: u64) {
@@ -350,7 +354,7 @@ impl Owner {
         }
     }
 
-    fn on_tick(&mut self, last_seq: u64) {
+    async fn on_tick(&mut self, last_seq: u64) {
         self.rpc.expire();
         if !self.state.borrow().connected {
             return;
@@ -359,10 +363,10 @@ impl Owner {
         if let Some(from) = self.pump.timed_out(timeout) {
             self.metrics.resend(from, "ack timeout");
         }
-        self.pump_outbox(last_seq);
+        self.pump_outbox(last_seq).await;
     }
 
-    fn pump_outbox(&mut self, last_seq: u64) {
+    async fn pump_outbox(&mut self, last_seq: u64) {
         if !self.state.borrow().connected {
             return;
         }
@@ -372,15 +376,18 @@ impl Owner {
             window_batches: self.settings.sync.window_batches,
         };
         let name = &self.settings.name;
-        let filled = self.pump.fill_window(
-            &self.outbox,
-            &self.client,
-            &self.topics,
-            name,
-            limits,
-            last_seq,
-            &self.metrics,
-        );
+        let filled = self
+            .pump
+            .fill_window(
+                &self.outbox,
+                &self.client,
+                &self.topics,
+                name,
+                limits,
+                last_seq,
+                &self.metrics,
+            )
+            .await;
         let failing = filled.err().map(|error| error.to_string());
         if let Some(error) = &failing {
             if self.state.borrow().failing.is_none() {

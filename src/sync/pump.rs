@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use rumqttc::{AsyncClient, QoS};
 
 use super::GatewayName;
-use crate::journal::{JournalError, Outbox};
+use crate::journal::{AsyncOutbox, JournalError};
 use crate::metrics::Metrics;
 use crate::protocol::topics::GatewayTopics;
 use crate::protocol::{timestamp, EventBatch};
@@ -102,9 +102,9 @@ impl Pump {
     /// Publishes batches until the window is full, the outbox is drained, or rumqttc's request
     /// queue is full (the next tick tries again).
     #[allow(clippy::too_many_arguments)]
-    pub fn fill_window(
+    pub async fn fill_window(
         &mut self,
-        outbox: &Outbox,
+        outbox: &AsyncOutbox,
         client: &AsyncClient,
         topics: &GatewayTopics,
         name: &GatewayName,
@@ -113,8 +113,9 @@ impl Pump {
         metrics: &Metrics,
     ) -> Result<(), JournalError> {
         while self.in_flight.len() < limits.window_batches && self.next_send <= last_seq {
-            let events =
-                outbox.read_after(self.next_send - 1, limits.batch_events, limits.batch_bytes)?;
+            let events = outbox
+                .read_after(self.next_send - 1, limits.batch_events, limits.batch_bytes)
+                .await?;
             let Some(last) = events.last().map(|e| e.seq) else {
                 break;
             };
