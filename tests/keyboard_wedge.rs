@@ -42,17 +42,19 @@ fn a_wedge_whose_keyboard_is_missing_is_down_with_the_reason() {
         .contains("usb-no-such-scanner"));
 }
 
+/// Needs /dev/uinput, which containers and many CI machines lack: `cargo test` lists it as
+/// ignored, and `.ci/run` runs it where the device exists and says SKIPPED where it does not,
+/// so a machine without it never counts it as passed.
 #[test]
+#[ignore = "needs /dev/uinput; .ci/run runs it where the machine has one"]
 fn a_virtual_usb_keyboard_typing_a_barcode_is_grabbed_and_read_as_a_scan() {
     use evdev::uinput::VirtualDevice;
     use evdev::{AttributeSet, EventType, InputEvent, KeyCode};
 
-    if !std::path::Path::new("/dev/uinput").exists() {
-        eprintln!(
-            "skipped: this machine has no /dev/uinput (the decoder's replay tests still ran)"
-        );
-        return;
-    }
+    assert!(
+        std::path::Path::new("/dev/uinput").exists(),
+        "this machine has no /dev/uinput"
+    );
     let mut keys = AttributeSet::<KeyCode>::new();
     for code in 1..=127u16 {
         keys.insert(KeyCode::new(code));

@@ -240,12 +240,10 @@ fn a_paper_out_in_the_middle_of_10_receipts_prints_all_10_exactly_once_after_rec
             .collect::<Vec<_>>(),
         "every receipt once, in order, none a copy"
     );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while jobs(&agent, api).iter().any(|j| j["state"] != "done") {
-        assert!(Instant::now() < deadline, "{:?}", jobs(&agent, api));
-        // The last confirmation lands just after the cut; the queue has no push.
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    // The last confirmation lands just after the cut; the queue has no push.
+    eventually("every job done", Duration::from_secs(10), || {
+        jobs(&agent, api).iter().all(|j| j["state"] == "done")
+    });
     assert_eq!(
         metric(&agent, api, "storegate_receipts_printed_total"),
         10.0
@@ -271,15 +269,12 @@ fn a_job_cut_off_by_a_dropped_link_is_not_printed_again_until_the_cashier_reprin
     purchase(&agent, api, "D-01");
     printer.wait_printed(1, Duration::from_secs(20));
     // The link dropped before the printer confirmed: the job waits for the cashier.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let first = loop {
-        let jobs = jobs(&agent, api);
-        if jobs[0]["state"] == "unconfirmed" {
-            break jobs[0].clone();
-        }
-        assert!(Instant::now() < deadline, "{jobs:?}");
-        std::thread::sleep(Duration::from_millis(25));
-    };
+    eventually(
+        "the job waiting as unconfirmed",
+        Duration::from_secs(20),
+        || jobs(&agent, api)[0]["state"] == "unconfirmed",
+    );
+    let first = jobs(&agent, api)[0].clone();
     assert!(first["last_error"].as_str().is_some());
     // The gateway reconnects and prints the next sale, but not D-01 again.
     purchase(&agent, api, "D-02");
@@ -349,12 +344,7 @@ fn printers_on_a_device_file_and_on_a_serial_line_print_and_confirm_too() {
 /// between the two lost the receipt of a recorded sale.
 #[test]
 fn kill_9_at_random_points_never_loses_a_committed_purchases_receipt() {
-    let seed = std::env::var("TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| fastrand::u64(..));
-    eprintln!("kill_9 receipts scenario: TEST_SEED={seed} replays it");
-    let mut rng = fastrand::Rng::with_seed(seed);
+    let (mut rng, seed) = scenario_rng("kill -9 between sale and receipt");
     let dir = tempfile::tempdir().unwrap();
     let printer = SimPrinter::start(Paper::default());
     let extra = format!(

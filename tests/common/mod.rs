@@ -400,6 +400,17 @@ pub fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool)
     }
 }
 
+/// A random source for a scenario, seeded from `TEST_SEED` when set, else at random; the seed
+/// is printed first so a failing run can be replayed exactly.
+pub fn scenario_rng(scenario: &str) -> (fastrand::Rng, u64) {
+    let seed = std::env::var("TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..));
+    eprintln!("{scenario}: TEST_SEED={seed} replays this run");
+    (fastrand::Rng::with_seed(seed), seed)
+}
+
 /// `/healthz` with a bearer token (a gateway with `[api] tokens`).
 pub fn health_with_token(agent: &ureq::Agent, api: SocketAddr, token: &str) -> serde_json::Value {
     agent
@@ -697,8 +708,7 @@ pub fn wait_device(
     within: Duration,
     wanted: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + within;
-    loop {
+    let device = || -> serde_json::Value {
         let devices: serde_json::Value = agent
             .get(&format!("http://{api}/v1/devices"))
             .call()
@@ -706,14 +716,16 @@ pub fn wait_device(
             .body_mut()
             .read_json()
             .expect("devices JSON");
-        let device = devices["devices"][index].clone();
-        if wanted(&device) {
-            return device;
+        devices["devices"][index].clone()
+    };
+    let mut found = serde_json::Value::Null;
+    eventually("device state", within, || {
+        let now = device();
+        let reached = wanted(&now);
+        if reached {
+            found = now;
         }
-        assert!(
-            Instant::now() < deadline,
-            "device never got there: {device}"
-        );
-        std::thread::sleep(Duration::from_millis(25));
-    }
+        reached
+    });
+    found
 }

@@ -77,9 +77,10 @@ pub fn kill9_loses_nothing_acknowledged(kind: BrokerKind, trials: u32) {
         "[sync]\nbatch_events = 20\nwindow_batches = 4\nreconnect_min_ms = 50\nreconnect_max_ms = 500\nack_timeout_ms = 2000\n",
     );
     let acknowledged = Arc::new(Mutex::new(HashMap::new()));
+    let (mut rng, _seed) = scenario_rng("kill -9 during intake and sync");
     for trial in 0..trials {
         let (mut gateway, api) = start_gateway(dir.path(), &config);
-        let kill_after = 10 + fastrand_u64(150);
+        let kill_after = 10 + rng.u64(..150);
         let answered = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (reached_tx, reached) = std::sync::mpsc::channel::<()>();
@@ -233,16 +234,16 @@ pub fn malformed_inbound_is_counted_and_ignored(kind: BrokerKind) {
         }
     }
     let expected = (gateway_topics.len() * payloads.len()) as f64;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut counted = 0.0;
-    while Instant::now() < deadline {
-        counted = metric(&agent, api, "storegate_mqtt_inbound_invalid_total");
-        if counted >= expected {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(counted, expected, "every malformed message is counted once");
+    eventually(
+        "every malformed message counted",
+        Duration::from_secs(30),
+        || metric(&agent, api, "storegate_mqtt_inbound_invalid_total") >= expected,
+    );
+    assert_eq!(
+        metric(&agent, api, "storegate_mqtt_inbound_invalid_total"),
+        expected,
+        "every malformed message is counted once"
+    );
     assert!(
         gateway.is_running() && central.is_running(),
         "both survive malformed input"
@@ -264,23 +265,11 @@ pub fn malformed_inbound_is_counted_and_ignored(kind: BrokerKind) {
 }
 
 pub fn wait_connected(agent: &ureq::Agent, api: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if health(agent, api)["mqtt"]["connected"] == true {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("gateway never connected to the broker");
-}
-
-fn fastrand_u64(below: u64) -> u64 {
-    // Seeded from the clock so trials differ between runs; printed so a failure can be replayed.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos() as u64)
-        .unwrap_or(7);
-    nanos % below
+    eventually(
+        "gateway connected to the broker",
+        Duration::from_secs(30),
+        || health(agent, api)["mqtt"]["connected"] == true,
+    );
 }
 
 /// Retained status with a last will: online with a session number; `kill -9` makes the broker
