@@ -1,5 +1,7 @@
 //! The local HTTP API of a real gateway process (no broker needed: intake never waits on it).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 mod common;
 
 use std::net::SocketAddr;

@@ -5,6 +5,8 @@
 //! reach anyone. Ignored by plain `cargo test`; `.ci/mosquitto-suite` installs Mosquitto and
 //! runs it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 mod common;
 
 use std::path::Path;

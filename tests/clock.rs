@@ -3,6 +3,8 @@
 //! not to believe. The gateway runs in-process with an injected clock; broker and central are
 //! real processes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 mod common;
 
 use std::sync::{Arc, Mutex};

@@ -2,6 +2,8 @@
 //! not part of a fresh machine); `.ci/mosquitto-suite` installs it and runs them with
 //! `--include-ignored`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 mod common;
 
 use common::{scenarios, BrokerKind};

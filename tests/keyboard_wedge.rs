@@ -4,6 +4,8 @@
 //! down with the reason. (The key-by-key decoding, US and DE layouts, GS as Ctrl+] and hotkey
 //! refusal are replayed event by event in `src/devices/wedge/decoder.rs`.)
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 mod common;
 
 use std::time::Duration;

@@ -2,6 +2,8 @@
 //! frames are what `storegate bench` times against plain rqrr and zbar; this test holds the rate
 //! so a change that makes decoding faster by reading fewer codes fails here.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 use std::collections::BTreeMap;
 
 use storegate::devices::camera::corpus;

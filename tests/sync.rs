@@ -1,6 +1,8 @@
 //! The spine's guarantees end to end: real `storegate` processes, the embedded broker, real
 //! SQLite files. The same scenarios run against Mosquitto in `tests/interop.rs`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 mod common;
 
 use common::{scenarios, BrokerKind};

@@ -1,6 +1,8 @@
 //! MQTT over TLS with client certificates: a gateway process connects with `mqtts://` through a
 //! mutual-TLS front (rustls, as a fleet broker's listener would be) to the embedded broker.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
 mod common;
 
 use std::net::SocketAddr;
