@@ -10,22 +10,24 @@
 //! - [`sync`] pumps the journal's outbox to the broker over MQTT and moves on only when
 //!   [`central`] acks, per [`protocol`];
 //! - [`central`] is the reference profile service on the other side of the broker;
-//! - [`broker`] embeds rumqttd for the demo and tests; [`demo`] wires all of it on loopback;
-//!   [`cli`] is the command line over all of these; [`config`] loads and validates settings.
+//! - [`mqtt`] is the one MQTT session driver both sides use; [`config`] loads and validates
+//!   settings; [`daemon`] wires and supervises the gateway's parts; [`metrics`] counts and
+//!   logs every refusal in one place; `broker` embeds rumqttd for the demo and tests
+//!   (feature `embedded-broker`).
+//!
+//! The binary (`src/main.rs`) adds the command line (`cli`), the demo and the benchmark.
 
 #![deny(unsafe_code)]
 
 pub mod api;
 pub mod backoff;
-pub mod bench;
+#[cfg(feature = "embedded-broker")]
 pub mod broker;
 pub mod central;
-pub mod cli;
 pub mod clock;
 pub mod codes;
 pub mod config;
 pub mod daemon;
-pub mod demo;
 pub mod devices;
 pub mod identity;
 pub mod journal;

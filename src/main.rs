@@ -1,9 +1,19 @@
+//! The `storegate` binary: argument parsing and output (`cli`), the demo wiring (`demo`) and the
+//! benchmark (`bench`). Everything they run is the `storegate` library; `anyhow` lives here
+//! only, at the edge where errors become messages and exit codes.
+
 use std::io::IsTerminal;
 
 use clap::Parser;
 
+#[cfg(all(feature = "embedded-broker", feature = "test-support"))]
+mod bench;
+mod cli;
+#[cfg(feature = "embedded-broker")]
+mod demo;
+
 fn main() -> std::process::ExitCode {
-    let cli = storegate::cli::Cli::parse();
+    let cli = cli::Cli::parse();
     // rumqttd logs every probe connection and client drop as an ERROR; it is only our loopback
     // broker, so it stays quiet unless STOREGATE_LOG asks for it.
     // `Targets` takes the same `level,target=level` syntax as RUST_LOG without pulling a regex
@@ -23,7 +33,7 @@ fn main() -> std::process::ExitCode {
         )
         .with(filter)
         .init();
-    match storegate::cli::run(cli) {
+    match cli::run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("storegate: {}", report(&error));

@@ -18,7 +18,7 @@ pub(super) async fn run(events: u64, broker: Option<&str>) -> anyhow::Result<ser
         .prefix("storegate-bench-")
         .tempdir()?;
     let (url, _broker, broker_name) = start_broker(broker, dir.path())?;
-    let address = crate::config::BrokerAddress::parse(&url).map_err(anyhow::Error::msg)?;
+    let address = storegate::config::BrokerAddress::parse(&url).map_err(anyhow::Error::msg)?;
 
     eprintln!("bench: filling a journal with {events} events (offline intake, 256 callers)");
     let journal = dir.path().join("journal.db");
@@ -62,7 +62,7 @@ pub(super) async fn run(events: u64, broker: Option<&str>) -> anyhow::Result<ser
         let mut acked = 0u64;
         while acked < events {
             if let Event::Incoming(Packet::Publish(p)) = ack_loop.poll().await? {
-                if let Ok(ack) = serde_json::from_slice::<crate::protocol::Ack>(&p.payload) {
+                if let Ok(ack) = serde_json::from_slice::<storegate::protocol::Ack>(&p.payload) {
                     acked = acked.max(ack.upto_seq);
                 }
             }
@@ -111,7 +111,7 @@ fn start_broker(
     if let Some(url) = broker {
         return Ok((url.to_string(), None, url.to_string()));
     }
-    let addr = crate::broker::free_loopback_addr()?;
+    let addr = storegate::broker::free_loopback_addr()?;
     let mosquitto = ["/usr/sbin/mosquitto", "/usr/bin/mosquitto"]
         .into_iter()
         .find(|p| std::path::Path::new(p).exists());
@@ -140,7 +140,7 @@ fn start_broker(
             Ok((format!("mqtt://{addr}"), Some(guard), "mosquitto".into()))
         }
         None => {
-            crate::broker::start_embedded(addr)?;
+            storegate::broker::start_embedded(addr)?;
             Ok((
                 format!("mqtt://{addr}"),
                 None,
@@ -151,12 +151,12 @@ fn start_broker(
 }
 
 async fn subscriber(
-    address: &crate::config::BrokerAddress,
+    address: &storegate::config::BrokerAddress,
     id: &str,
     topic: &str,
 ) -> anyhow::Result<(AsyncClient, rumqttc::EventLoop)> {
     let mut options = MqttOptions::new(id, address.host.clone(), address.port);
-    crate::mqtt::set_packet_limits(&mut options);
+    storegate::mqtt::set_packet_limits(&mut options);
     let (client, mut eventloop) = AsyncClient::new(options, 64);
     client.subscribe(topic, QoS::AtLeastOnce).await?;
     loop {
@@ -167,15 +167,17 @@ async fn subscriber(
 }
 
 fn sample_batch_bytes(journal: &std::path::Path) -> anyhow::Result<usize> {
-    let (handle, writer) =
-        crate::journal::Journal::open(journal, std::sync::Arc::new(crate::clock::SystemClock))?;
+    let (handle, writer) = storegate::journal::Journal::open(
+        journal,
+        std::sync::Arc::new(storegate::clock::SystemClock),
+    )?;
     let events = handle
         .outbox()?
         .read_after(0, EVENTS_PER_BATCH as usize, usize::MAX)?;
-    let batch = crate::protocol::EventBatch {
+    let batch = storegate::protocol::EventBatch {
         gateway: "gw-1".into(),
         store: "bench".into(),
-        sent_at: crate::protocol::timestamp(std::time::SystemTime::now()),
+        sent_at: storegate::protocol::timestamp(std::time::SystemTime::now()),
         events,
     };
     let bytes = serde_json::to_vec(&batch)?.len();
@@ -187,13 +189,13 @@ fn sample_batch_bytes(journal: &std::path::Path) -> anyhow::Result<usize> {
 /// The broker's raw QoS 1 pipe: one client publishes `messages` payloads of `bytes`, another
 /// receives them all; no journal, no central, no acks beyond MQTT's own.
 async fn raw_pipe(
-    address: &crate::config::BrokerAddress,
+    address: &storegate::config::BrokerAddress,
     messages: u64,
     bytes: usize,
 ) -> anyhow::Result<f64> {
     let (_sub, mut sub_loop) = subscriber(address, "bench-pipe-sub", "bench/pipe").await?;
     let mut options = MqttOptions::new("bench-pipe-pub", address.host.clone(), address.port);
-    crate::mqtt::set_packet_limits(&mut options);
+    storegate::mqtt::set_packet_limits(&mut options);
     options.set_inflight(32);
     let (publisher, mut pub_loop) = AsyncClient::new(options, 64);
     let payload = vec![b'x'; bytes];

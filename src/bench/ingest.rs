@@ -5,9 +5,9 @@ use std::time::Instant;
 
 use rusqlite::{params, Connection};
 
-use crate::clock::SystemClock;
-use crate::journal::{Journal, NewEvent};
-use crate::protocol::{timestamp, EventKind};
+use storegate::clock::SystemClock;
+use storegate::journal::{Journal, NewEvent};
+use storegate::protocol::{timestamp, EventKind};
 
 const BODY: &str = r#"{"receipt":"R","lines":[{"sku":"milk-1l","gtin":"4006381333931","qty":2,"unit_minor":119},{"sku":"bread-rye","gtin":"4012345000016","qty":1,"unit_minor":249}],"total_minor":487,"currency":"EUR","customer":null,"coupons":[],"points":4}"#;
 
@@ -103,7 +103,7 @@ pub(super) async fn journal_appends(
                         .await?;
                     n += callers;
                 }
-                Ok::<(), crate::journal::AppendError>(())
+                Ok::<(), storegate::journal::AppendError>(())
             })
         })
         .collect();

@@ -9,9 +9,9 @@ use std::time::Instant;
 
 use serde_json::{json, Value};
 
-use crate::devices::camera::corpus::{self, CorpusFrame};
-use crate::devices::camera::decode::{decode_plain, Outcome, QrDecoder};
-use crate::devices::camera::frame::LumaFrame;
+use storegate::devices::camera::corpus::{self, CorpusFrame};
+use storegate::devices::camera::decode::{decode_plain, Outcome, QrDecoder};
+use storegate::devices::camera::frame::LumaFrame;
 
 /// Fraction of expected texts found, per class and overall.
 fn rates(corpus: &[CorpusFrame], found: &[Vec<String>]) -> Value {

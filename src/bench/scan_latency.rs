@@ -23,7 +23,7 @@ pub(super) fn run(scans: usize) -> anyhow::Result<serde_json::Value> {
     // The daemon opens the pty by its name; this end is not needed (the master keeps it alive).
     drop(scanner_end);
     let dir = tempfile::tempdir()?;
-    let unused_port = crate::broker::free_loopback_addr()?.port();
+    let unused_port = storegate::broker::free_loopback_addr()?.port();
     let config = write_gateway_config(
         &dir.path().join("gateway.toml"),
         &format!("mqtt://127.0.0.1:{unused_port}"),

@@ -12,7 +12,7 @@ pub(super) fn run(runs: u32) -> anyhow::Result<serde_json::Value> {
     let mut starts = Vec::new();
     let mut idle_rss_kib = 0;
     for run in 0..runs {
-        let unused_port = crate::broker::free_loopback_addr()?.port();
+        let unused_port = storegate::broker::free_loopback_addr()?.port();
         let config = write_gateway_config(
             &dir.path().join(format!("gw-{run}.toml")),
             &format!("mqtt://127.0.0.1:{unused_port}"),

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::clock::SystemClock;
-use crate::daemon::{self, terminate_signal};
+use storegate::clock::SystemClock;
+use storegate::daemon::{self, terminate_signal};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -36,6 +36,7 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    #[cfg(feature = "embedded-broker")]
     /// Start an embedded broker, the reference central and a gateway with a simulated till,
     /// and show events being committed, synced and acked until Ctrl-C.
     Demo {
@@ -48,12 +49,14 @@ pub enum Command {
         rate: f64,
     },
     /// Run the embedded MQTT broker alone (loopback development and tests).
+    #[cfg(feature = "embedded-broker")]
     Broker {
         /// Address to listen on.
         #[arg(long, default_value = "127.0.0.1:1883")]
         listen: SocketAddr,
     },
     /// Measure journal ingest and backlog drain against baselines in the same run.
+    #[cfg(all(feature = "embedded-broker", feature = "test-support"))]
     Bench(crate::bench::BenchArgs),
     /// Print what scanned data means, as JSON: an optional AIM identifier (`]E0`, `]C1`, …),
     /// then EAN/UPC with check digit, GS1 element strings (GS = \x1d, or bracketed), coupon
@@ -121,7 +124,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config } => run_gateway(config),
         Command::Central { config } => run_central(config),
+        #[cfg(feature = "embedded-broker")]
         Command::Demo { purchases, rate } => crate::demo::run(purchases, rate),
+        #[cfg(feature = "embedded-broker")]
         Command::Broker { listen } => run_broker(listen),
         Command::Status {
             config,
@@ -129,6 +134,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             url,
             token,
         } => run_status(config, api, url, token),
+        #[cfg(all(feature = "embedded-broker", feature = "test-support"))]
         Command::Bench(args) => crate::bench::run(args),
         Command::Decode { data, strict } => run_decode(&data, strict),
         Command::ScanImage { files } => run_scan_image(&files),
@@ -137,7 +143,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn run_coupon(command: CouponCommand) -> anyhow::Result<()> {
-    use crate::codes::coupon;
+    use storegate::codes::coupon;
     let result = match command {
         CouponCommand::Keygen => coupon::generate_key()
             .map(|key| serde_json::json!(key))
@@ -169,9 +175,9 @@ fn run_coupon(command: CouponCommand) -> anyhow::Result<()> {
 }
 
 fn run_decode(data: &str, strict: bool) -> anyhow::Result<()> {
-    let (aim, rest) = crate::codes::Aim::split(data);
-    match crate::codes::interpret_scan(aim, rest) {
-        Ok(crate::codes::Interpretation::Text {
+    let (aim, rest) = storegate::codes::Aim::split(data);
+    match storegate::codes::interpret_scan(aim, rest) {
+        Ok(storegate::codes::Interpretation::Text {
             probable_misread: true,
             ..
         }) if strict => fail(
@@ -182,7 +188,7 @@ fn run_decode(data: &str, strict: bool) -> anyhow::Result<()> {
             let mut json = serde_json::json!(interpretation);
             if matches!(
                 interpretation,
-                crate::codes::Interpretation::CouponToken { .. }
+                storegate::codes::Interpretation::CouponToken { .. }
             ) {
                 // No keys here: a well-formed coupon is not yet a genuine one.
                 json["signature"] = serde_json::json!(
@@ -201,7 +207,7 @@ fn run_decode(data: &str, strict: bool) -> anyhow::Result<()> {
 }
 
 fn run_scan_image(files: &[PathBuf]) -> anyhow::Result<()> {
-    use crate::devices::camera::{decode, frame::LumaFrame};
+    use storegate::devices::camera::{decode, frame::LumaFrame};
     let mut unreadable = 0;
     for file in files {
         let line = match LumaFrame::load_png(file) {
@@ -210,7 +216,7 @@ fn run_scan_image(files: &[PathBuf]) -> anyhow::Result<()> {
                     .decode_all(&frame)
                     .into_iter()
                     .map(|detected| {
-                        let meaning = match crate::codes::interpret(&detected.text) {
+                        let meaning = match storegate::codes::interpret(&detected.text) {
                             Ok(interpretation) => serde_json::json!(interpretation),
                             Err(error) => serde_json::json!({ "refused": error.to_string() }),
                         };
@@ -241,7 +247,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run_gateway(path: PathBuf) -> anyhow::Result<()> {
     // Config is parsed and validated before any port or file is opened.
-    let config = crate::config::load_gateway(&path)?;
+    let config = storegate::config::load_gateway(&path)?;
     runtime()?.block_on(async {
         daemon::run(
             config,
@@ -255,16 +261,17 @@ fn run_gateway(path: PathBuf) -> anyhow::Result<()> {
 }
 
 fn run_central(path: PathBuf) -> anyhow::Result<()> {
-    let config = crate::config::load_central(&path)?;
+    let config = storegate::config::load_central(&path)?;
     runtime()?.block_on(async {
         print_json(&serde_json::json!({ "ready": { "central": config.central.client_id } }));
-        crate::central::run(config, terminate_signal()).await
+        storegate::central::run(config, terminate_signal()).await
     })?;
     Ok(())
 }
 
+#[cfg(feature = "embedded-broker")]
 fn run_broker(listen: SocketAddr) -> anyhow::Result<()> {
-    crate::broker::start_embedded(listen)?;
+    storegate::broker::start_embedded(listen)?;
     print_json(&serde_json::json!({ "ready": { "broker": format!("mqtt://{listen}") } }));
     runtime()?.block_on(terminate_signal());
     Ok(())
@@ -278,7 +285,7 @@ fn run_status(
 ) -> anyhow::Result<()> {
     let (url, token) = match (config, api, url) {
         (Some(path), _, _) => {
-            let config = crate::config::load_gateway(&path)?;
+            let config = storegate::config::load_gateway(&path)?;
             let listen = config.api.listen;
             // A gateway listening on every interface is asked on loopback.
             let host = if listen.ip().is_unspecified() {

@@ -12,9 +12,9 @@ use std::time::Duration;
 use anyhow::Context;
 use tokio::sync::{oneshot, watch};
 
-use crate::clock::SystemClock;
-use crate::config::{self, CentralConfig, CentralSection, MqttSection};
-use crate::daemon::{self, signalled, terminate_signal};
+use storegate::clock::SystemClock;
+use storegate::config::{self, CentralConfig, CentralSection, MqttSection};
+use storegate::daemon::{self, signalled, terminate_signal};
 
 pub fn run(purchases: Option<u64>, rate: f64) -> anyhow::Result<()> {
     if !(rate > 0.0 && rate <= 10_000.0) {
@@ -23,8 +23,8 @@ pub fn run(purchases: Option<u64>, rate: f64) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("storegate-demo-")
         .tempdir()?;
-    let broker = crate::broker::free_loopback_addr()?;
-    crate::broker::start_embedded(broker)?;
+    let broker = storegate::broker::free_loopback_addr()?;
+    storegate::broker::start_embedded(broker)?;
     eprintln!("demo: embedded MQTT broker on mqtt://{broker}");
     eprintln!(
         "demo: journal and central store in {}",
@@ -50,7 +50,8 @@ pub fn run(purchases: Option<u64>, rate: f64) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         let (stop, stopped) = watch::channel(false);
-        let central_task = tokio::spawn(crate::central::run(central, signalled(stopped.clone())));
+        let central_task =
+            tokio::spawn(storegate::central::run(central, signalled(stopped.clone())));
         let (ready_tx, ready_rx) = oneshot::channel();
         let gateway_task = tokio::spawn(daemon::run(
             gateway,

@@ -2,6 +2,7 @@
 //! the async runtime on a thread of its own, filtered by [`held::HeldCodes`] so a code held up
 //! is reported once, and handed on as scans like any scanner's.
 
+#[cfg(feature = "test-support")]
 pub mod corpus;
 pub mod decode;
 pub mod frame;
