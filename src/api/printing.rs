@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::Json;
 
 use super::{ApiError, ApiState};
-use crate::config::PrinterConfig;
+use crate::devices::config::PrinterConfig;
 use crate::journal::{Journal, JournalError, PrintCommand, PrintJob, PrintJobs, PrintRefusal};
 
 /// Which printer serves which till, and the journal that holds the print queue. Jobs are

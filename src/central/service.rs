@@ -8,9 +8,10 @@ use tokio::sync::mpsc;
 
 use super::store::{Store, StoreError};
 use crate::backoff::Backoff;
-use crate::config::{is_topic_id, CentralConfig};
+use crate::config::CentralConfig;
 use crate::metrics::Metrics;
 use crate::mqtt::{Reconnect, SessionEvent};
+use crate::protocol::is_topic_id;
 use crate::protocol::topics::{self, split_gateway_topic, GatewayTopics};
 use crate::protocol::{
     Ack, CentralStatus, EventBatch, RpcError, RpcRequest, RpcResponse, MAX_PAYLOAD_BYTES,

@@ -89,7 +89,7 @@ impl CouponKeys {
     pub fn from_base64(keys: &[String]) -> Result<CouponKeys, KeyError> {
         let keys = keys
             .iter()
-            .map(|k| crate::config::decode_ed25519_public_key(k).map_err(KeyError))
+            .map(|k| decode_ed25519_public_key(k).map_err(KeyError))
             .collect::<Result<_, _>>()?;
         Ok(CouponKeys { keys })
     }
@@ -156,6 +156,22 @@ pub fn issue(private_key: &str, payload: &serde_json::Value) -> Result<String, C
         B64URL.encode(&payload_bytes),
         B64URL.encode(signature.as_ref())
     ))
+}
+
+/// An Ed25519 public key as config holds it (coupon keys, config-signing keys): standard
+/// base64 of 32 bytes.
+pub fn decode_ed25519_public_key(text: &str) -> Result<Vec<u8>, String> {
+    let bytes = B64
+        .decode(text.trim())
+        .map_err(|e| format!("not valid base64: {e}"))?;
+    if bytes.len() == 32 {
+        Ok(bytes)
+    } else {
+        Err(format!(
+            "an Ed25519 public key is 32 bytes, this one is {}",
+            bytes.len()
+        ))
+    }
 }
 
 #[cfg(test)]

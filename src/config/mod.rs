@@ -1,14 +1,29 @@
 //! Configuration: the TOML file, `STOREGATE_<SECTION>_<KEY>` overrides, and validation that
-//! names the key and the fix before any port or file is opened.
+//! names the key and the fix before any port or file is opened. Every value that has a shape
+//! (broker URLs, ports, printer addresses, camera sources) is parsed into its type here, once.
+//!
+//! One file per section; each device kind's settings live beside its driver
+//! (`devices/<kind>/config.rs`, gathered by `devices::config::DevicesSection`), so devices
+//! never reach up into this module.
 //!
 //! Signed remote layers (fleet < store < gateway) are applied on top of this by the config
 //! issue; the keys that only the box knows (`[gateway]`, `[journal]`, `[config] trusted_keys`)
 //! are marked local-only here so that merge can refuse them.
 
+mod api;
+mod central;
 mod env;
-mod model;
+mod gateway;
+mod journal;
+mod mqtt;
+mod sync;
 
-pub use model::*;
+pub use api::ApiSection;
+pub use central::{CentralConfig, CentralSection};
+pub use gateway::{CouponsSection, GatewayConfig, GatewaySection, IdentitySection, TrustSection};
+pub use journal::JournalSection;
+pub use mqtt::{BrokerAddress, MqttSection};
+pub use sync::SyncSection;
 
 use std::path::Path;
 
@@ -163,7 +178,7 @@ mod tests {
         let base = "[gateway]\nstore = \"s1\"\nid = \"g1\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n[journal]\npath = \"j.db\"\n";
         let config = parse_gateway(&format!("{base}{KEY}{READER}")).unwrap();
         let reader = &config.devices.card_readers[0];
-        assert_eq!(reader.port, std::path::Path::new("/dev/serial/by-id/r"));
+        assert_eq!(reader.port.to_string(), "/dev/serial/by-id/r");
         assert_eq!((reader.baud, reader.beep_ms), (115_200, 80));
     }
 
@@ -210,6 +225,16 @@ mod tests {
                     READER.replace("/dev/serial/by-id/r", "usb:12:34")
                 ),
                 "devices.card_readers[0].port",
+            ),
+            // Parsed into types at load: refused at start-up naming the key, not retried for
+            // ever by the device thread.
+            (
+                format!("{base}[[devices.cameras]]\nname = \"k\"\nsource = \"raw:640:/x\"\ntill = \"k1\"\n"),
+                "devices.cameras[0].source",
+            ),
+            (
+                format!("{base}[[devices.printers]]\nname = \"p\"\naddress = \"tcp:printer\"\ntill = \"t1\"\n"),
+                "devices.printers[0].address",
             ),
         ];
         for (text, key) in cases {

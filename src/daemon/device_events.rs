@@ -24,7 +24,7 @@ pub struct Router {
     pub live: LiveEvents,
     pub beep_ms: Box<dyn Fn(&str) -> u16 + Send + Sync>,
     /// Magnetic loyalty card number rule per device.
-    pub card_rules: std::collections::HashMap<String, crate::config::CardNumberRule>,
+    pub card_rules: std::collections::HashMap<String, crate::devices::config::CardNumberRule>,
     /// A scanned coupon reaches a till only if its signature verifies with one of these.
     pub coupon_keys: CouponKeys,
     pub metrics: Arc<Metrics>,

@@ -8,7 +8,9 @@
 //! the beep tells the customer "recorded", not merely "read".
 
 pub mod camera;
+pub mod card_number;
 pub mod card_reader;
+pub mod config;
 pub mod port;
 pub mod printer;
 pub mod scanner;

@@ -5,8 +5,10 @@
 
 use std::path::PathBuf;
 
-/// How a device's port is named in config.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How a device's port is named in config; parsed when the config loads, so a malformed one
+/// is refused at start-up naming its key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
 pub enum PortSpec {
     Path(PathBuf),
     Usb {
@@ -16,8 +18,34 @@ pub enum PortSpec {
     },
 }
 
+impl TryFrom<String> for PortSpec {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<PortSpec, String> {
+        PortSpec::parse(&text)
+    }
+}
+
+impl std::fmt::Display for PortSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PortSpec::Path(path) => write!(f, "{}", path.display()),
+            PortSpec::Usb { vid, pid, serial } => {
+                write!(f, "usb:{vid:04x}:{pid:04x}")?;
+                match serial {
+                    Some(serial) => write!(f, ":{serial}"),
+                    None => Ok(()),
+                }
+            }
+        }
+    }
+}
+
 impl PortSpec {
     pub fn parse(text: &str) -> Result<PortSpec, String> {
+        if text.is_empty() {
+            return Err("must name the port: /dev/serial/by-id/... or usb:VID:PID[:SERIAL]".into());
+        }
         let Some(usb) = text.strip_prefix("usb:") else {
             return Ok(PortSpec::Path(PathBuf::from(text)));
         };
@@ -72,9 +100,9 @@ impl PortSpec {
 }
 
 /// The path to open for a configured port (a path, or `usb:…` resolved now).
-pub fn resolve_port(configured: &str) -> Result<String, super::DeviceError> {
-    PortSpec::parse(configured)
-        .and_then(|spec| spec.resolve())
+pub fn resolve_port(configured: &PortSpec) -> Result<String, super::DeviceError> {
+    configured
+        .resolve()
         .map_err(|message| super::DeviceError::Open {
             port: configured.to_string(),
             message,
@@ -84,7 +112,7 @@ pub fn resolve_port(configured: &str) -> Result<String, super::DeviceError> {
 /// Opens a configured serial port (resolved now) with a read timeout, so a driver's loop
 /// notices a stop or a command within `timeout` on a quiet line.
 pub fn open_serial(
-    configured: &str,
+    configured: &PortSpec,
     baud: u32,
     timeout: std::time::Duration,
 ) -> Result<Box<dyn serialport::SerialPort>, super::DeviceError> {

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 
 use super::camera::Camera;
 use super::card_reader::CardReader;
+use super::config::DevicesSection;
 use super::printer::Printer;
 use super::scanner::SerialScanner;
 use super::wedge::KeyboardWedge;
 use super::{DeviceCommand, DeviceContext, DeviceEvent, DeviceState, DeviceStatus, Driver, Stop};
 use crate::backoff::Backoff;
-use crate::config::DevicesSection;
 use crate::metrics::Metrics;
 
 /// First and longest pause before reopening a failed device.

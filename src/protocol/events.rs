@@ -221,7 +221,7 @@ pub fn check_profile_ref(field: &str, value: &str) -> Result<(), FieldError> {
     } else if let Some(rest) = value.strip_prefix("prov:") {
         match rest.split_once(':') {
             Some((gateway, ulid)) => {
-                crate::config::is_topic_id(gateway) && ulid.parse::<ulid::Ulid>().is_ok()
+                super::topics::is_topic_id(gateway) && ulid.parse::<ulid::Ulid>().is_ok()
             }
             None => false,
         }

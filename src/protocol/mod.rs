@@ -7,6 +7,7 @@ pub mod topics;
 
 pub use events::*;
 pub use messages::*;
+pub use topics::is_topic_id;
 
 /// docs/protocol.md: "no payload exceeds 256 KiB"; larger inbound payloads are refused and counted.
 pub const MAX_PAYLOAD_BYTES: usize = 256 * 1024;

@@ -73,9 +73,30 @@ pub fn split_gateway_topic(topic: &str) -> Option<(&str, &str, &str)> {
     Some((store, gateway, rest))
 }
 
+/// True for ids usable as docs/protocol.md topic segments: `[a-z0-9][a-z0-9-]{0,31}`.
+pub fn is_topic_id(id: &str) -> bool {
+    let bytes = id.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 32
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topic_ids() {
+        assert!(is_topic_id("s-042"));
+        assert!(is_topic_id("gw1"));
+        assert!(!is_topic_id("-gw"));
+        assert!(!is_topic_id("GW"));
+        assert!(!is_topic_id("a/b"));
+        assert!(!is_topic_id(&"a".repeat(33)));
+    }
 
     #[test]
     fn gateway_topics_round_trip() {

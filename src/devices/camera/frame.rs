@@ -2,6 +2,7 @@
 //! is a camera (feature `camera`), a folder of recorded PNG frames, or a file of raw frames,
 //! so tests and benchmarks run the exact pipeline a kiosk runs.
 
+use super::config::SourceSpec;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -146,26 +147,22 @@ pub trait FrameSource {
     fn next_frame(&mut self) -> Result<Option<LumaFrame>, FrameError>;
 }
 
-/// Opens a source from its config spec: `v4l:/dev/video0` (feature `camera`),
-/// `dir:/path` (PNG files in name order), `raw:640x480:/path` (concatenated luma frames).
-pub fn open_source(spec: &str) -> Result<Box<dyn FrameSource>, FrameError> {
-    if let Some(path) = spec.strip_prefix("dir:") {
-        return Ok(Box::new(DirectorySource::open(Path::new(path))?));
+/// Opens a source as config parsed it: a V4L2 camera (feature `camera`), a folder of PNG
+/// files (name order), or concatenated raw luma frames.
+pub fn open_source(spec: &SourceSpec) -> Result<Box<dyn FrameSource>, FrameError> {
+    match spec {
+        SourceSpec::Dir(dir) => Ok(Box::new(DirectorySource::open(dir)?)),
+        SourceSpec::Raw {
+            width,
+            height,
+            path,
+        } => Ok(Box::new(RawSource::open(
+            path,
+            *width as usize,
+            *height as usize,
+        )?)),
+        SourceSpec::V4l(device) => open_camera(&device.to_string_lossy()),
     }
-    if let Some(rest) = spec.strip_prefix("raw:") {
-        let (size, path) = rest
-            .split_once(':')
-            .ok_or_else(|| FrameError::BadSpec(spec.into()))?;
-        let (w, h) = size
-            .split_once('x')
-            .and_then(|(w, h)| Some((w.parse().ok()?, h.parse().ok()?)))
-            .ok_or_else(|| FrameError::BadSpec(spec.into()))?;
-        return Ok(Box::new(RawSource::open(Path::new(path), w, h)?));
-    }
-    if let Some(device) = spec.strip_prefix("v4l:") {
-        return open_camera(device);
-    }
-    Err(FrameError::BadSpec(spec.into()))
 }
 
 #[cfg(feature = "camera")]

@@ -2,6 +2,7 @@
 //! the async runtime on a thread of its own, filtered by [`held::HeldCodes`] so a code held up
 //! is reported once, and handed on as scans like any scanner's.
 
+pub mod config;
 #[cfg(feature = "test-support")]
 pub mod corpus;
 pub mod decode;
@@ -15,11 +16,11 @@ mod v4l;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
+use self::config::CameraConfig;
 use self::decode::{Outcome, QrDecoder};
 use self::frame::{open_source, LumaFrame};
 use self::held::HeldCodes;
 use super::{DeviceContext, DeviceError, DeviceEvent, Driver};
-use crate::config::CameraConfig;
 
 /// The newest frame waiting for the decoder. Capture replaces it instead of queueing: under
 /// load a kiosk wants the latest picture, not a growing backlog of old ones.
@@ -89,16 +90,16 @@ impl Driver for Camera {
     }
 
     fn port(&self) -> String {
-        self.config.source.clone()
+        self.config.source.to_string()
     }
 
     fn serve(&mut self, context: &DeviceContext) -> Result<(), DeviceError> {
         let spec = self.config.source.clone();
         let (name, till) = (self.config.name.clone(), self.config.till.clone());
         // A V4L2 camera paces itself; recorded frames are paced like one.
-        let paced = !spec.starts_with("v4l:");
+        let paced = !spec.is_live();
         let source_error = |message: String| DeviceError::Open {
-            port: spec.clone(),
+            port: spec.to_string(),
             message,
         };
         let mut source = open_source(&spec).map_err(|e| source_error(e.to_string()))?;

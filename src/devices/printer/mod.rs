@@ -5,6 +5,7 @@
 //! that drops mid-job leaves the job `unconfirmed`, never resent by itself. Paper out, cover open
 //! and offline are reported as they change.
 
+pub mod config;
 pub mod escpos;
 pub mod layout;
 
@@ -12,10 +13,10 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use self::config::{PrinterAddress, PrinterConfig};
 use self::escpos::{is_processed_status, is_realtime_status, PrinterStatus, StatusRequest};
 use self::layout::{render, Layout};
 use super::{DeviceContext, DeviceError, DeviceEvent, Driver};
-use crate::config::PrinterConfig;
 use crate::journal::{JobState, Journal, PrintCommand};
 
 /// A real-time status reply comes back at once; longer is a dead link.
@@ -69,43 +70,36 @@ impl Printer {
     }
 
     fn open(&self) -> Result<Box<dyn Link>, DeviceError> {
-        let address = &self.config.address;
         let open_error = |message: String| DeviceError::Open {
-            port: address.clone(),
+            port: self.config.address.to_string(),
             message,
         };
-        if let Some(host) = address.strip_prefix("tcp:") {
-            let addr = host
-                .parse::<std::net::SocketAddr>()
-                .map_err(|e| open_error(format!("{host}: {e}")))?;
-            let stream = TcpStream::connect_timeout(&addr, STATUS_TIMEOUT)
-                .map_err(|e| open_error(e.to_string()))?;
-            stream
-                .set_read_timeout(Some(POLL))
-                .map_err(|e| open_error(e.to_string()))?;
-            let _ = stream.set_nodelay(true);
-            return Ok(Box::new(stream));
-        }
-        if let Some(path) = address.strip_prefix("file:") {
-            // The USB printer class device (/dev/usb/lp0): bidirectional, status replies
-            // are read back from it like from a socket.
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(path)
-                .map_err(|e| open_error(e.to_string()))?;
-            return Ok(Box::new(PolledFile { file }));
-        }
-        if let Some(port) = address.strip_prefix("serial:") {
-            return Ok(Box::new(super::port::open_serial(
+        match &self.config.address {
+            PrinterAddress::Tcp(addr) => {
+                let stream = TcpStream::connect_timeout(addr, STATUS_TIMEOUT)
+                    .map_err(|e| open_error(e.to_string()))?;
+                stream
+                    .set_read_timeout(Some(POLL))
+                    .map_err(|e| open_error(e.to_string()))?;
+                let _ = stream.set_nodelay(true);
+                Ok(Box::new(stream))
+            }
+            PrinterAddress::File(path) => {
+                // The USB printer class device (/dev/usb/lp0): bidirectional, status replies
+                // are read back from it like from a socket.
+                let file = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(path)
+                    .map_err(|e| open_error(e.to_string()))?;
+                Ok(Box::new(PolledFile { file }))
+            }
+            PrinterAddress::Serial(port) => Ok(Box::new(super::port::open_serial(
                 port,
                 self.config.baud,
                 POLL,
-            )?));
+            )?)),
         }
-        Err(open_error(
-            "use tcp:HOST:9100, file:/dev/usb/lp0 or serial:/dev/serial/by-id/...".into(),
-        ))
     }
 }
 
@@ -145,7 +139,7 @@ impl Write for PolledFile {
 /// The printer's replies, one byte at a time, matched to what was asked by their fixed bits.
 struct Replies<'a> {
     link: &'a mut dyn Link,
-    address: &'a str,
+    address: &'a PrinterAddress,
     stray: u32,
 }
 
@@ -221,7 +215,7 @@ impl Driver for Printer {
     }
 
     fn port(&self) -> String {
-        self.config.address.clone()
+        self.config.address.to_string()
     }
 
     fn serve(&mut self, context: &DeviceContext) -> Result<(), DeviceError> {
@@ -303,7 +297,7 @@ impl Driver for Printer {
                         Some("the printer never confirmed the receipt"),
                     )?;
                     return Err(DeviceError::Silent {
-                        port: self.config.address.clone(),
+                        port: self.config.address.to_string(),
                         silent_ms: JOB_TIMEOUT.as_millis() as u64,
                     });
                 }

@@ -4,6 +4,7 @@
 //! decoded in the scanner's layout (US or DE) by [`decoder::WedgeDecoder`], which refuses
 //! hotkeys; scans then go the way of every scanner's.
 
+pub mod config;
 pub mod decoder;
 pub mod keymap;
 
@@ -12,10 +13,10 @@ use std::path::{Path, PathBuf};
 
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 
+use self::config::WedgeConfig;
 use self::decoder::WedgeDecoder;
 use super::{DeviceContext, DeviceError, DeviceEvent, Driver};
 use crate::codes::Aim;
-use crate::config::WedgeConfig;
 
 /// How long one wait for key events lasts, so a stop is noticed.
 const WAIT_MS: u16 = 100;

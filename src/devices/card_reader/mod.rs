@@ -2,15 +2,17 @@
 //! (`firmware/PROTOCOL.md`) decoded with the firmware's own codec, card taps out as events,
 //! beep and LED commands in. A reader that stops sending heartbeats is reopened.
 
+pub mod config;
+
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use storegate_firmware::frame::{Decoder, MAX_FRAME};
 use storegate_firmware::message::{Command, ReaderMessage, PROTOCOL_VERSION};
 
+use self::config::CardReaderConfig;
 use super::port::{open_serial, read_available};
 use super::{DeviceCommand, DeviceContext, DeviceError, DeviceEvent, Driver};
-use crate::config::CardReaderConfig;
 
 /// Read timeout: how long a command (a beep) can wait behind a quiet line, and how fast a
 /// stop is noticed.
@@ -26,7 +28,7 @@ impl CardReader {
     }
 
     fn port_name(&self) -> String {
-        self.config.port.display().to_string()
+        self.config.port.to_string()
     }
 
     fn io_error(&self, source: std::io::Error) -> DeviceError {
@@ -82,8 +84,7 @@ impl Driver for CardReader {
     }
 
     fn serve(&mut self, context: &DeviceContext) -> Result<(), DeviceError> {
-        let path = self.port_name();
-        let mut port = open_serial(&path, self.config.baud, READ_TIMEOUT)?;
+        let mut port = open_serial(&self.config.port, self.config.baud, READ_TIMEOUT)?;
         context.up();
         let silence = Duration::from_millis(self.config.silence_timeout_ms);
         let mut decoder = Decoder::new();
@@ -110,7 +111,7 @@ impl Driver for CardReader {
                 last_heard = Instant::now();
             } else if last_heard.elapsed() > silence {
                 return Err(DeviceError::Silent {
-                    port: path,
+                    port: self.port_name(),
                     silent_ms: self.config.silence_timeout_ms,
                 });
             }

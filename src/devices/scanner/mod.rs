@@ -4,12 +4,14 @@
 //! never passed on and never allowed to wedge the reader. An AIM identifier (`]E0`…) at the
 //! start is split off and tells the codes part how to read the data.
 
+pub mod config;
+
 use std::time::Duration;
 
+use self::config::ScannerConfig;
 use super::port::{open_serial, read_available};
 use super::{DeviceContext, DeviceError, DeviceEvent, Driver};
 use crate::codes::Aim;
-use crate::config::ScannerConfig;
 
 /// Read timeout: how fast a stop is noticed; scanners are silent between scans.
 const READ_TIMEOUT: Duration = Duration::from_millis(50);
@@ -143,12 +145,11 @@ impl Driver for SerialScanner {
     }
 
     fn port(&self) -> String {
-        self.config.port.display().to_string()
+        self.config.port.to_string()
     }
 
     fn serve(&mut self, context: &DeviceContext) -> Result<(), DeviceError> {
-        let path = self.port();
-        let mut port = open_serial(&path, self.config.baud, READ_TIMEOUT)?;
+        let mut port = open_serial(&self.config.port, self.config.baud, READ_TIMEOUT)?;
         context.up();
         let mut framer = LineFramer::new(
             &self.config.suffix,
@@ -159,7 +160,7 @@ impl Driver for SerialScanner {
         let mut frames = Vec::new();
         while !context.stopping() {
             let n = read_available(&mut port, &mut buf).map_err(|source| DeviceError::Io {
-                port: path.clone(),
+                port: self.config.port.to_string(),
                 source,
             })?;
             framer.push(&buf[..n], &mut frames);

@@ -1,0 +1,171 @@
+//! The gateway's config (`storegate run`): the sections only it has (`[gateway]`,
+//! `[identity]`, `[coupons]`, `[config]`) and the checks across sections.
+
+use base64::Engine;
+use serde::Deserialize;
+
+use super::{ApiSection, ConfigError, JournalSection, MqttSection, SyncSection};
+
+/// The daemon's configuration (`storegate run`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    pub gateway: GatewaySection,
+    pub mqtt: MqttSection,
+    pub journal: JournalSection,
+    #[serde(default)]
+    pub api: ApiSection,
+    #[serde(default)]
+    pub sync: SyncSection,
+    #[serde(default)]
+    pub identity: IdentitySection,
+    #[serde(default)]
+    pub coupons: CouponsSection,
+    #[serde(default)]
+    pub config: TrustSection,
+    #[serde(default)]
+    pub devices: crate::devices::config::DevicesSection,
+}
+
+/// Who this box is. Local-only: a remote layer may never change it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewaySection {
+    /// Store id, `[a-z0-9][a-z0-9-]{0,31}` (docs/protocol.md topic segment).
+    pub store: String,
+    /// Gateway id within the store, same alphabet.
+    pub id: String,
+}
+
+/// Customer identifiers.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdentitySection {
+    /// Fleet HMAC key (base64, at least 16 bytes) that pseudonymises card numbers, phones, emails.
+    pub hmac_key: Option<String>,
+}
+
+/// Coupon verification.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CouponsSection {
+    /// Ed25519 public keys (base64, 32 bytes) whose coupons are honoured.
+    #[serde(default)]
+    pub public_keys: Vec<String>,
+}
+
+/// Remote config trust. Local-only.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrustSection {
+    /// Ed25519 public keys (base64, 32 bytes) that may sign remote config layers.
+    #[serde(default)]
+    pub trusted_keys: Vec<String>,
+}
+
+impl GatewayConfig {
+    /// Checks every section; the error names the key and the fix.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !crate::protocol::is_topic_id(&self.gateway.store) {
+            return Err(ConfigError::key(
+                "gateway.store",
+                format!(
+                    "`{}` must match [a-z0-9][a-z0-9-]{{0,31}} (lower-case letters, digits, dashes)",
+                    self.gateway.store
+                ),
+            ));
+        }
+        if !crate::protocol::is_topic_id(&self.gateway.id) {
+            return Err(ConfigError::key(
+                "gateway.id",
+                format!(
+                    "`{}` must match [a-z0-9][a-z0-9-]{{0,31}} (lower-case letters, digits, dashes)",
+                    self.gateway.id
+                ),
+            ));
+        }
+        self.mqtt.validate()?;
+        if self.journal.path.as_os_str().is_empty() {
+            return Err(ConfigError::key(
+                "journal.path",
+                "must name the SQLite file, e.g. /var/lib/storegate/journal.db",
+            ));
+        }
+        if let Some(parent) = self.journal.path.parent() {
+            if !parent.as_os_str().is_empty() && !parent.is_dir() {
+                return Err(ConfigError::key(
+                    "journal.path",
+                    format!(
+                        "directory {} does not exist; create it first",
+                        parent.display()
+                    ),
+                ));
+            }
+        }
+        if self.journal.keep_keys < super::journal::MIN_KEEP_KEYS {
+            return Err(ConfigError::key(
+                "journal.keep_keys",
+                format!("must be at least {}: a till's retry must be recognised after its event is compacted", super::journal::MIN_KEEP_KEYS),
+            ));
+        }
+        if self.journal.keep_keys < self.journal.keep_acked {
+            return Err(ConfigError::key(
+                "journal.keep_keys",
+                format!(
+                    "must be at least journal.keep_acked ({}): receipts and idempotency keys outlive their events",
+                    self.journal.keep_acked
+                ),
+            ));
+        }
+        if !(100..=300_000).contains(&self.api.header_timeout_ms) {
+            return Err(ConfigError::key(
+                "api.header_timeout_ms",
+                "must be between 100 and 300000 (10000 is the default)",
+            ));
+        }
+        if !(1..=crate::api::MAX_CONNECTIONS).contains(&self.api.connections_per_peer) {
+            return Err(ConfigError::key(
+                "api.connections_per_peer",
+                format!(
+                    "must be between 1 and {} (32 is the default)",
+                    crate::api::MAX_CONNECTIONS
+                ),
+            ));
+        }
+        if self.api.tokens.iter().any(|t| t.len() < 16) {
+            return Err(ConfigError::key(
+                "api.tokens",
+                "each token needs at least 16 characters",
+            ));
+        }
+        self.sync.validate()?;
+        if let Some(key) = &self.identity.hmac_key {
+            let bytes = decode_base64(key).map_err(|m| ConfigError::key("identity.hmac_key", m))?;
+            if bytes.len() < 16 {
+                return Err(ConfigError::key(
+                    "identity.hmac_key",
+                    "needs at least 16 bytes of key material (base64)",
+                ));
+            }
+        }
+        check_ed25519_keys("coupons.public_keys", &self.coupons.public_keys)?;
+        check_ed25519_keys("config.trusted_keys", &self.config.trusted_keys)?;
+        self.devices
+            .validate(self.identity.hmac_key.is_some())
+            .map_err(|e| ConfigError::key(e.key, e.message))
+    }
+}
+
+fn decode_base64(text: &str) -> Result<Vec<u8>, String> {
+    base64::engine::general_purpose::STANDARD
+        .decode(text.trim())
+        .map_err(|e| format!("not valid base64: {e}"))
+}
+
+fn check_ed25519_keys(key: &str, keys: &[String]) -> Result<(), ConfigError> {
+    for (i, k) in keys.iter().enumerate() {
+        crate::codes::coupon::decode_ed25519_public_key(k)
+            .map_err(|m| ConfigError::key(format!("{key}[{i}]"), m))?;
+    }
+    Ok(())
+}

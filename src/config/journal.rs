@@ -1,0 +1,42 @@
+//! `[journal]`: the SQLite journal and what it keeps. Local-only.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The SQLite journal. Local-only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalSection {
+    /// Path of the SQLite file; its directory must exist.
+    pub path: PathBuf,
+    /// Events kept after central acked them (newest first), for reprints and lookups; older
+    /// acked events are deleted. Unacked events are never deleted.
+    #[serde(default = "default_keep_acked")]
+    pub keep_acked: u64,
+    /// Idempotency keys and receipts kept, counted in acked events, so a till retrying a sale
+    /// after its event was deleted is still answered as a replay or a duplicate. At least
+    /// `keep_acked`.
+    #[serde(default = "default_keep_keys")]
+    pub keep_keys: u64,
+}
+
+fn default_keep_acked() -> u64 {
+    crate::journal::DEFAULT_KEEP_ACKED
+}
+
+/// The shortest window for idempotency keys and receipts, in acked events.
+pub(super) const MIN_KEEP_KEYS: u64 = 1_000;
+
+fn default_keep_keys() -> u64 {
+    crate::journal::DEFAULT_KEEP_KEYS
+}
+
+impl JournalSection {
+    pub fn retention(&self) -> crate::journal::Retention {
+        crate::journal::Retention {
+            keep_acked: self.keep_acked,
+            keep_keys: self.keep_keys,
+        }
+    }
+}
