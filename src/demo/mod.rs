@@ -68,14 +68,44 @@ pub fn run(purchases: Option<u64>, rate: f64) -> anyhow::Result<()> {
         let till_stop = Arc::new(AtomicBool::new(false));
         let till = till::start(ready.api, rate, purchases, sent.clone(), till_stop.clone())?;
 
-        let outcome = report_until_done(ready.api, purchases, &sent).await;
+        // The demo's parts are supervised like the daemon's: if the gateway or central stops on
+        // its own, the demo stops and says which, instead of reporting a frozen backlog.
+        let (mut gateway_task, mut central_task) = (gateway_task, central_task);
+        let (mut gateway_done, mut central_done) = (false, false);
+        let outcome = tokio::select! {
+            outcome = report_until_done(ready.api, purchases, &sent) => outcome,
+            ended = &mut gateway_task => {
+                gateway_done = true;
+                Err(part_ended("the gateway", ended))
+            }
+            ended = &mut central_task => {
+                central_done = true;
+                Err(part_ended("central", ended))
+            }
+        };
         till_stop.store(true, Ordering::Relaxed);
         let _ = stop.send(true);
         tokio::task::spawn_blocking(move || till.join()).await?;
-        gateway_task.await??;
-        central_task.await??;
+        if !gateway_done {
+            gateway_task.await??;
+        }
+        if !central_done {
+            central_task.await??;
+        }
         outcome
     })
+}
+
+/// Why a part of the demo ended before it was asked to.
+fn part_ended<E: std::fmt::Display>(
+    part: &str,
+    ended: Result<Result<(), E>, tokio::task::JoinError>,
+) -> anyhow::Error {
+    match ended {
+        Ok(Ok(())) => anyhow::anyhow!("{part} stopped unexpectedly"),
+        Ok(Err(error)) => anyhow::anyhow!("{part} failed: {error}"),
+        Err(error) => anyhow::anyhow!("{part} crashed: {error}"),
+    }
 }
 
 fn mqtt_section(url: &str) -> MqttSection {

@@ -545,3 +545,92 @@ fn decode_region_upscaled(pixels: &[u8], region: Region) -> Scan {
         y / 2 + region.y as i32
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const W: usize = 640;
+    const H: usize = 480;
+
+    fn frame(paint: impl Fn(usize, usize) -> u8) -> LumaFrame {
+        let pixels = (0..W * H).map(|i| paint(i % W, i / W)).collect();
+        LumaFrame::new(W, H, pixels).unwrap()
+    }
+
+    /// A QR-like patch: a checkerboard of `module`-pixel squares inside `(x, y, side)`.
+    fn patch(
+        x0: usize,
+        y0: usize,
+        side: usize,
+        module: usize,
+    ) -> impl Fn(usize, usize) -> Option<u8> {
+        move |x, y| {
+            let inside = (x0..x0 + side).contains(&x) && (y0..y0 + side).contains(&y);
+            inside.then(|| {
+                if ((x - x0) / module + (y - y0) / module) % 2 == 0 {
+                    20
+                } else {
+                    230
+                }
+            })
+        }
+    }
+
+    fn contains(region: Region, x: usize, y: usize, side: usize) -> bool {
+        region.x <= x
+            && region.y <= y
+            && region.x + region.w >= x + side
+            && region.y + region.h >= y + side
+    }
+
+    #[test]
+    fn a_flat_or_merely_noisy_frame_has_no_candidates() {
+        assert!(candidate_regions(&frame(|_, _| 128)).is_empty());
+        let mut rng = fastrand::Rng::with_seed(3);
+        let noise: Vec<u8> = (0..W * H).map(|_| 118 + rng.u8(..20)).collect();
+        let noisy = LumaFrame::new(W, H, noise).unwrap();
+        assert!(
+            candidate_regions(&noisy).is_empty(),
+            "sensor noise is not a code"
+        );
+    }
+
+    #[test]
+    fn a_code_sized_patch_is_one_region_that_holds_all_of_it() {
+        let code = patch(200, 120, 112, 4);
+        let regions = candidate_regions(&frame(|x, y| code(x, y).unwrap_or(128)));
+        assert_eq!(regions.len(), 1, "{regions:?}");
+        assert!(contains(regions[0], 200, 120, 112), "{:?}", regions[0]);
+        assert!(
+            regions[0].w < 200 && regions[0].h < 200,
+            "a crop, not the frame: {:?}",
+            regions[0]
+        );
+    }
+
+    #[test]
+    fn two_codes_are_two_regions_and_a_shelf_edge_is_none() {
+        let (a, b) = (patch(40, 60, 96, 4), patch(420, 260, 128, 4));
+        // A shelf edge: a long thin band of strong edges across the frame.
+        let shelf = |_x: usize, y: usize| {
+            ((440..448).contains(&y)).then_some(if y % 2 == 0 { 10 } else { 240 })
+        };
+        let scene = frame(|x, y| {
+            a(x, y)
+                .or_else(|| b(x, y))
+                .or_else(|| shelf(x, y))
+                .unwrap_or(128)
+        });
+        let regions = candidate_regions(&scene);
+        assert_eq!(regions.len(), 2, "{regions:?}");
+        assert!(regions.iter().any(|r| contains(*r, 40, 60, 96)));
+        assert!(regions.iter().any(|r| contains(*r, 420, 260, 128)));
+        assert!(
+            regions
+                .iter()
+                .all(|r| r.y + r.h <= 440 || r.y >= 448 || r.h < 64),
+            "{regions:?}"
+        );
+    }
+}
