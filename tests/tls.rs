@@ -130,22 +130,13 @@ fn tls_gateway_config(
     with_client_cert: bool,
 ) -> std::path::PathBuf {
     let ca = write(dir, "ca.pem", &pki.ca_pem);
-    let mut mqtt = format!("ca = \"{ca}\"\n");
+    let mut mqtt = format!("[mqtt]\nca = \"{ca}\"\n");
     if with_client_cert {
         let cert = write(dir, "client.pem", &pki.client_cert_pem);
         let key = write(dir, "client.key", &pki.client_key_pem);
         mqtt.push_str(&format!("cert = \"{cert}\"\nkey = \"{key}\"\n"));
     }
-    let config = gateway_config(dir, &format!("mqtts://localhost:{port}"), 0, "");
-    // The [mqtt] table is written second in the generated file; put the TLS keys right after url.
-    let text = std::fs::read_to_string(&config).unwrap();
-    let text = text.replacen(
-        &format!("url = \"mqtts://localhost:{port}\"\n"),
-        &format!("url = \"mqtts://localhost:{port}\"\n{mqtt}"),
-        1,
-    );
-    std::fs::write(&config, text).unwrap();
-    config
+    gateway_config(dir, &format!("mqtts://localhost:{port}"), 0, &mqtt)
 }
 
 #[test]

@@ -283,28 +283,34 @@ pub fn start_central(dir: &Path, broker_url: &str) -> (Proc, PathBuf) {
     (p, db)
 }
 
-/// Writes a gateway config; `extra` is appended TOML (e.g. a `[sync]` table).
+/// Writes a gateway config: the test store and gateway, the broker, a journal in `dir`, the
+/// API on `api_port` (0: any), quick reconnects; `extra` is TOML merged over it key by key
+/// (`[api]\ntokens = [...]` adds to the `[api]` table, `[sync]\nbatch_events = 20` overrides
+/// one sync key and keeps the others, `[[devices.printers]]` adds a device).
 pub fn gateway_config(dir: &Path, broker_url: &str, api_port: u16, extra: &str) -> PathBuf {
-    let config = dir.join("gateway.toml");
-    // Keys of an `[api]` table in `extra` join the generated `[api]` table.
-    let (api_keys, extra) = match extra.strip_prefix("[api]\n") {
-        Some(rest) => match rest.find("\n[") {
-            Some(end) => (&rest[..=end], &rest[end + 1..]),
-            None => (rest, ""),
-        },
-        None => ("", extra),
-    };
-    let text = format!(
-        "[gateway]\nstore = \"{STORE}\"\nid = \"{GATEWAY}\"\n[mqtt]\nurl = \"{broker_url}\"\n[journal]\npath = \"{}\"\n[api]\nlisten = \"127.0.0.1:{api_port}\"\n{api_keys}{extra}",
-        dir.join("journal.db").display()
+    let base = format!(
+        "[gateway]\nstore = \"{STORE}\"\nid = \"{GATEWAY}\"\n[mqtt]\nurl = \"{broker_url}\"\n[journal]\npath = {:?}\n[api]\nlisten = \"127.0.0.1:{api_port}\"\n[sync]\nreconnect_min_ms = 50\nreconnect_max_ms = 500\nack_timeout_ms = 2000\n",
+        dir.join("journal.db").display().to_string()
     );
-    let text = if extra.contains("[sync]") {
-        text
-    } else {
-        format!("{text}\n[sync]\nreconnect_min_ms = 50\nreconnect_max_ms = 500\nack_timeout_ms = 2000\n")
-    };
-    std::fs::write(&config, text).expect("write gateway.toml");
+    let mut table: toml::Table = base.parse().expect("base config");
+    let extra: toml::Table = extra.parse().expect("extra config is TOML");
+    merge(&mut table, extra);
+    let config = dir.join("gateway.toml");
+    std::fs::write(&config, toml::to_string(&table).expect("config as TOML"))
+        .expect("write gateway.toml");
     config
+}
+
+/// Merges `over` into `into`: tables key by key, everything else replaced.
+fn merge(into: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (into.get_mut(&key), value) {
+            (Some(toml::Value::Table(inner)), toml::Value::Table(over)) => merge(inner, over),
+            (_, value) => {
+                into.insert(key, value);
+            }
+        }
+    }
 }
 
 pub fn start_gateway(dir: &Path, config: &Path) -> (Proc, SocketAddr) {
