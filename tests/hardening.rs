@@ -422,3 +422,24 @@ fn a_flood_of_garbage_is_counted_in_full_and_logged_at_a_bounded_rate() {
         "{refusals} log lines for 2,000 refusals"
     );
 }
+
+/// Two boxes configured with one gateway id knocked each other off the broker every 200 ms
+/// with no hint of why.
+#[test]
+fn two_boxes_with_one_gateway_id_say_so_in_their_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first_dir, second_dir) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&first_dir).unwrap();
+    std::fs::create_dir_all(&second_dir).unwrap();
+    let port = free_port();
+    let _broker = start_broker(BrokerKind::Embedded, dir.path(), port);
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let (first, first_api) = start_gateway(&first_dir, &gateway_config(&first_dir, &url, 0, ""));
+    let agent = http();
+    wait_connected(&agent, first_api);
+    let (second, _) = start_gateway(&second_dir, &gateway_config(&second_dir, &url, 0, ""));
+    let hint = "another client may be using the same client id";
+    eventually("a log line naming the likely cause", Duration::from_secs(20), || {
+        first.log_text().contains(hint) || second.log_text().contains(hint)
+    });
+}

@@ -226,6 +226,14 @@ mod tests {
                 ),
                 "devices.card_readers[0].port",
             ),
+            (
+                base.replace("path = \"j.db\"", "path = \"j.db\"\nkeep_keys = 10"),
+                "journal.keep_keys",
+            ),
+            (
+                base.replace("path = \"j.db\"", "path = \"j.db\"\nkeep_acked = 200000\nkeep_keys = 100000"),
+                "journal.keep_keys",
+            ),
             // Parsed into types at load: refused at start-up naming the key, not retried for
             // ever by the device thread.
             (
