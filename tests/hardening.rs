@@ -439,7 +439,9 @@ fn two_boxes_with_one_gateway_id_say_so_in_their_logs() {
     wait_connected(&agent, first_api);
     let (second, _) = start_gateway(&second_dir, &gateway_config(&second_dir, &url, 0, ""));
     let hint = "another client may be using the same client id";
-    eventually("a log line naming the likely cause", Duration::from_secs(20), || {
-        first.log_text().contains(hint) || second.log_text().contains(hint)
-    });
+    eventually(
+        "a log line naming the likely cause",
+        Duration::from_secs(20),
+        || first.log_text().contains(hint) || second.log_text().contains(hint),
+    );
 }

@@ -80,12 +80,46 @@ pub struct CouponKeys {
     keys: Vec<Vec<u8>>,
 }
 
+/// An Ed25519 public key (coupon keys, config-signing keys), checked when config loads:
+/// standard base64 of 32 bytes.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub struct PublicKey(Vec<u8>);
+
+impl TryFrom<String> for PublicKey {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<PublicKey, String> {
+        decode_ed25519_public_key(&text).map(PublicKey)
+    }
+}
+
+impl PublicKey {
+    /// The 32 key bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PublicKey({})", B64.encode(&self.0))
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("coupon key: {0}")]
 pub struct KeyError(String);
 
 impl CouponKeys {
-    /// From config's `coupons.public_keys` (standard base64, 32 bytes each).
+    /// From config's `coupons.public_keys`, already checked when config loaded.
+    pub fn new(keys: &[PublicKey]) -> CouponKeys {
+        CouponKeys {
+            keys: keys.iter().map(|k| k.0.clone()).collect(),
+        }
+    }
+
+    /// From base64 texts (standard, 32 bytes each), as `storegate coupon verify` takes them.
     pub fn from_base64(keys: &[String]) -> Result<CouponKeys, KeyError> {
         let keys = keys
             .iter()

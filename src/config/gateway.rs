@@ -1,7 +1,6 @@
 //! The gateway's config (`storegate run`): the sections only it has (`[gateway]`,
 //! `[identity]`, `[coupons]`, `[config]`) and the checks across sections.
 
-use base64::Engine;
 use serde::Deserialize;
 
 use super::{ApiSection, ConfigError, JournalSection, MqttSection, SyncSection};
@@ -42,7 +41,7 @@ pub struct GatewaySection {
 #[serde(deny_unknown_fields)]
 pub struct IdentitySection {
     /// Fleet HMAC key (base64, at least 16 bytes) that pseudonymises card numbers, phones, emails.
-    pub hmac_key: Option<String>,
+    pub hmac_key: Option<crate::identity::HmacKey>,
 }
 
 /// Coupon verification.
@@ -51,7 +50,7 @@ pub struct IdentitySection {
 pub struct CouponsSection {
     /// Ed25519 public keys (base64, 32 bytes) whose coupons are honoured.
     #[serde(default)]
-    pub public_keys: Vec<String>,
+    pub public_keys: Vec<crate::codes::coupon::PublicKey>,
 }
 
 /// Remote config trust. Local-only.
@@ -60,7 +59,7 @@ pub struct CouponsSection {
 pub struct TrustSection {
     /// Ed25519 public keys (base64, 32 bytes) that may sign remote config layers.
     #[serde(default)]
-    pub trusted_keys: Vec<String>,
+    pub trusted_keys: Vec<crate::codes::coupon::PublicKey>,
 }
 
 impl GatewayConfig {
@@ -139,33 +138,8 @@ impl GatewayConfig {
             ));
         }
         self.sync.validate()?;
-        if let Some(key) = &self.identity.hmac_key {
-            let bytes = decode_base64(key).map_err(|m| ConfigError::key("identity.hmac_key", m))?;
-            if bytes.len() < 16 {
-                return Err(ConfigError::key(
-                    "identity.hmac_key",
-                    "needs at least 16 bytes of key material (base64)",
-                ));
-            }
-        }
-        check_ed25519_keys("coupons.public_keys", &self.coupons.public_keys)?;
-        check_ed25519_keys("config.trusted_keys", &self.config.trusted_keys)?;
         self.devices
             .validate(self.identity.hmac_key.is_some())
             .map_err(|e| ConfigError::key(e.key, e.message))
     }
-}
-
-fn decode_base64(text: &str) -> Result<Vec<u8>, String> {
-    base64::engine::general_purpose::STANDARD
-        .decode(text.trim())
-        .map_err(|e| format!("not valid base64: {e}"))
-}
-
-fn check_ed25519_keys(key: &str, keys: &[String]) -> Result<(), ConfigError> {
-    for (i, k) in keys.iter().enumerate() {
-        crate::codes::coupon::decode_ed25519_public_key(k)
-            .map_err(|m| ConfigError::key(format!("{key}[{i}]"), m))?;
-    }
-    Ok(())
 }

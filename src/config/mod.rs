@@ -234,6 +234,15 @@ mod tests {
                 base.replace("path = \"j.db\"", "path = \"j.db\"\nkeep_acked = 200000\nkeep_keys = 100000"),
                 "journal.keep_keys",
             ),
+            // Keys are decoded when config loads.
+            (
+                format!("{base}[identity]\nhmac_key = \"c2hvcnQ=\"\n"),
+                "identity.hmac_key",
+            ),
+            (
+                format!("{base}[coupons]\npublic_keys = [\"c2hvcnQ=\"]\n"),
+                "coupons.public_keys",
+            ),
             // Parsed into types at load: refused at start-up naming the key, not retried for
             // ever by the device thread.
             (

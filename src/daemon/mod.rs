@@ -39,8 +39,6 @@ pub enum DaemonError {
     /// systemd (`Restart=on-failure`) starts it afresh instead of it running on half-dead.
     #[error("{part} stopped unexpectedly ({reason}); shutting down so the service manager restarts storegate")]
     PartEnded { part: &'static str, reason: String },
-    #[error(transparent)]
-    CouponKeys(#[from] crate::codes::coupon::KeyError),
 }
 
 /// What the daemon tells its caller once it accepts requests.
@@ -76,7 +74,7 @@ pub async fn run(
         metrics.clone(),
     );
     let identity = Arc::new(Identity::new(
-        config.identity.hmac_key.as_deref(),
+        config.identity.hmac_key.as_ref(),
         &config.gateway.id,
         journal.clone(),
     )?);
@@ -108,7 +106,7 @@ pub async fn run(
                     .map(|w| (w.name.clone(), w.card_number.clone())),
             )
             .collect(),
-        coupon_keys: crate::codes::coupon::CouponKeys::from_base64(&config.coupons.public_keys)?,
+        coupon_keys: crate::codes::coupon::CouponKeys::new(&config.coupons.public_keys),
         metrics: metrics.clone(),
     };
     let router_task = tokio::spawn(router.run(device_events));

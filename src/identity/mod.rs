@@ -128,6 +128,33 @@ pub struct Recorded {
     pub event: Appended,
 }
 
+/// The fleet identity key (`[identity] hmac_key`: base64 of at least 16 bytes), decoded when
+/// config loads. Its `Debug` never shows the key.
+#[derive(Clone, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub struct HmacKey(Vec<u8>);
+
+impl TryFrom<String> for HmacKey {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<HmacKey, String> {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(text.trim())
+            .map_err(|e| format!("not valid base64: {e}"))?;
+        if bytes.len() < 16 {
+            return Err("needs at least 16 bytes of key material (base64)".into());
+        }
+        Ok(HmacKey(bytes))
+    }
+}
+
+impl std::fmt::Debug for HmacKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HmacKey(<secret>)")
+    }
+}
+
 /// The identity part's owner.
 pub struct Identity {
     key: Option<Hmac<Sha256>>,
@@ -137,20 +164,13 @@ pub struct Identity {
 }
 
 impl Identity {
-    /// `hmac_key` is the validated base64 key from config (`None`: identification refused).
+    /// `hmac_key` is the fleet key from config (`None`: identification refused).
     pub fn new(
-        hmac_key: Option<&str>,
+        hmac_key: Option<&HmacKey>,
         gateway: &str,
         journal: Journal,
     ) -> Result<Identity, JournalError> {
-        use base64::Engine;
-        let key = hmac_key
-            .and_then(|k| {
-                base64::engine::general_purpose::STANDARD
-                    .decode(k.trim())
-                    .ok()
-            })
-            .and_then(|bytes| Hmac::<Sha256>::new_from_slice(&bytes).ok());
+        let key = hmac_key.and_then(|k| Hmac::<Sha256>::new_from_slice(&k.0).ok());
         let known = journal
             .identity_refs()?
             .into_iter()
