@@ -8,8 +8,17 @@ const PREFIX: &str = "STOREGATE_";
 /// when it parses as one (`8080`, `true`, `["a","b"]`) and as a plain string otherwise, so
 /// `STOREGATE_MQTT_URL=mqtt://broker:1883` needs no quoting.
 pub(super) fn apply_overrides(
+    table: toml::Table,
+    vars: impl Iterator<Item = (String, String)>,
+) -> Result<toml::Table, ConfigError> {
+    apply_overrides_noting(table, vars, &mut |_, _| {})
+}
+
+/// `apply_overrides`, telling `note` each dotted key it set and the variable that set it.
+pub(super) fn apply_overrides_noting(
     mut table: toml::Table,
     vars: impl Iterator<Item = (String, String)>,
+    note: &mut dyn FnMut(String, String),
 ) -> Result<toml::Table, ConfigError> {
     for (var, raw) in vars {
         let Some(rest) = var.strip_prefix(PREFIX) else {
@@ -34,6 +43,7 @@ pub(super) fn apply_overrides(
                 message: format!("`{section}` is not a table in the config file"),
             });
         };
+        note(format!("{section}.{key}"), var.clone());
         section_table.insert(key, value);
     }
     Ok(table)

@@ -52,11 +52,56 @@ impl ConfigError {
     }
 }
 
+/// Where a key's value came from. The signed remote layers (fleet < store < gateway) will be
+/// origins of their own, merged into the same table before it is typed, so one validation
+/// covers every source and `storegate config show` can say which layer set each key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "from", rename_all = "snake_case")]
+pub enum Origin {
+    /// The local config file.
+    File { path: String },
+    /// A `STOREGATE_<SECTION>_<KEY>` environment variable.
+    Env { var: String },
+}
+
+/// A loaded config and the origin of each key that was set (`section.key`; keys not set have
+/// their documented defaults).
+#[derive(Debug, Clone)]
+pub struct Loaded<T> {
+    pub config: T,
+    pub origins: std::collections::BTreeMap<String, Origin>,
+}
+
 /// Loads a gateway config from a file, applies environment overrides and validates it.
 pub fn load_gateway(path: &Path) -> Result<GatewayConfig, ConfigError> {
-    let config: GatewayConfig = load(path)?;
+    Ok(load_gateway_with_origins(path)?.config)
+}
+
+/// `load_gateway`, also telling where each key came from.
+pub fn load_gateway_with_origins(path: &Path) -> Result<Loaded<GatewayConfig>, ConfigError> {
+    let table = read_table(path)?;
+    let mut origins = std::collections::BTreeMap::new();
+    for (section, value) in &table {
+        let file = Origin::File {
+            path: path.display().to_string(),
+        };
+        match value.as_table() {
+            Some(keys) => {
+                for key in keys.keys() {
+                    origins.insert(format!("{section}.{key}"), file.clone());
+                }
+            }
+            None => {
+                origins.insert(section.clone(), file);
+            }
+        }
+    }
+    let table = env::apply_overrides_noting(table, std::env::vars(), &mut |key, var| {
+        origins.insert(key, Origin::Env { var });
+    })?;
+    let config: GatewayConfig = from_table(table)?;
     config.validate()?;
-    Ok(config)
+    Ok(Loaded { config, origins })
 }
 
 /// Loads the reference central's config (`[mqtt]` and `[central]`).
@@ -172,6 +217,40 @@ mod tests {
 
     const KEY: &str = "[identity]\nhmac_key = \"c3RvcmVnYXRlLWRlbW8taG1hYy1rZXk=\"\n";
     const READER: &str = "[[devices.card_readers]]\nname = \"front\"\nport = \"/dev/serial/by-id/r\"\ntill = \"till-1\"\n";
+
+    #[test]
+    fn each_key_says_whether_the_file_or_the_environment_set_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.toml");
+        let text = format!(
+            "[gateway]\nstore = \"s1\"\nid = \"g1\"\n[mqtt]\nurl = \"mqtt://127.0.0.1:1\"\n[journal]\npath = {:?}\n",
+            dir.path().join("j.db").display().to_string()
+        );
+        std::fs::write(&path, text).unwrap();
+        let table = read_table(&path).unwrap();
+        let mut noted = Vec::new();
+        let vars = vec![(
+            "STOREGATE_MQTT_URL".to_string(),
+            "mqtt://127.0.0.1:2".to_string(),
+        )];
+        let table =
+            env::apply_overrides_noting(table, vars.into_iter(), &mut |k, v| noted.push((k, v)))
+                .unwrap();
+        assert_eq!(
+            noted,
+            vec![("mqtt.url".to_string(), "STOREGATE_MQTT_URL".to_string())]
+        );
+        assert_eq!(table["mqtt"]["url"].as_str(), Some("mqtt://127.0.0.1:2"));
+        let loaded = load_gateway_with_origins(&path).unwrap();
+        assert!(matches!(
+            loaded.origins.get("gateway.store"),
+            Some(Origin::File { .. })
+        ));
+        assert!(
+            !loaded.origins.contains_key("api.listen"),
+            "defaults have no origin"
+        );
+    }
 
     #[test]
     fn a_card_reader_parses_with_defaults() {
