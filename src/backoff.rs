@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+/// Exponential backoff with equal jitter between `min` and `max`.
 #[derive(Debug, Clone)]
 pub struct Backoff {
     min: Duration,
@@ -17,6 +18,7 @@ pub struct Backoff {
 }
 
 impl Backoff {
+    /// Starts at `min`, never waits longer than `max`.
     pub fn new(min: Duration, max: Duration) -> Backoff {
         Backoff {
             min,
@@ -34,6 +36,7 @@ impl Backoff {
         half + half.mul_f64(fastrand::f64())
     }
 
+    /// Back to `min`.
     pub fn reset(&mut self) {
         self.attempt = 0;
     }

@@ -9,6 +9,7 @@ pub const PLAUSIBLE_FLOOR: Duration = Duration::from_secs(1_735_689_600); // 202
 
 /// A source of wall-clock time. Injected so tests can set it to 1970 or make it jump.
 pub trait Clock: Send + Sync + 'static {
+    /// The wall clock now.
     fn now(&self) -> SystemTime;
     /// Whether the system reports its clock as synchronised (NTP).
     fn synchronised(&self) -> bool;

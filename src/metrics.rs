@@ -89,6 +89,7 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Registers every counter and gauge under the `storegate_` prefix.
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("storegate");
         let m = Metrics {
@@ -211,6 +212,7 @@ impl Metrics {
         out
     }
 
+    /// An event was committed at `seq`.
     pub fn event_committed(&self, kind: &str, seq: u64) {
         self.events_committed
             .get_or_create(&vec![("kind".into(), kind.into())])
@@ -218,6 +220,7 @@ impl Metrics {
         self.last_seq.set(seq as i64);
     }
 
+    /// A request was refused before the journal: logged (rate-limited) and counted by reason.
     pub fn intake_refused(&self, reason: &str, detail: &str) {
         if let Some(suppressed) = self.log_limiter.admit("intake_refused") {
             tracing::warn!(reason, detail, suppressed, "intake refused");
@@ -227,6 +230,7 @@ impl Metrics {
             .inc();
     }
 
+    /// An API connection was closed at accept: logged (rate-limited) and counted by reason.
     pub fn api_connection_refused(&self, reason: &str, detail: &str) {
         if let Some(suppressed) = self.log_limiter.admit("api_connection_refused") {
             tracing::warn!(reason, detail, suppressed, "API connection refused");
@@ -255,12 +259,14 @@ impl Metrics {
             .inc();
     }
 
+    /// A device came up or went down.
     pub fn device_up(&self, device: &str, up: bool) {
         self.device_up
             .get_or_create(&vec![("device".into(), device.into())])
             .set(i64::from(up));
     }
 
+    /// A device failed and will be reopened.
     pub fn device_failed(&self, device: &str, error: &str) {
         tracing::warn!(device, error, "device failed; reopening after a pause");
         self.device_failures
@@ -268,6 +274,7 @@ impl Metrics {
             .inc();
     }
 
+    /// Bytes or a message from a device were refused: logged (rate-limited) and counted.
     pub fn device_input_invalid(&self, device: &str, reason: &str, detail: &str) {
         if let Some(suppressed) = self.log_limiter.admit("device_input_invalid") {
             tracing::warn!(device, reason, detail, suppressed, "device input refused");
@@ -280,6 +287,7 @@ impl Metrics {
             .inc();
     }
 
+    /// A camera frame's outcome (decoded, unchanged, dropped).
     pub fn device_frame(&self, device: &str, outcome: &str) {
         self.device_frames
             .get_or_create(&vec![
@@ -289,12 +297,14 @@ impl Metrics {
             .inc();
     }
 
+    /// A printer confirmed a receipt.
     pub fn receipt_printed(&self, device: &str) {
         self.receipts_printed
             .get_or_create(&vec![("device".into(), device.into())])
             .inc();
     }
 
+    /// A printer's readiness changed.
     pub fn printer_ready(&self, device: &str, ready: bool, status: &str) {
         if !ready {
             tracing::warn!(
@@ -308,16 +318,19 @@ impl Metrics {
             .set(i64::from(ready));
     }
 
+    /// A batch of `events` was handed to the MQTT client.
     pub fn batch_sent(&self, events: usize) {
         self.batches_sent.inc();
         self.events_sent.inc_by(events as u64);
     }
 
+    /// Unacked events are being sent again from `from_seq`.
     pub fn resend(&self, from_seq: u64, why: &str) {
         tracing::info!(from_seq, why, "re-sending unacked events");
         self.resends.inc();
     }
 
+    /// The broker connection came up, or a connection was lost or an attempt failed.
     pub fn connection_changed(&self, connected: bool) {
         if !connected {
             self.reconnects.inc();
@@ -325,10 +338,12 @@ impl Metrics {
         self.connected.set(i64::from(connected));
     }
 
+    /// Central's ack moved to `upto`.
     pub fn acked(&self, upto: u64) {
         self.acked_seq.set(upto as i64);
     }
 
+    /// An ack named seqs this journal never wrote: logged (rate-limited, with the likely causes) and counted.
     pub fn ack_beyond_journal(&self, acked: u64, last_seq: u64, gateway: &str) {
         if let Some(suppressed) = self.log_limiter.admit("ack_beyond_journal") {
             tracing::error!(
@@ -342,6 +357,7 @@ impl Metrics {
         self.acks_beyond_journal.inc();
     }
 
+    /// The journal's newest seq.
     pub fn set_last_seq(&self, seq: u64) {
         self.last_seq.set(seq as i64);
     }

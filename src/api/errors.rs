@@ -7,16 +7,23 @@ use axum::Json;
 use crate::journal::AppendError;
 use crate::protocol::FieldError;
 
+/// A refusal as the API sends it: a status and `{"error":{"code","message"[,"field"]}}`.
 #[derive(Debug)]
 pub struct ApiError {
+    /// The HTTP status.
     pub status: StatusCode,
+    /// Machine-readable, e.g. `invalid_field`.
     pub code: &'static str,
+    /// For people.
     pub message: String,
+    /// The offending field's path.
     pub field: Option<String>,
+    /// More members of the error object (e.g. the seq of a duplicate).
     pub extra: Option<serde_json::Value>,
 }
 
 impl ApiError {
+    /// A refusal with no field.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
@@ -27,6 +34,7 @@ impl ApiError {
         }
     }
 
+    /// A 422 naming the field of a body that failed its checks.
     pub fn field(error: FieldError) -> ApiError {
         ApiError {
             status: StatusCode::UNPROCESSABLE_ENTITY,

@@ -30,6 +30,7 @@ impl Default for LiveEvents {
 }
 
 impl LiveEvents {
+    /// A stream with no subscribers yet.
     pub fn new() -> LiveEvents {
         LiveEvents(broadcast::channel(BUFFER).0)
     }

@@ -42,15 +42,23 @@ const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// What the API's handlers share; each part keeps its own state, this holds handles to them.
 #[derive(Clone)]
 pub struct ApiState {
+    /// Where writes are committed.
     pub journal: Journal,
+    /// Counters for `/metrics`.
     pub metrics: Arc<Metrics>,
+    /// Sync's state, for `/healthz`.
     pub sync: watch::Receiver<SyncState>,
+    /// Bearer tokens; empty means none are required.
     pub tokens: Arc<Vec<String>>,
+    /// Device states and commands.
     pub devices: DeviceHandle,
+    /// The live event stream.
     pub live: LiveEvents,
+    /// The print queue's cashier side.
     pub printing: Printing,
 }
 
+/// Every route, with the token guard, body limit, request timeout and JSON errors.
 pub fn router(state: ApiState) -> Router {
     let guarded = middleware::from_fn_with_state(state.clone(), require_token);
     let v1 = Router::new()

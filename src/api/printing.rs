@@ -24,6 +24,7 @@ pub struct Printing {
 }
 
 impl Printing {
+    /// The cashier side of the print queue in `journal`, for the tills of `printers`.
     pub fn new(journal: Journal, printers: &[PrinterConfig]) -> Printing {
         Printing {
             journal,

@@ -9,17 +9,24 @@ use std::time::{Duration, Instant};
 /// central's own oversize refusals are what the tests exercise.
 const BROKER_MAX_PAYLOAD: usize = 2 * 1024 * 1024;
 
+/// Why the embedded broker did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
+    /// rumqttd refused its config.
     #[error("embedded broker config: {0}")]
     Config(String),
+    /// Its thread could not start.
     #[error("cannot start the embedded broker thread: {0}")]
     Thread(std::io::Error),
+    /// It did not listen in time.
     #[error("embedded broker did not start listening on {0} within 5 s")]
     NotListening(SocketAddr),
+    /// Another process holds the address.
     #[error("cannot listen on {addr} for the embedded broker (is another broker running there?): {source}")]
     AddressInUse {
+        /// The address.
         addr: SocketAddr,
+        /// Why the bind failed.
         source: std::io::Error,
     },
 }

@@ -17,12 +17,16 @@ use crate::protocol::{
     Ack, CentralStatus, EventBatch, RpcError, RpcRequest, RpcResponse, MAX_PAYLOAD_BYTES,
 };
 
+/// Why central stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum CentralError {
+    /// Its store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Its MQTT settings are invalid.
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
+    /// Its TLS files could not be read.
     #[error("TLS setup: {0}")]
     Tls(String),
 }

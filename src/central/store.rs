@@ -45,13 +45,18 @@ const SCHEMA: &[&str] = &[
     CREATE INDEX events_receipt ON events(store, gateway, receipt) WHERE receipt IS NOT NULL;",
 ];
 
+/// A central store failure.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The store could not be opened or migrated.
     #[error("central store {path}: {source}")]
     Open {
+        /// The store's path.
         path: String,
+        /// SQLite's error.
         source: rusqlite::Error,
     },
+    /// A read or write failed.
     #[error("central store: {0}")]
     Sql(#[from] rusqlite::Error),
 }
@@ -59,19 +64,25 @@ pub enum StoreError {
 /// What storing one batch did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BatchOutcome {
+    /// The ack to send.
     pub acked_upto: u64,
+    /// Events stored for the first time.
     pub stored: u64,
+    /// Events central already held (re-sends).
     pub duplicates: u64,
+    /// Events at a seq central holds under another id, kept aside.
     pub conflicts: u64,
     /// Events kept but applied to nothing (invalid, or a receipt used twice).
     pub refused: u64,
 }
 
+/// Central's SQLite store: one connection, used from one task at a time.
 pub struct Store {
     conn: Connection,
 }
 
 impl Store {
+    /// Opens (creating and migrating) the store at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let open = |source| StoreError::Open {
             path: path.display().to_string(),

@@ -5,7 +5,9 @@
 /// A parsed identifier: flag character and modifier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Aim {
+    /// The symbology character (`E` for EAN/UPC, `C` for Code 128, `Q` for QR …).
     pub code: char,
+    /// The modifier (`1` for GS1 in Code 128 and QR …).
     pub modifier: char,
 }
 

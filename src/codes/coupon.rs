@@ -16,8 +16,11 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 
 /// A coupon's parts after the structure checks, before any signature check.
 pub struct CouponParts {
+    /// The payload's bytes, as signed.
     pub payload_bytes: Vec<u8>,
+    /// The Ed25519 signature.
     pub signature: Vec<u8>,
+    /// The payload, parsed.
     pub payload: serde_json::Value,
 }
 
@@ -107,6 +110,7 @@ impl std::fmt::Debug for PublicKey {
     }
 }
 
+/// A coupon key that could not be read or made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("coupon key: {0}")]
 pub struct KeyError(String);
@@ -158,10 +162,13 @@ impl CouponKeys {
 /// off the boxes), the public half as base64 (what `coupons.public_keys` takes).
 #[derive(Debug, Clone, Serialize)]
 pub struct NewKey {
+    /// Base64 PKCS#8; stays where coupons are issued.
     pub private_key: String,
+    /// Base64 (32 bytes), for `coupons.public_keys`.
     pub public_key: String,
 }
 
+/// A new Ed25519 coupon key pair.
 pub fn generate_key() -> Result<NewKey, KeyError> {
     let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new())
         .map_err(|_| KeyError("the system random generator failed".into()))?;

@@ -6,23 +6,41 @@
 /// Why track data was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TrackError {
+    /// No start sentinel of track 1 (`%`) or track 2 (`;`).
     #[error("no track: expected %…? (track 1) or ;…? (track 2)")]
     NoTrack,
+    /// A track without its end sentinel `?`.
     #[error("track {0} has no end sentinel '?'")]
     NoEndSentinel(u8),
+    /// A character the track's character set does not have.
     #[error("track {track}: character {found:?} is not allowed on this track")]
-    BadCharacter { track: u8, found: char },
+    BadCharacter {
+        /// Which track.
+        track: u8,
+        /// The character.
+        found: char,
+    },
+    /// The longitudinal redundancy check of a track does not match.
     #[error("track {0}: the LRC does not match the data")]
     Lrc(u8),
+    /// The track's fields are not where ISO 7811 puts them.
     #[error("track {track}: {message}")]
-    Layout { track: u8, message: &'static str },
+    Layout {
+        /// Which track.
+        track: u8,
+        /// What is wrong.
+        message: &'static str,
+    },
 }
 
 /// Track 1's fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Track1 {
+    /// The format code (`B` for payment cards, refused).
     pub format: char,
+    /// The account number.
     pub pan: String,
+    /// The cardholder's name.
     pub name: String,
     /// Everything after the second separator (expiry, service code, discretionary data).
     pub rest: String,
@@ -31,13 +49,18 @@ pub struct Track1 {
 /// Track 2's fields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Track2 {
+    /// The account number.
     pub pan: String,
+    /// Everything after the separator.
     pub rest: String,
 }
 
+/// The tracks read from one swipe.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Tracks {
+    /// Track 1, if read.
     pub track1: Option<Track1>,
+    /// Track 2, if read.
     pub track2: Option<Track2>,
 }
 
@@ -46,6 +69,7 @@ pub fn looks_like_tracks(text: &str) -> bool {
     (text.starts_with('%') || text.starts_with(';')) && text.contains('?')
 }
 
+/// Reads track 1 and/or 2 data (sentinels, separators, LRC when present).
 pub fn parse_tracks(text: &str) -> Result<Tracks, TrackError> {
     let mut tracks = Tracks::default();
     let mut rest = text.trim_end_matches(['\r', '\n']);

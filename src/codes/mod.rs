@@ -36,7 +36,9 @@ pub const MAX_TEXT: usize = 8 * 1024;
 /// One GS1 application identifier and its value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ElementString {
+    /// The Application Identifier, e.g. `01`.
     pub ai: String,
+    /// Its value as read.
     pub value: String,
 }
 
@@ -47,34 +49,48 @@ pub enum Interpretation {
     /// A storegate coupon; `payload` is the coupon's JSON. Structure checked here; the gateway
     /// also verifies the signature ([`coupon::CouponKeys`]) before a till hears of it.
     CouponToken {
+        /// The token as scanned.
         token: String,
+        /// The coupon's payload JSON.
         payload: serde_json::Value,
     },
     /// The customer app's identity code: becomes an `app` identifier as given.
-    AppIdentity { token: String },
+    AppIdentity {
+        /// The token as scanned, `SGA1.` included.
+        token: String,
+    },
     /// A GS1 Digital Link URI.
     Gs1DigitalLink {
+        /// The URI as scanned.
         uri: String,
+        /// The GTIN it names (14 digits).
         gtin: String,
+        /// Its element strings.
         elements: Vec<ElementString>,
     },
     /// A product barcode (EAN-13, EAN-8, UPC-A, UPC-E) with a valid check digit.
     Product {
+        /// `ean13`, `ean8`, `upc_a` or `upc_e`.
         symbology: &'static str,
         /// The number as printed (for UPC-E, its UPC-A expansion).
         number: String,
+        /// The GTIN, 14 digits.
         gtin: String,
     },
     /// GS1 element strings (GS1-128, GS1 DataMatrix, GS1 QR, DataBar).
     Gs1ElementStrings {
+        /// The GTIN of AI 01 or 02, if present.
         #[serde(skip_serializing_if = "Option::is_none")]
         gtin: Option<String>,
+        /// Every element string, in order.
         elements: Vec<ElementString>,
     },
     /// Magnetic stripe track data: which tracks were read, and the account number masked
     /// (the number itself is only for the identity part, never published).
     MagneticStripe {
+        /// Which tracks were read (1, 2).
         tracks: Vec<u8>,
+        /// The account number with all but its last digits masked.
         masked_number: String,
     },
     /// Anything else. `probable_misread` marks a digit string the length of an EAN/UPC code
@@ -82,7 +98,9 @@ pub enum Interpretation {
     /// stores print check-digit-free numbers in Code 128, so the text is kept and the till
     /// decides (`storegate decode --strict` refuses it).
     Text {
+        /// The text as read.
         text: String,
+        /// A digit string the length of an EAN/UPC whose check digit fits none.
         #[serde(skip_serializing_if = "std::ops::Not::not")]
         probable_misread: bool,
     },
@@ -92,20 +110,28 @@ pub enum Interpretation {
 /// it is never silently downgraded to plain text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CodeError {
+    /// Longer than any code a till reads.
     #[error("the code holds {0} bytes; at most 8 KiB is a code")]
     TooLong(usize),
+    /// A coupon token that is broken.
     #[error("coupon token: {0}")]
     Coupon(String),
+    /// An app identity token that is broken.
     #[error("app token: {0}")]
     App(String),
+    /// A GS1 Digital Link that is broken.
     #[error("GS1 Digital Link: {0}")]
     DigitalLink(String),
+    /// An EAN/UPC with a wrong check digit or length.
     #[error(transparent)]
     Retail(#[from] RetailError),
+    /// GS1 element strings that break the AI rules.
     #[error("GS1 element strings: {0}")]
     Gs1(#[from] gs1::Gs1Error),
+    /// Magnetic stripe data that breaks ISO 7811.
     #[error("magnetic stripe: {0}")]
     Tracks(#[from] magstripe::TrackError),
+    /// A control character (keystroke injection, scanner programming).
     #[error("control character {0:#04x} in scanned data (scanner programming codes and keystroke injection are refused)")]
     ControlCharacter(u32),
 }

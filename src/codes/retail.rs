@@ -7,14 +7,25 @@ use super::gs1::has_valid_check_digit;
 /// Why a product barcode was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RetailError {
+    /// Not the right number of digits.
     #[error("{kind} needs {digits} digits, got {got:?}")]
     Length {
+        /// `EAN-13`, `UPC-E`, …
         kind: &'static str,
+        /// How many it needs.
         digits: usize,
+        /// What was read.
         got: String,
     },
+    /// The check digit does not fit the number.
     #[error("{kind} {number} has a wrong check digit")]
-    CheckDigit { kind: &'static str, number: String },
+    CheckDigit {
+        /// `EAN-13`, `UPC-A`, …
+        kind: &'static str,
+        /// The number as read.
+        number: String,
+    },
+    /// A UPC-E whose number system is not 0 or 1.
     #[error("UPC-E {0} has a number system other than 0 or 1")]
     UpceNumberSystem(String),
 }

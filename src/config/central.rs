@@ -8,7 +8,9 @@ use super::{ConfigError, MqttSection};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CentralConfig {
+    /// The broker connection.
     pub mqtt: MqttSection,
+    /// Central's own settings.
     pub central: CentralSection,
 }
 
@@ -31,6 +33,7 @@ fn default_central_client_id() -> String {
 }
 
 impl CentralConfig {
+    /// Checks every section; the error names the key and the fix.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.mqtt.validate()?;
         if self.central.db.starts_with("postgres://")

@@ -9,19 +9,28 @@ use super::{ApiSection, ConfigError, JournalSection, MqttSection, SyncSection};
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
+    /// Who this box is.
     pub gateway: GatewaySection,
+    /// The broker connection.
     pub mqtt: MqttSection,
+    /// The journal.
     pub journal: JournalSection,
+    /// The local HTTP API.
     #[serde(default)]
     pub api: ApiSection,
+    /// How the journal is pumped to central.
     #[serde(default)]
     pub sync: SyncSection,
+    /// Customer identifiers.
     #[serde(default)]
     pub identity: IdentitySection,
+    /// Coupon verification.
     #[serde(default)]
     pub coupons: CouponsSection,
+    /// Remote config trust (`[config]`).
     #[serde(default)]
     pub config: TrustSection,
+    /// The till hardware.
     #[serde(default)]
     pub devices: crate::devices::config::DevicesSection,
 }

@@ -33,6 +33,7 @@ fn default_keep_keys() -> u64 {
 }
 
 impl JournalSection {
+    /// What the journal keeps once central acked it.
     pub fn retention(&self) -> crate::journal::Retention {
         crate::journal::Retention {
             keep_acked: self.keep_acked,

@@ -30,17 +30,38 @@ use std::path::Path;
 /// A config that could not be loaded; the message names the key and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
+    /// The file could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
+        /// The file.
         path: String,
+        /// Why.
         source: std::io::Error,
     },
+    /// The file is not TOML.
     #[error("config file {path} is not valid TOML: {message}")]
-    Syntax { path: String, message: String },
+    Syntax {
+        /// The file.
+        path: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// A key's value does not make sense.
     #[error("config key `{key}`: {message}")]
-    Key { key: String, message: String },
+    Key {
+        /// The full key, e.g. `devices.printers[0].address`.
+        key: String,
+        /// What to do.
+        message: String,
+    },
+    /// A `STOREGATE_…` variable could not be applied.
     #[error("environment variable {var}: {message}")]
-    Env { var: String, message: String },
+    Env {
+        /// The variable.
+        var: String,
+        /// Why.
+        message: String,
+    },
 }
 
 impl ConfigError {
@@ -59,16 +80,24 @@ impl ConfigError {
 #[serde(tag = "from", rename_all = "snake_case")]
 pub enum Origin {
     /// The local config file.
-    File { path: String },
+    File {
+        /// The file.
+        path: String,
+    },
     /// A `STOREGATE_<SECTION>_<KEY>` environment variable.
-    Env { var: String },
+    Env {
+        /// The variable.
+        var: String,
+    },
 }
 
 /// A loaded config and the origin of each key that was set (`section.key`; keys not set have
 /// their documented defaults).
 #[derive(Debug, Clone)]
 pub struct Loaded<T> {
+    /// The validated config.
     pub config: T,
+    /// Dotted key (`mqtt.url`) → where its value came from.
     pub origins: std::collections::BTreeMap<String, Origin>,
 }
 

@@ -33,12 +33,16 @@ fn default_keep_alive_secs() -> u64 {
 /// A parsed `[mqtt] url`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerAddress {
+    /// `mqtts://`.
     pub tls: bool,
+    /// Host name or address.
     pub host: String,
+    /// Port (1883, or 8883 for `mqtts://`, by default).
     pub port: u16,
 }
 
 impl BrokerAddress {
+    /// Parses `mqtt://host[:port]` or `mqtts://host[:port]`.
     pub fn parse(url: &str) -> Result<BrokerAddress, String> {
         let (tls, rest) = if let Some(rest) = url.strip_prefix("mqtts://") {
             (true, rest)
@@ -70,6 +74,7 @@ impl BrokerAddress {
         })
     }
 
+    /// Whether the broker is on this box (plain MQTT is allowed only there).
     pub fn is_loopback(&self) -> bool {
         self.host == "localhost"
             || self
@@ -81,6 +86,7 @@ impl BrokerAddress {
 }
 
 impl MqttSection {
+    /// The parsed `url`, or the key error naming it.
     pub fn broker(&self) -> Result<BrokerAddress, ConfigError> {
         BrokerAddress::parse(&self.url).map_err(|m| ConfigError::key("mqtt.url", m))
     }

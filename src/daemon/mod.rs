@@ -18,36 +18,55 @@ use crate::journal::{Journal, JournalError};
 use crate::metrics::Metrics;
 use crate::sync::{SyncError, SyncSettings, Syncer};
 
+/// Why the daemon could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
+    /// The journal could not be opened.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// The API's address is taken or not allowed.
     #[error("cannot listen on {addr} for the API: {source}")]
     Listen {
+        /// The configured address.
         addr: SocketAddr,
+        /// Why.
         source: std::io::Error,
     },
+    /// The API server failed.
     #[error("API server: {0}")]
     Api(std::io::Error),
+    /// Sync could not start or stopped.
     #[error(transparent)]
     Sync(#[from] SyncError),
+    /// Device threads could not start.
     #[error("cannot start device threads: {0}")]
     Devices(std::io::Error),
+    /// A part's task could not be joined.
     #[error("a daemon task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
     /// A long-lived part stopped on its own: the daemon stops too and exits non-zero, so
     /// systemd (`Restart=on-failure`) starts it afresh instead of it running on half-dead.
     #[error("{part} stopped unexpectedly ({reason}); shutting down so the service manager restarts storegate")]
-    PartEnded { part: &'static str, reason: String },
+    PartEnded {
+        /// Which part.
+        part: &'static str,
+        /// How it ended.
+        reason: String,
+    },
 }
 
 /// What the daemon tells its caller once it accepts requests.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Ready {
+    /// Where the API listens.
     pub api: SocketAddr,
+    /// The store id.
     pub store: String,
+    /// The gateway id.
     pub gateway: String,
+    /// The journal's newest seq at start.
     pub last_seq: u64,
+    /// Central's ack at start.
     pub acked_upto: u64,
 }
 

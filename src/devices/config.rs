@@ -35,7 +35,9 @@ pub struct DevicesSection {
 /// A device setting that does not make sense: its full key and what to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidKey {
+    /// The full key, e.g. `devices.printers[0].till`.
     pub key: String,
+    /// What to do.
     pub message: String,
 }
 

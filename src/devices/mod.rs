@@ -33,24 +33,38 @@ use crate::metrics::Metrics;
 pub enum DeviceEvent {
     /// A loyalty card was put on a reader.
     CardPresented {
+        /// The reader's configured name.
         device: String,
+        /// The till its customer is identified at.
         till: String,
+        /// The card's UID, as read.
         uid: Vec<u8>,
     },
     /// The card left the reader.
-    CardRemoved { device: String, uid: Vec<u8> },
+    CardRemoved {
+        /// The reader's configured name.
+        device: String,
+        /// The card's UID.
+        uid: Vec<u8>,
+    },
     /// A code was read (once per presentation: a code held up is not repeated).
     Scanned {
+        /// The scanner's configured name.
         device: String,
+        /// The till whose stream gets the scan.
         till: String,
         /// The AIM symbology identifier, when the device knows or sent one.
         aim: Option<crate::codes::Aim>,
+        /// The code's text, without the AIM identifier.
         text: String,
     },
     /// A printer's status changed (paper out, cover open, offline, or back to ready).
     PrinterStatus {
+        /// The printer's configured name.
         device: String,
+        /// The till it prints for.
         till: String,
+        /// What the printer reported.
         status: printer::escpos::PrinterStatus,
     },
 }
@@ -58,7 +72,12 @@ pub enum DeviceEvent {
 /// Something the daemon asks a device to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceCommand {
-    Beep { ms: u16 },
+    /// Beep for `ms` milliseconds (the identification was recorded).
+    Beep {
+        /// How long.
+        ms: u16,
+    },
+    /// Set the reader's LEDs.
     Led(Led),
 }
 
@@ -79,9 +98,13 @@ pub enum DeviceState {
 /// A device's state as `/v1/devices` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeviceStatus {
+    /// Its configured name.
     pub name: String,
+    /// `scanner`, `printer`, …
     pub kind: &'static str,
+    /// Its port or address as configured.
     pub port: String,
+    /// Where it is in its life.
     pub state: DeviceState,
     /// Why it is down (or went down last).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -99,21 +122,47 @@ pub struct DeviceStatus {
 /// Why a device stopped working; the supervisor reopens it.
 #[derive(Debug, thiserror::Error)]
 pub enum DeviceError {
+    /// The port could not be opened (unplugged, no permission, wrong address).
     #[error("cannot open {port}: {message}")]
-    Open { port: String, message: String },
+    Open {
+        /// The port.
+        port: String,
+        /// Why.
+        message: String,
+    },
+    /// Reading or writing failed.
     #[error("{port}: {source}")]
     Io {
+        /// The port.
         port: String,
+        /// The I/O error.
         source: std::io::Error,
     },
+    /// Nothing came from the device for too long (a reader's heartbeat stopped).
     #[error("{port}: silent for {silent_ms} ms (no heartbeat)")]
-    Silent { port: String, silent_ms: u64 },
+    Silent {
+        /// The port.
+        port: String,
+        /// How long it was silent.
+        silent_ms: u64,
+    },
+    /// The device said something that breaks its protocol.
     #[error("{port}: {message}")]
-    Protocol { port: String, message: String },
+    Protocol {
+        /// The port.
+        port: String,
+        /// What was wrong.
+        message: String,
+    },
     /// The driver panicked (a bug, or a library that panics on input it should refuse); the
     /// supervisor caught it, reports the device down and reopens it like any failure.
     #[error("{port}: the driver panicked: {message}")]
-    Panicked { port: String, message: String },
+    Panicked {
+        /// The port.
+        port: String,
+        /// The panic's message.
+        message: String,
+    },
 }
 
 /// The shutdown signal every device thread watches: a flag for the serve loops (checked after
@@ -126,10 +175,12 @@ pub struct Stop {
 }
 
 impl Stop {
+    /// Whether the daemon is stopping.
     pub fn is_set(&self) -> bool {
         self.flag.load(Ordering::Acquire)
     }
 
+    /// Tells every device thread to stop, waking any that waits.
     pub fn set(&self) {
         self.flag.store(true, Ordering::Release);
         let _guard = self.lock.lock();
@@ -150,6 +201,7 @@ impl Stop {
 
 /// What a driver gets while it serves its device.
 pub struct DeviceContext {
+    /// The device's configured name.
     pub name: String,
     events: tokio::sync::mpsc::Sender<DeviceEvent>,
     // A Mutex only so the context is Sync: a camera's decode thread borrows it too.
@@ -160,6 +212,7 @@ pub struct DeviceContext {
 }
 
 impl DeviceContext {
+    /// Whether the daemon is stopping (checked after each read timeout).
     pub fn stopping(&self) -> bool {
         self.stop.is_set()
     }
@@ -186,10 +239,12 @@ impl DeviceContext {
         self.metrics.device_up(&self.name, true);
     }
 
+    /// The device's latest status report, for `/v1/devices`.
     pub fn set_detail(&self, detail: serde_json::Value) {
         self.update(|status| status.detail = Some(detail));
     }
 
+    /// What the device says about itself (firmware version).
     pub fn set_firmware(&self, firmware: String) {
         self.update(|status| status.firmware = Some(firmware));
     }
@@ -200,6 +255,7 @@ impl DeviceContext {
         self.metrics.device_frame(&self.name, outcome);
     }
 
+    /// Counts a receipt the printer confirmed.
     pub fn receipt_printed(&self) {
         self.metrics.receipt_printed(&self.name);
     }
@@ -227,8 +283,10 @@ impl DeviceContext {
 pub trait Driver: Send + 'static {
     /// `card_reader`, `scanner`, …
     fn kind(&self) -> &'static str;
+    /// Its configured name.
     fn name(&self) -> &str;
     /// The port or address, for the status page.
     fn port(&self) -> String;
+    /// Opens the device and serves it until it fails or the daemon stops; the supervisor reopens it after a failure.
     fn serve(&mut self, context: &DeviceContext) -> Result<(), DeviceError>;
 }

@@ -10,10 +10,15 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(try_from = "String")]
 pub enum PortSpec {
+    /// A device path (best a `/dev/serial/by-id` link).
     Path(PathBuf),
+    /// A USB device by identity, found on every open.
     Usb {
+        /// Vendor id.
         vid: u16,
+        /// Product id.
         pid: u16,
+        /// Its serial number, when several of one model are plugged in.
         serial: Option<String>,
     },
 }
@@ -42,6 +47,7 @@ impl std::fmt::Display for PortSpec {
 }
 
 impl PortSpec {
+    /// Parses a path or `usb:VID:PID[:SERIAL]` (hex ids).
     pub fn parse(text: &str) -> Result<PortSpec, String> {
         if text.is_empty() {
             return Err("must name the port: /dev/serial/by-id/... or usb:VID:PID[:SERIAL]".into());

@@ -32,6 +32,7 @@ pub struct DeviceHandle {
 }
 
 impl DeviceHandle {
+    /// Every device and its state.
     pub fn statuses(&self) -> Vec<DeviceStatus> {
         self.statuses
             .iter()
@@ -141,6 +142,7 @@ impl Devices {
         ))
     }
 
+    /// A handle for the API and the router.
     pub fn handle(&self) -> DeviceHandle {
         self.handle.clone()
     }

@@ -26,14 +26,19 @@ const MAX_VALUE: usize = 256;
 /// Why a raw value cannot become an identifier.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdentifierError {
+    /// Fewer significant characters than can identify anyone.
     #[error("{0} is empty or too short to identify anyone (fewer than 6 significant characters)")]
     TooShort(&'static str),
+    /// All one digit (a test card, a stuck reader).
     #[error("{0} is one digit repeated, which is a test or placeholder value")]
     Repeated(&'static str),
+    /// Not a phone number in E.164 form.
     #[error("a phone must be E.164: + then 8 to 15 digits")]
     NotE164,
+    /// Not an email address.
     #[error("an email needs one @ with a name before it and a domain with a dot after it")]
     NotEmail,
+    /// Longer than any identifier.
     #[error("{0} is longer than 256 characters")]
     TooLong(&'static str),
 }
@@ -41,10 +46,13 @@ pub enum IdentifierError {
 /// Why an identification was not recorded.
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
+    /// No `identity.hmac_key` is configured.
     #[error("no identity.hmac_key is configured, so customers cannot be identified")]
     NoKey,
+    /// The identifier was refused.
     #[error(transparent)]
     Identifier(#[from] IdentifierError),
+    /// The journal refused the event.
     #[error(transparent)]
     Append(#[from] AppendError),
 }

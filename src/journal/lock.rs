@@ -24,6 +24,7 @@ pub fn lock_path(journal: &Path) -> PathBuf {
 }
 
 impl JournalLock {
+    /// Takes the lock of `journal`, or names the process that holds it.
     pub fn acquire(journal: &Path) -> Result<JournalLock, JournalError> {
         let path = lock_path(journal);
         let io_error = |source: std::io::Error| JournalError::Lock {

@@ -58,12 +58,15 @@ use crate::protocol::EventKind;
 /// A request to record one event.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
+    /// What happened.
     pub kind: EventKind,
+    /// The till (or device's till) it happened at.
     pub till: String,
     /// The body as compact JSON, already validated.
     pub body: String,
     /// For purchases: the receipt id, unique per gateway.
     pub receipt: Option<String>,
+    /// The HTTP caller's key, so a retry is answered with the first result.
     pub idempotency: Option<IdempotencyKey>,
     /// Identifier hashes this event tied to a profile ref, remembered in the same transaction
     /// so a card seen again resolves to the same customer even after the event is compacted.
@@ -76,7 +79,9 @@ pub struct NewEvent {
 /// An identifier hash (docs/protocol.md "Identity") and the profile ref it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdentityRef {
+    /// Hex HMAC of the normalised identifier.
     pub hash: String,
+    /// The profile ref it was recorded under.
     pub profile: String,
 }
 
@@ -84,14 +89,18 @@ pub struct IdentityRef {
 /// different request is refused instead of silently answered with the first one's result.
 #[derive(Debug, Clone)]
 pub struct IdempotencyKey {
+    /// The caller's `Idempotency-Key`.
     pub key: String,
+    /// SHA-256 of the canonical request.
     pub fingerprint: [u8; 32],
 }
 
 /// A committed (or, for a replayed key, previously committed) event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Appended {
+    /// The event's seq.
     pub seq: u64,
+    /// The event's ULID.
     pub id: String,
     /// True when this answers a repeated `Idempotency-Key`: nothing new was recorded.
     pub replayed: bool,
@@ -100,20 +109,29 @@ pub struct Appended {
 /// Why an append was refused. Nothing was written.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum AppendError {
+    /// A purchase with a receipt this gateway already recorded.
     #[error("receipt {receipt} was already recorded as event {seq}")]
     DuplicateReceipt {
+        /// The receipt id.
         receipt: String,
+        /// The seq it was recorded at.
         seq: u64,
+        /// That event's id.
         id: String,
     },
+    /// The key was used before for a different request.
     #[error("Idempotency-Key {0} was already used for a different request")]
     IdempotencyMismatch(String),
+    /// SQLite reported a full disk; the group rolled back.
     #[error("the journal's disk is full; nothing was recorded")]
     DiskFull,
+    /// The next seq would pass 2^53 − 1.
     #[error("the journal reached the protocol's largest seq (2^53 - 1); nothing was recorded")]
     SeqExhausted,
+    /// Any other SQLite failure; the group rolled back.
     #[error("journal storage failed: {0}")]
     Storage(String),
+    /// The writer thread is gone.
     #[error("the journal is shut down")]
     Closed,
 }
@@ -121,30 +139,50 @@ pub enum AppendError {
 /// A journal failure outside of appends.
 #[derive(Debug, thiserror::Error)]
 pub enum JournalError {
+    /// The file could not be opened or migrated.
     #[error("journal {path}: {source}")]
     Open {
+        /// The journal's path.
         path: String,
+        /// SQLite's error.
         source: rusqlite::Error,
     },
+    /// Written by a newer storegate.
     #[error("journal {path} has schema version {found}, newer than this storegate knows ({known}); upgrade storegate")]
     TooNew {
+        /// The journal's path.
         path: String,
+        /// Its schema version.
         found: i64,
+        /// The newest this build knows.
         known: i64,
     },
+    /// A read or write failed.
     #[error("journal storage failed: {0}")]
     Storage(#[from] rusqlite::Error),
+    /// A write failed; the message says how.
     #[error("journal write failed: {0}")]
     Write(String),
+    /// The writer thread is gone.
     #[error("the journal is shut down")]
     Closed,
+    /// The writer thread could not start.
     #[error("cannot start the journal writer thread: {0}")]
     Thread(std::io::Error),
+    /// Another process holds the journal.
     #[error("journal {path} is in use by another storegate ({}); stop it first, or give this one its own [journal] path", holder.map_or("pid unknown".to_string(), |p| format!("pid {p}")))]
-    InUse { path: String, holder: Option<u32> },
+    InUse {
+        /// The journal's path.
+        path: String,
+        /// The holder's pid, when its lock file names it.
+        holder: Option<u32>,
+    },
+    /// The lock file could not be used.
     #[error("journal lock {path}: {source}")]
     Lock {
+        /// The lock file's path.
         path: String,
+        /// Why.
         source: std::io::Error,
     },
 }
@@ -152,7 +190,9 @@ pub enum JournalError {
 /// Counters kept beside the events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Position {
+    /// The newest committed seq.
     pub last_seq: u64,
+    /// The highest seq central has acked.
     pub acked_upto: u64,
     /// Transactions committed by this process (each one fsync); fewer than appends under
     /// concurrent load is group commit at work.
@@ -165,6 +205,7 @@ pub struct Position {
 }
 
 impl Position {
+    /// Committed events central has not acked.
     pub fn backlog(&self) -> u64 {
         self.last_seq.saturating_sub(self.acked_upto)
     }
@@ -191,7 +232,9 @@ pub(crate) enum Command {
 /// What recording an ack did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AckOutcome {
+    /// The acked position moved.
     Advanced,
+    /// Not above what was already acked.
     Stale,
     /// An ack beyond this journal's last seq (a journal restored from an old backup, a second
     /// box with the same gateway id, or a forgery): nothing moved and nothing was deleted
@@ -351,6 +394,7 @@ impl Journal {
         Outbox::open(&self.path)?.identity_refs()
     }
 
+    /// The journal file's path.
     pub fn path(&self) -> &Path {
         &self.path
     }

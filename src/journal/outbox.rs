@@ -19,6 +19,7 @@ pub struct Outbox {
 pub struct AsyncOutbox(std::sync::Arc<std::sync::Mutex<Outbox>>);
 
 impl AsyncOutbox {
+    /// Wraps a read view for async callers.
     pub fn new(outbox: Outbox) -> AsyncOutbox {
         AsyncOutbox(std::sync::Arc::new(std::sync::Mutex::new(outbox)))
     }

@@ -14,12 +14,17 @@ use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
 
 use super::JournalError;
 
+/// Where a print job stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum JobState {
+    /// Waiting for its printer.
     Queued,
+    /// Being sent; a crash now leaves it unconfirmed.
     Sending,
+    /// May or may not have printed: the cashier decides.
     Unconfirmed,
+    /// Printed and confirmed (by the printer or the cashier).
     Done,
 }
 
@@ -46,14 +51,20 @@ impl JobState {
 /// One receipt to print.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct PrintJob {
+    /// The job's id.
     pub id: i64,
+    /// The printer that prints it.
     pub printer: String,
+    /// The purchase's receipt id.
     pub receipt: String,
+    /// A reprint, marked COPY.
     pub copy: bool,
+    /// Where it stands.
     pub state: JobState,
     /// The purchase body (JSON), rendered at print time with the printer's layout.
     #[serde(skip)]
     pub purchase: String,
+    /// Why it is unconfirmed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
 }
@@ -62,26 +73,47 @@ pub struct PrintJob {
 #[derive(Debug, Clone)]
 pub enum PrintCommand {
     /// After a (re)start of a printer: a job that was being sent may have printed.
-    MarkInterrupted { printer: String },
+    MarkInterrupted {
+        /// The printer that (re)started.
+        printer: String,
+    },
+    /// Record where a job stands.
     SetState {
+        /// The job.
         id: i64,
+        /// Its new state.
         state: JobState,
+        /// Why, for `unconfirmed`.
         error: Option<String>,
     },
     /// The cashier saw an `unconfirmed` job print.
-    Confirm { id: i64 },
+    Confirm {
+        /// The job.
+        id: i64,
+    },
     /// The cashier asks for the receipt again: a new job marked COPY (an `unconfirmed`
     /// original is settled as done).
-    Reprint { id: i64 },
+    Reprint {
+        /// The job to copy.
+        id: i64,
+    },
 }
 
 /// Why a print command changed nothing.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PrintRefusal {
+    /// No job has this id.
     #[error("no print job {0}")]
     NoSuchJob(i64),
+    /// Only an unconfirmed job can be confirmed.
     #[error("job {id} is {state:?}; only an unconfirmed job can be confirmed")]
-    NotUnconfirmed { id: i64, state: JobState },
+    NotUnconfirmed {
+        /// The job.
+        id: i64,
+        /// Where it stands.
+        state: JobState,
+    },
+    /// The journal could not carry it out.
     #[error("{0}")]
     Storage(String),
 }
@@ -224,6 +256,7 @@ impl PrintJobs {
             .optional()?)
     }
 
+    /// The job with this id.
     pub fn get(&self, id: i64) -> Result<Option<PrintJob>, JournalError> {
         Ok(get(&self.conn, id)?)
     }

@@ -22,6 +22,7 @@ const COMPACT_BATCH: u64 = 10_000;
 pub struct WriterThread(std::thread::JoinHandle<()>);
 
 impl WriterThread {
+    /// Waits for the writer to commit what is queued and stop.
     pub fn join(self) {
         if self.0.join().is_err() {
             tracing::error!("journal writer thread panicked");

@@ -11,15 +11,21 @@ use crate::backoff::Backoff;
 /// What the session task reports to its owner.
 #[derive(Debug)]
 pub enum SessionEvent {
+    /// The broker accepted a connection.
     Connected {
+        /// The session number it carries.
         session: u64,
     },
     /// A connection was lost or an attempt failed; the next attempt follows a backoff.
     Disconnected {
+        /// What failed.
         error: String,
     },
+    /// A message on a subscribed topic.
     Message {
+        /// Its topic.
         topic: String,
+        /// Its payload, unchecked.
         payload: bytes::Bytes,
         /// Set on a message the broker kept for the topic: a receiver ignores it on topics
         /// docs/protocol.md does not mark retained.
@@ -31,7 +37,9 @@ pub enum SessionEvent {
 /// carries and, when it changed, the last will naming it.
 #[derive(Debug)]
 pub struct Reconnect {
+    /// The session number of the next connection.
     pub session: u64,
+    /// Its last will, when the session number changed.
     pub will: Option<LastWill>,
 }
 

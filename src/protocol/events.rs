@@ -6,13 +6,18 @@ use serde::{Deserialize, Serialize};
 /// What kind of thing happened. The wire name is the `kind` field of an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventKind {
+    /// A sale at a till.
     Purchase,
+    /// A coupon accepted for a sale.
     CouponRedeemed,
+    /// A customer identified (card, app, phone, email).
     IdentitySeen,
+    /// An online order placed from a till.
     OrderPlaced,
 }
 
 impl EventKind {
+    /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Purchase => "purchase",
@@ -48,11 +53,14 @@ pub fn is_till_id(till: &str) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{field}: {message}")]
 pub struct FieldError {
+    /// The field's path, e.g. `lines[0].qty`.
     pub field: String,
+    /// What is wrong with it.
     pub message: String,
 }
 
 impl FieldError {
+    /// A refusal of `field`.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> FieldError {
         FieldError {
             field: field.into(),
@@ -65,10 +73,14 @@ impl FieldError {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Line {
+    /// The store's article number.
     pub sku: String,
+    /// The GTIN, 8 to 14 digits, when the article has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gtin: Option<String>,
+    /// Quantity; negative for a return.
     pub qty: i64,
+    /// Price per unit in minor units.
     pub unit_minor: i64,
 }
 
@@ -76,13 +88,20 @@ pub struct Line {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Purchase {
+    /// Unique per gateway; a second purchase with it is refused.
     pub receipt: String,
+    /// The basket.
     pub lines: Vec<Line>,
+    /// What the customer paid, in minor units.
     pub total_minor: i64,
+    /// ISO 4217 code.
     pub currency: String,
+    /// The customer's profile ref, if identified.
     pub customer: Option<String>,
+    /// Ids of coupons redeemed for this sale.
     #[serde(default)]
     pub coupons: Vec<String>,
+    /// Loyalty points earned.
     #[serde(default)]
     pub points: i64,
     /// What the total differs from the lines' sum by, stated by the till (a coupon's

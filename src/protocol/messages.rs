@@ -7,12 +7,19 @@ use serde_json::value::RawValue;
 /// it is never re-encoded on the way.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct WireEvent {
+    /// Per-gateway position, 1 … 2^53 − 1, assigned at commit, never reused.
     pub seq: u64,
+    /// ULID, globally unique; central dedups on it as well as on `seq`.
     pub id: String,
+    /// `purchase`, `coupon_redeemed`, `identity_seen` or `order_placed`.
     pub kind: String,
+    /// The gateway's wall clock at commit (RFC 3339, ms); order is `seq`, never this.
     pub at: String,
+    /// Whether the system clock was synchronised when `at` was taken.
     pub clock_synced: bool,
+    /// The till (or kiosk, or device's till) the event came from.
     pub till: String,
+    /// The kind's body, as committed.
     pub body: Box<RawValue>,
 }
 
@@ -78,27 +85,37 @@ fn truncated(value: &str) -> String {
 /// `…/events`: a gateway's batch, in seq order.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct EventBatch {
+    /// The sending gateway's id (must match the topic).
     pub gateway: String,
+    /// The sending gateway's store (must match the topic).
     pub store: String,
+    /// When the batch was sent, by the gateway's clock.
     pub sent_at: String,
+    /// Events in strictly increasing `seq` order.
     pub events: Vec<WireEvent>,
 }
 
 /// `…/ack`: central has durably stored every event with `seq <= upto_seq`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
+    /// The end of the gap-free prefix central has stored for this gateway.
     pub upto_seq: u64,
 }
 
 /// `…/status` (retained) and its last will.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct GatewayStatus {
+    /// `online` or `offline`.
     pub state: String,
+    /// Increases on every connect, so a late will of an older session is recognised.
     pub session: u64,
+    /// The storegate version.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
+    /// Events committed but not yet acked.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub backlog: Option<u64>,
+    /// Applied config layer versions.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub config: Option<serde_json::Value>,
     /// Short codes of conditions an operator must act on (`ack_beyond_journal`, …).
@@ -109,98 +126,139 @@ pub struct GatewayStatus {
 /// `…/rpc/req`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RpcRequest {
+    /// ULID; the response carries the same.
     pub id: String,
+    /// `coupon.reserve`, `identity.since`, `profile.lookup`.
     pub method: String,
+    /// The method's parameters.
     #[serde(default)]
     pub params: serde_json::Value,
+    /// After this the gateway treats central as unreachable for the call.
     pub deadline: String,
 }
 
 /// `…/rpc/res`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RpcResponse {
+    /// The request's id.
     pub id: String,
+    /// Whether `result` (true) or `error` (false) is set.
     pub ok: bool,
+    /// The method's answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result: Option<serde_json::Value>,
+    /// Why central refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<RpcError>,
 }
 
+/// A refusal's machine code and human message.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RpcError {
+    /// Machine-readable, e.g. `already_redeemed`.
     pub code: String,
+    /// For people.
     pub message: String,
 }
 
 /// `storegate/v1/central/status`.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct CentralStatus {
+    /// `online` or `offline`.
     pub state: String,
 }
 
 /// `…/orders`: an order's status from central.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OrderStatus {
+    /// The order's ULID.
     pub order: String,
+    /// Where the order stands.
     pub status: OrderState,
+    /// When central set this status; the latest `at` wins.
     pub at: String,
+    /// Free text for the cashier.
     #[serde(default)]
     pub detail: Option<String>,
 }
 
+/// An order's status as central reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OrderState {
+    /// Central took the order.
     Accepted,
+    /// Central refused the order.
     Rejected,
+    /// Sent to the customer.
     Shipped,
+    /// Waiting in the store for pickup.
     ReadyForPickup,
+    /// Called off.
     Cancelled,
 }
 
 /// An identifier as it travels: a kind and the HMAC of the normalised value, never the value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Identifier {
+    /// What kind of identifier it is.
     pub kind: IdentifierKind,
+    /// Hex HMAC-SHA256 of the normalised value under the fleet key.
     pub hash: String,
+    /// For phones and emails: whether the customer proved they own it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verified: Option<bool>,
 }
 
+/// The kinds of customer identifier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum IdentifierKind {
+    /// A loyalty card number.
     Card,
+    /// A phone number (E.164).
     Phone,
+    /// An email address.
     Email,
+    /// The customer app's identity token.
     App,
 }
 
 /// `storegate/v1/identity`: merges and profile updates from central.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct IdentityChange {
+    /// Fleet-wide change number, up by 1 per change.
     pub rev: u64,
+    /// Refs merged into others.
     #[serde(default)]
     pub merges: Vec<Merge>,
+    /// Current views of affected profiles.
     #[serde(default)]
     pub profiles: Vec<ProfileView>,
+    /// Profiles erased (right to erasure): every cached detail goes.
     #[serde(default)]
     pub erased: Vec<String>,
 }
 
+/// One ref merged into another: `from` now resolves to `to`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Merge {
+    /// The ref that stops being a root.
     pub from: String,
+    /// The ref it now resolves to.
     pub to: String,
 }
 
+/// A profile as central shares it with gateways.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProfileView {
+    /// The profile's ref (`p:…`).
     #[serde(rename = "ref")]
     pub profile: String,
+    /// Its identifiers.
     #[serde(default)]
     pub identifiers: Vec<Identifier>,
+    /// Its loyalty points balance at central.
     #[serde(default)]
     pub points: i64,
 }
@@ -208,7 +266,10 @@ pub struct ProfileView {
 /// A signed config layer as published by IT (`…/config`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SignedLayer {
+    /// Names the trusted key that signed it.
     pub key_id: String,
+    /// Base64url of the layer JSON, signed as bytes.
     pub payload: String,
+    /// Base64url Ed25519 signature over `payload`'s bytes.
     pub sig: String,
 }

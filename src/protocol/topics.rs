@@ -1,5 +1,6 @@
 //! Topic names (prefix `storegate/v1`).
 
+/// Every topic starts here; a new protocol version is a new prefix.
 pub const PREFIX: &str = "storegate/v1";
 
 /// The topics of one gateway.
@@ -10,36 +11,46 @@ pub struct GatewayTopics {
 }
 
 impl GatewayTopics {
+    /// The topics of gateway `gateway` of store `store`.
     pub fn new(store: &str, gateway: &str) -> GatewayTopics {
         GatewayTopics {
             base: format!("{PREFIX}/{store}/{gateway}"),
             store: store.to_string(),
         }
     }
+    /// `…/events`: event batches, gateway to central.
     pub fn events(&self) -> String {
         format!("{}/events", self.base)
     }
+    /// `…/ack`: central's cumulative acks.
     pub fn ack(&self) -> String {
         format!("{}/ack", self.base)
     }
+    /// `…/status`: retained status and last will.
     pub fn status(&self) -> String {
         format!("{}/status", self.base)
     }
+    /// `…/rpc/req`: requests to central.
     pub fn rpc_req(&self) -> String {
         format!("{}/rpc/req", self.base)
     }
+    /// `…/rpc/res`: central's answers.
     pub fn rpc_res(&self) -> String {
         format!("{}/rpc/res", self.base)
     }
+    /// `…/orders`: order status from central.
     pub fn orders(&self) -> String {
         format!("{}/orders", self.base)
     }
+    /// `…/config`: the gateway's own config layer.
     pub fn config_gateway(&self) -> String {
         format!("{}/config", self.base)
     }
+    /// `storegate/v1/{store}/config`: the store's config layer.
     pub fn config_store(&self) -> String {
         format!("{PREFIX}/{}/config", self.store)
     }
+    /// `…/config/state`: the applied config report.
     pub fn config_state(&self) -> String {
         format!("{}/config/state", self.base)
     }
@@ -57,8 +68,11 @@ impl GatewayTopics {
     }
 }
 
+/// Identity changes, central to every gateway.
 pub const IDENTITY: &str = "storegate/v1/identity";
+/// The fleet-wide config layer.
 pub const CONFIG_FLEET: &str = "storegate/v1/config/fleet";
+/// Central's retained online/offline status.
 pub const CENTRAL_STATUS: &str = "storegate/v1/central/status";
 /// Central's subscription for every gateway's batches.
 pub const ALL_EVENTS: &str = "storegate/v1/+/+/events";

@@ -32,7 +32,9 @@ use pump::Pump;
 /// What the rest of the daemon may know about the broker connection.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SyncState {
+    /// Connected to the broker now.
     pub connected: bool,
+    /// The current (or last) session number.
     pub session: u64,
     /// Conditions an operator must act on; they stay raised until the daemon restarts, so
     /// a one-off forged ack is not forgotten before anyone looked.
@@ -48,14 +50,19 @@ pub const ALARM_ACK_BEYOND_JOURNAL: &str = "ack_beyond_journal";
 /// A sync failure that stops the sync part (not a broker outage, which is a state).
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
+    /// The journal failed.
     #[error(transparent)]
     Journal(#[from] JournalError),
+    /// The TLS files could not be read.
     #[error("TLS setup: {0}")]
     Tls(String),
+    /// The MQTT settings are invalid.
     #[error("config: {0}")]
     Config(#[from] crate::config::ConfigError),
+    /// The MQTT session task stopped on its own.
     #[error("the MQTT session task ended unexpectedly")]
     SessionEnded,
+    /// The journal's writer stopped.
     #[error("the journal writer stopped")]
     JournalStopped,
 }
@@ -63,19 +70,25 @@ pub enum SyncError {
 /// Who this gateway is on the wire: its topic segments.
 #[derive(Debug, Clone)]
 pub struct GatewayName {
+    /// The store id.
     pub store: String,
+    /// The gateway id.
     pub gateway: String,
 }
 
 /// The sync part's settings, taken from the gateway config.
 #[derive(Debug, Clone)]
 pub struct SyncSettings {
+    /// This gateway's topic segments.
     pub name: GatewayName,
+    /// The broker connection.
     pub mqtt: MqttSection,
+    /// Pacing of the outbox.
     pub sync: SyncSection,
 }
 
 impl SyncSettings {
+    /// The settings of `config`.
     pub fn from_config(config: &GatewayConfig) -> SyncSettings {
         SyncSettings {
             name: GatewayName {
@@ -99,6 +112,7 @@ pub struct Syncer {
 }
 
 impl Syncer {
+    /// Sync for `journal`; nothing runs until `run`.
     pub fn new(settings: SyncSettings, journal: Journal, metrics: Arc<Metrics>) -> Syncer {
         let (state, _) = watch::channel(SyncState::default());
         let (rpc_client, rpc_requests) =

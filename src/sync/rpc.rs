@@ -11,12 +11,16 @@ use tokio::time::Instant;
 
 use crate::protocol::{timestamp, RpcError, RpcRequest, RpcResponse};
 
+/// Why an rpc call has no answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RpcCallError {
+    /// Not connected, or the request could not be sent.
     #[error("central is unreachable")]
     Unreachable,
+    /// No answer by the deadline.
     #[error("central did not answer in time")]
     Timeout,
+    /// Central answered with an error.
     #[error("central refused: {} ({})", .0.code, .0.message)]
     Refused(RpcError),
 }

@@ -35,8 +35,11 @@ pub enum SourceSpec {
     Dir(PathBuf),
     /// Concatenated raw 8-bit luma frames of one size.
     Raw {
+        /// Frame width in pixels.
         width: u32,
+        /// Frame height in pixels.
         height: u32,
+        /// The file of frames.
         path: PathBuf,
     },
 }

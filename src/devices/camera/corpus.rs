@@ -7,10 +7,13 @@
 use super::frame::LumaFrame;
 use super::geometry::Homography;
 
+/// Frame width.
 pub const WIDTH: usize = 640;
+/// Frame height.
 pub const HEIGHT: usize = 480;
 /// Frames per class.
 pub const PER_CLASS: usize = 12;
+/// The difficulty classes, one name each.
 pub const CLASSES: [&str; 9] = [
     "plain",
     "small",
@@ -26,8 +29,11 @@ pub const CLASSES: [&str; 9] = [
 /// One generated frame and what is in it.
 #[derive(Debug, Clone)]
 pub struct CorpusFrame {
+    /// Its class, one of `CLASSES`.
     pub class: &'static str,
+    /// A name for reports.
     pub name: String,
+    /// The frame.
     pub frame: LumaFrame,
     /// The texts of the codes in the frame, sorted.
     pub texts: Vec<String>,
@@ -42,6 +48,7 @@ struct Placement {
     light: f64,
 }
 
+/// The corpus for `seed`: the same frames for the same seed, on any machine.
 pub fn generate(seed: u64) -> Vec<CorpusFrame> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let mut out = Vec::new();

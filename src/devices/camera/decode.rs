@@ -56,7 +56,9 @@ struct Scan {
 /// bottom-right, bottom-left).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Detected {
+    /// The code's text.
     pub text: String,
+    /// Its corners in the frame's pixels.
     pub corners: [(i32, i32); 4],
 }
 
@@ -72,11 +74,15 @@ pub enum Outcome {
 /// Counters for the benchmark and `/metrics`.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct DecodeStats {
+    /// Frames looked at.
     pub frames: u64,
+    /// Frames skipped as nothing new.
     pub unchanged: u64,
+    /// Frames in which a code was read.
     pub with_code: u64,
     /// Frames whose codes the finder-pattern locator read (the rest needed rqrr's detector).
     pub located: u64,
+    /// Times rqrr panicked on a frame (caught; rqrr#54).
     pub decoder_panics: u64,
 }
 
@@ -97,14 +103,17 @@ pub struct QrDecoder {
 }
 
 impl QrDecoder {
+    /// A decoder with no frame seen yet.
     pub fn new() -> QrDecoder {
         QrDecoder::default()
     }
 
+    /// What it did so far.
     pub fn stats(&self) -> DecodeStats {
         self.stats
     }
 
+    /// Decodes `frame`, unless it shows nothing new since the last one.
     pub fn decode(&mut self, frame: &LumaFrame) -> Outcome {
         // A 1080p or 4K camera gives codes far more pixels than decoding needs; work on a
         // 2x2-averaged frame (repeatedly) until it is at most DOWNSCALE_ABOVE wide, and map

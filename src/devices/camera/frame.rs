@@ -26,21 +26,34 @@ impl std::fmt::Debug for LumaFrame {
 /// Why a frame or a source could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
+    /// The pixels do not make a frame of that size.
     #[error("frame of {width}x{height} with {len} bytes (needs width*height, sides 1..=8192)")]
     BadSize {
+        /// Width in pixels.
         width: usize,
+        /// Height in pixels.
         height: usize,
+        /// Bytes given.
         len: usize,
     },
+    /// A frame file could not be read or decoded.
     #[error("{path}: {message}")]
-    File { path: String, message: String },
+    File {
+        /// The file.
+        path: String,
+        /// Why.
+        message: String,
+    },
+    /// The camera could not be opened or read.
     #[error("camera: {0}")]
     Camera(String),
+    /// The source's config does not name a source.
     #[error("camera source {0:?}: use v4l:/dev/videoN, dir:/path/to/pngs or raw:WxH:/path")]
     BadSpec(String),
 }
 
 impl LumaFrame {
+    /// A frame of 8-bit luma pixels, row by row.
     pub fn new(width: usize, height: usize, pixels: Vec<u8>) -> Result<LumaFrame, FrameError> {
         let ok = (1..=MAX_SIDE).contains(&width)
             && (1..=MAX_SIDE).contains(&height)
@@ -59,18 +72,22 @@ impl LumaFrame {
         })
     }
 
+    /// Width in pixels.
     pub fn width(&self) -> usize {
         self.width
     }
 
+    /// Height in pixels.
     pub fn height(&self) -> usize {
         self.height
     }
 
+    /// The pixels, row by row.
     pub fn pixels(&self) -> &[u8] {
         &self.pixels
     }
 
+    /// The pixel at (x, y).
     pub fn at(&self, x: usize, y: usize) -> u8 {
         self.pixels[y * self.width + x]
     }
@@ -144,6 +161,7 @@ impl LumaFrame {
 /// Where frames come from. `next_frame` blocks until a frame is there (a camera paces itself);
 /// `Ok(None)` means the source has nothing more right now and should be reopened later.
 pub trait FrameSource {
+    /// The next frame; `Ok(None)` when there is none right now.
     fn next_frame(&mut self) -> Result<Option<LumaFrame>, FrameError>;
 }
 
@@ -186,6 +204,7 @@ pub struct DirectorySource {
 }
 
 impl DirectorySource {
+    /// Reads the PNG files of `dir` in name order.
     pub fn open(dir: &Path) -> Result<DirectorySource, FrameError> {
         let mut source = DirectorySource {
             dir: dir.to_path_buf(),
@@ -236,6 +255,7 @@ pub struct RawSource {
 }
 
 impl RawSource {
+    /// Reads concatenated raw frames of `width` × `height` from `path`.
     pub fn open(path: &Path, width: usize, height: usize) -> Result<RawSource, FrameError> {
         LumaFrame::new(
             width,

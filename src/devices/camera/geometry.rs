@@ -37,6 +37,7 @@ impl Homography {
         Some(Homography::square_to_quad(to)?.after(&to_square))
     }
 
+    /// The inverse map, if the map is not degenerate.
     pub fn inverse(&self) -> Option<Homography> {
         let [a, b, c, d, e, f, g, h, i] = self.0;
         let det = a * (e * i - f * h) - b * (d * i - f * g) + c * (d * h - e * g);
@@ -68,6 +69,7 @@ impl Homography {
         Homography(out)
     }
 
+    /// Maps a point.
     pub fn apply(&self, x: f64, y: f64) -> (f64, f64) {
         let m = &self.0;
         let w = m[6] * x + m[7] * y + m[8];

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 /// Changed frames without a code before it counts as gone.
 pub const RELEASE_AFTER: u32 = 3;
 
+/// Codes in front of the camera now: one scan per presentation, not one per frame.
 #[derive(Debug, Default)]
 pub struct HeldCodes {
     misses: HashMap<String, u32>,
@@ -31,6 +32,7 @@ impl HeldCodes {
         new
     }
 
+    /// How many codes are held now.
     pub fn held(&self) -> usize {
         self.misses.len()
     }

@@ -48,7 +48,9 @@ impl<'a> Bitmap<'a> {
 /// bottom-left of the grid, quiet zone excluded).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Located {
+    /// The decoded text.
     pub text: String,
+    /// Its corners in the crop.
     pub corners: [(f64, f64); 4],
 }
 

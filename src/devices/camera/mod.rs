@@ -75,6 +75,7 @@ pub struct Camera {
 }
 
 impl Camera {
+    /// The camera of `config`.
     pub fn new(config: CameraConfig) -> Camera {
         Camera { config }
     }

@@ -18,11 +18,13 @@ use super::{DeviceCommand, DeviceContext, DeviceError, DeviceEvent, Driver};
 /// stop is noticed.
 const READ_TIMEOUT: Duration = Duration::from_millis(20);
 
+/// A loyalty card reader running the storegate firmware.
 pub struct CardReader {
     config: CardReaderConfig,
 }
 
 impl CardReader {
+    /// The reader of `config`.
     pub fn new(config: CardReaderConfig) -> CardReader {
         CardReader { config }
     }

@@ -22,6 +22,7 @@ pub struct PrinterConfig {
     /// Characters per line when the printer differs from the usual for its paper (42 on 80 mm
     /// printers with a wider margin or font B): 32, 42 or 48.
     pub columns: Option<usize>,
+    /// The code page for text (CP858 has the euro sign).
     #[serde(default = "default_code_page")]
     pub code_page: super::escpos::CodePage,
     /// Lines at the top of every receipt (store name, address); the first is bold.
@@ -35,6 +36,7 @@ pub struct PrinterConfig {
 }
 
 impl PrinterConfig {
+    /// Characters per line: `columns`, or what the paper width implies.
     pub fn columns(&self) -> usize {
         if let Some(columns) = self.columns {
             return columns;

@@ -13,7 +13,9 @@ const EOT: u8 = 0x04;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum CodePage {
+    /// US, with box drawing.
     Cp437,
+    /// Western Europe, with the euro sign.
     Cp858,
 }
 
@@ -34,30 +36,41 @@ impl CodePage {
     }
 }
 
+/// Text alignment (ESC a).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Align {
+    /// Flush left.
     Left,
+    /// Centred.
     Centre,
+    /// Flush right.
     Right,
 }
 
 /// 1D barcode types (GS k, function B).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Barcode {
+    /// EAN-13 (13 digits).
     Ean13,
+    /// Code 128 (code set B).
     Code128,
 }
 
 /// Real-time status requests (DLE EOT n).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StatusRequest {
+    /// Printer status: online, drawer.
     Printer = 1,
+    /// Offline cause: cover, feed, paper end.
     Offline = 2,
+    /// Error cause: cutter, unrecoverable.
     Error = 3,
+    /// Paper roll sensors.
     Paper = 4,
 }
 
 impl StatusRequest {
+    /// The DLE EOT bytes that ask for it.
     pub fn bytes(self) -> [u8; 3] {
         [DLE, EOT, self as u8]
     }
@@ -83,6 +96,7 @@ impl Encoder {
         encoder
     }
 
+    /// The bytes to send.
     pub fn into_bytes(self) -> Vec<u8> {
         self.out
     }
@@ -101,15 +115,18 @@ impl Encoder {
         self
     }
 
+    /// Text followed by a line feed.
     pub fn line(&mut self, text: &str) -> &mut Self {
         self.text(text).feed(1)
     }
 
+    /// Feeds `lines` blank lines.
     pub fn feed(&mut self, lines: u8) -> &mut Self {
         self.out.extend([ESC, b'd', lines]);
         self
     }
 
+    /// Bold on or off.
     pub fn bold(&mut self, on: bool) -> &mut Self {
         self.out.extend([ESC, b'E', u8::from(on)]);
         self
@@ -121,6 +138,7 @@ impl Encoder {
         self
     }
 
+    /// Aligns the following lines.
     pub fn align(&mut self, align: Align) -> &mut Self {
         let n = match align {
             Align::Left => 0,
@@ -221,13 +239,18 @@ pub fn is_processed_status(byte: u8) -> bool {
 /// What DLE EOT replies say.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct PrinterStatus {
+    /// The printer answers and is not offline.
     pub online: bool,
+    /// The cover is open.
     pub cover_open: bool,
+    /// The roll is out.
     pub paper_out: bool,
+    /// The near-end sensor says little paper is left.
     pub paper_low: bool,
 }
 
 impl PrinterStatus {
+    /// Online with paper and the cover closed: a job may be sent.
     pub fn ready(&self) -> bool {
         self.online && !self.cover_open && !self.paper_out
     }

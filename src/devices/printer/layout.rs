@@ -10,7 +10,9 @@ use crate::protocol::Purchase;
 pub struct Layout {
     /// Characters per line in font A: 32 on 58 mm paper, 48 on 80 mm (42 with font B margins).
     pub columns: usize,
+    /// The printer code page text is encoded in.
     pub code_page: CodePage,
+    /// Lines at the top; the first is bold.
     pub header: Vec<String>,
     /// `{receipt}` is replaced by the receipt id.
     pub qr_url: Option<String>,

@@ -29,6 +29,7 @@ const POLL: Duration = Duration::from_millis(100);
 trait Link: Read + Write + Send {}
 impl<T: Read + Write + Send> Link for T {}
 
+/// An ESC/POS receipt printer.
 pub struct Printer {
     config: PrinterConfig,
     /// The print queue lives in the journal; its writer thread is the only one that changes
@@ -37,6 +38,7 @@ pub struct Printer {
 }
 
 impl Printer {
+    /// The printer of `config`, printing the jobs of `journal`.
     pub fn new(config: PrinterConfig, journal: Journal) -> Printer {
         Printer { config, journal }
     }

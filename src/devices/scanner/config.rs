@@ -12,6 +12,7 @@ pub struct ScannerConfig {
     pub port: crate::devices::port::PortSpec,
     /// The till whose event stream gets the scans.
     pub till: String,
+    /// Line speed.
     #[serde(default = "default_scanner_baud")]
     pub baud: u32,
     /// What ends a scan: "\r", "\n" and "\r\n" all mean "a line" (either byte ends it);

@@ -19,15 +19,22 @@ const READ_TIMEOUT: Duration = Duration::from_millis(50);
 /// Why bytes from a scanner were not a scan.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FramingError {
+    /// Longer than `max_len` (line noise, a stuck trigger).
     #[error("frame longer than {max} bytes (no suffix seen); dropped up to the next suffix")]
-    TooLong { max: usize },
+    TooLong {
+        /// The configured limit.
+        max: usize,
+    },
+    /// A scan without the configured prefix.
     #[error("frame does not start with the configured prefix")]
     MissingPrefix,
+    /// A scan that is not UTF-8.
     #[error("frame is not UTF-8 text")]
     NotUtf8,
 }
 
 impl FramingError {
+    /// The metric label of the refusal.
     pub fn reason(&self) -> &'static str {
         match self {
             FramingError::TooLong { .. } => "too_long",
@@ -52,6 +59,7 @@ pub struct LineFramer {
 }
 
 impl LineFramer {
+    /// A framer for scans that end with `suffix` and start with `prefix`, at most `max_len` bytes.
     pub fn new(suffix: &str, prefix: &str, max_len: usize) -> LineFramer {
         let line_ends = matches!(suffix, "\r" | "\n" | "\r\n");
         LineFramer {
@@ -125,11 +133,13 @@ impl LineFramer {
     }
 }
 
+/// A serial or USB-CDC barcode scanner.
 pub struct SerialScanner {
     config: ScannerConfig,
 }
 
 impl SerialScanner {
+    /// The scanner of `config`.
     pub fn new(config: ScannerConfig) -> SerialScanner {
         SerialScanner { config }
     }

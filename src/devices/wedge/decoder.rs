@@ -15,11 +15,14 @@ pub enum WedgeError {
     #[error(
         "hotkey {0} in scanned input (refused: keyboard-wedge input may only type characters)"
     )]
+    /// A key combination no scanner types (Ctrl, Alt, Meta, F-keys, Escape).
     Hotkey(String),
+    /// Longer than any scan.
     #[error("scan longer than {MAX_SCAN} characters")]
     TooLong,
 }
 
+/// Key events to scans, by the configured layout.
 #[derive(Debug)]
 pub struct WedgeDecoder {
     layout: Layout,
@@ -35,6 +38,7 @@ pub struct WedgeDecoder {
 }
 
 impl WedgeDecoder {
+    /// A decoder for `layout`.
     pub fn new(layout: Layout) -> WedgeDecoder {
         WedgeDecoder {
             layout,

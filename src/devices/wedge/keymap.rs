@@ -4,7 +4,9 @@
 
 use serde::Deserialize;
 
-/// Linux input key codes used here (linux/input-event-codes.h).
+/// Linux input key codes used here (linux/input-event-codes.h); each constant is the
+/// `KEY_<NAME>` of that header.
+#[allow(missing_docs)]
 pub mod key {
     pub const ESC: u16 = 1;
     pub const TAB: u16 = 15;
@@ -26,10 +28,13 @@ pub mod key {
     pub const KEY_102ND: u16 = 86;
 }
 
+/// The layout a wedge scanner types in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Layout {
+    /// US QWERTY.
     Us,
+    /// German QWERTZ (AltGr for `@`, `{` …).
     De,
 }
 

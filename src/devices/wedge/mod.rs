@@ -21,11 +21,13 @@ use crate::codes::Aim;
 /// How long one wait for key events lasts, so a stop is noticed.
 const WAIT_MS: u16 = 100;
 
+/// A USB keyboard-wedge scanner, read through evdev and grabbed exclusively.
 pub struct KeyboardWedge {
     config: WedgeConfig,
 }
 
 impl KeyboardWedge {
+    /// The wedge of `config`.
     pub fn new(config: WedgeConfig) -> KeyboardWedge {
         KeyboardWedge { config }
     }
