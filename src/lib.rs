@@ -27,6 +27,7 @@ pub mod central;
 pub mod clock;
 pub mod codes;
 pub mod config;
+pub mod coupons;
 pub mod daemon;
 pub mod devices;
 pub mod identity;

@@ -18,6 +18,7 @@ fn purchase(receipt: &str) -> NewEvent {
         idempotency: None,
         identity_refs: Vec::new(),
         print_on: None,
+        coupon: None,
     }
 }
 

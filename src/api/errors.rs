@@ -65,6 +65,9 @@ impl From<AppendError> for ApiError {
             AppendError::DiskFull => {
                 ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "storage_full", message)
             }
+            AppendError::AlreadyRedeemed(_) => {
+                ApiError::new(StatusCode::CONFLICT, "already_redeemed", message)
+            }
             AppendError::SeqExhausted => {
                 ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "seq_exhausted", message)
             }

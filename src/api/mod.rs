@@ -3,6 +3,7 @@
 //! Every write answers only after the journal committed it; every refusal is a 4xx/5xx with
 //! `{"error":{"code","message"[,"field"]}}` and changes nothing.
 
+mod coupons;
 mod errors;
 mod health;
 mod live;
@@ -56,6 +57,8 @@ pub struct ApiState {
     pub live: LiveEvents,
     /// The print queue's cashier side.
     pub printing: Printing,
+    /// Coupon redemption.
+    pub coupons: crate::coupons::Redeemer,
 }
 
 /// Every route, with the token guard, body limit, request timeout and JSON errors.
@@ -63,6 +66,7 @@ pub fn router(state: ApiState) -> Router {
     let guarded = middleware::from_fn_with_state(state.clone(), require_token);
     let v1 = Router::new()
         .route("/purchases", post(purchases::create))
+        .route("/coupons/redeem", post(coupons::redeem))
         .route("/devices", get(devices))
         .route("/events", get(live::stream))
         .route("/print-jobs", get(printing::list))

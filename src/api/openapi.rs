@@ -25,6 +25,28 @@ pub(super) async fn document() -> Json<serde_json::Value> {
                     "507": { "$ref": "#/components/responses/Error" }
                 }
             } },
+            "/v1/coupons/redeem": { "post": {
+                "summary": "Redeem a coupon: reserved at central when it answers in time, else under the offline policy; journalled as coupon_redeemed",
+                "description": "Refusal codes: malformed, invalid_field (400); already_redeemed (409); bad_signature, unknown_key, expired, not_yet_valid, wrong_store, wrong_customer, basket_too_small, offline_not_allowed, offline_budget_spent (422); central_refused (502).",
+                "requestBody": { "required": true, "content": { "application/json": {
+                    "schema": { "type": "object", "required": ["till", "token", "receipt", "basket_minor"],
+                        "properties": {
+                            "till": { "type": "string" }, "token": { "type": "string" },
+                            "customer": { "type": "string", "nullable": true },
+                            "receipt": { "type": "string" },
+                            "basket_minor": { "type": "integer", "minimum": 0 } } } } } },
+                "responses": {
+                    "200": { "description": "Accepted", "content": { "application/json": {
+                        "schema": { "type": "object", "required": ["discount_minor", "mode"], "properties": {
+                            "discount_minor": { "type": "integer" },
+                            "mode": { "type": "string", "enum": ["online", "offline"] } } } } } },
+                    "400": { "$ref": "#/components/responses/Error" },
+                    "409": { "$ref": "#/components/responses/Error" },
+                    "422": { "$ref": "#/components/responses/Error" },
+                    "502": { "$ref": "#/components/responses/Error" },
+                    "503": { "$ref": "#/components/responses/Error" }
+                }
+            } },
             "/v1/devices": { "get": {
                 "summary": "Every configured device and its state (connecting, up, down, stopped)",
                 "responses": { "200": { "description": "Device states", "content": { "application/json": {

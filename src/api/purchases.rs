@@ -43,6 +43,7 @@ async fn record(state: &ApiState, headers: &HeaderMap, body: &[u8]) -> Result<Re
             identity_refs: Vec::new(),
             // The receipt is queued in the sale's own transaction; a replay queues nothing.
             print_on: state.printing.printer_of(&till),
+            coupon: None,
         })
         .await?;
     if !appended.replayed {

@@ -99,6 +99,7 @@ pub(super) async fn journal_appends(
                             idempotency: None,
                             identity_refs: Vec::new(),
                             print_on: None,
+                            coupon: None,
                         })
                         .await?;
                     n += callers;

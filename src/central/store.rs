@@ -43,6 +43,15 @@ const SCHEMA: &[&str] = &[
     "ALTER TABLE events ADD COLUMN receipt TEXT;
     ALTER TABLE events ADD COLUMN refused TEXT;
     CREATE INDEX events_receipt ON events(store, gateway, receipt) WHERE receipt IS NOT NULL;",
+    // 2 -> 3: coupon redemptions from every gateway; one beyond a coupon's uses (a
+    // single-use coupon redeemed offline at two stores) is a conflict for operators, both
+    // events kept.
+    "CREATE TABLE coupon_redemptions(
+        event_id TEXT PRIMARY KEY, coupon TEXT NOT NULL, store TEXT NOT NULL,
+        gateway TEXT NOT NULL, receipt TEXT NOT NULL, mode TEXT NOT NULL, uses INTEGER NOT NULL);
+    CREATE INDEX coupon_redemptions_coupon ON coupon_redemptions(coupon);
+    CREATE TABLE coupon_conflicts(
+        event_id TEXT PRIMARY KEY, coupon TEXT NOT NULL, detail TEXT NOT NULL);",
 ];
 
 /// A central store failure.
@@ -74,6 +83,8 @@ pub struct BatchOutcome {
     pub conflicts: u64,
     /// Events kept but applied to nothing (invalid, or a receipt used twice).
     pub refused: u64,
+    /// Coupon redemptions beyond the coupon's uses (kept, and recorded as conflicts).
+    pub coupon_conflicts: u64,
 }
 
 /// Central's SQLite store: one connection, used from one task at a time.
@@ -292,10 +303,58 @@ fn store_event(
     if refused.is_some() {
         return Ok(());
     }
+    if !id_seen && event.kind == crate::protocol::EventKind::CouponRedeemed.as_str() {
+        record_redemption(tx, store, gateway, event, outcome)?;
+    }
     if id_seen {
         outcome.duplicates += 1;
     } else {
         outcome.stored += 1;
+    }
+    Ok(())
+}
+
+/// Records a coupon redemption; one beyond the coupon's uses (counted by distinct receipts
+/// across the fleet) is kept as a conflict. Both events stay; neither is dropped.
+fn record_redemption(
+    tx: &Transaction<'_>,
+    store: &str,
+    gateway: &str,
+    event: &WireEvent,
+    outcome: &mut BatchOutcome,
+) -> rusqlite::Result<()> {
+    let Ok(body) = serde_json::from_str::<crate::protocol::CouponRedeemed>(event.body.get()) else {
+        return Ok(());
+    };
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO coupon_redemptions(event_id, coupon, store, gateway, receipt, mode, uses)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        event.id,
+        body.coupon,
+        store,
+        gateway,
+        body.receipt,
+        body.mode,
+        body.uses.min(i64::MAX as u64) as i64
+    ])?;
+    let uses: i64 = tx
+        .prepare_cached(
+            "SELECT COUNT(*) FROM (SELECT DISTINCT store, gateway, receipt FROM coupon_redemptions WHERE coupon = ?1)",
+        )?
+        .query_row([&body.coupon], |r| r.get(0))?;
+    if uses.max(0) as u64 > body.uses {
+        let detail = format!(
+            "coupon {} redeemed {uses} times (allowed {}); this one at {store}/{gateway} receipt {} ({})",
+            body.coupon, body.uses, body.receipt, body.mode
+        );
+        tracing::warn!(store, gateway, coupon = %body.coupon, %detail, "coupon redeemed beyond its uses; kept as a conflict");
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO coupon_conflicts(event_id, coupon, detail) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![event.id, body.coupon, detail])?;
+        outcome.coupon_conflicts += 1;
     }
     Ok(())
 }

@@ -77,6 +77,22 @@ fn check_payload(payload: &serde_json::Value) -> Result<(), CodeError> {
     Ok(())
 }
 
+/// Why a coupon token is not a genuine one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Not a well-formed token (truncated, not base64url, payload fields missing).
+    #[error(transparent)]
+    Malformed(CodeError),
+    /// No coupon key is configured, so no token can be trusted (an Ed25519 signature does not
+    /// say which key made it: a token of a key this box does not hold is a `BadSignature`).
+    #[error("no coupon keys are configured (coupons.public_keys), so none can be trusted")]
+    UnknownKey,
+    /// The signature verifies with none of the configured keys: forged, altered, or signed by
+    /// a retired key.
+    #[error("the signature does not verify with any configured coupon key (forged, altered, or a retired key)")]
+    BadSignature,
+}
+
 /// The coupon public keys a gateway honours.
 #[derive(Debug, Clone, Default)]
 pub struct CouponKeys {
@@ -135,12 +151,17 @@ impl CouponKeys {
     /// The payload of a token whose structure is sound and whose signature verifies with one of
     /// the keys.
     pub fn verify(&self, token: &str) -> Result<serde_json::Value, CodeError> {
-        let parts = parse(token)?;
+        self.check(token).map_err(|refusal| match refusal {
+            Refusal::Malformed(error) => error,
+            other => CodeError::Coupon(other.to_string()),
+        })
+    }
+
+    /// `verify`, telling why a token is refused.
+    pub fn check(&self, token: &str) -> Result<serde_json::Value, Refusal> {
+        let parts = parse(token).map_err(Refusal::Malformed)?;
         if self.keys.is_empty() {
-            return Err(CodeError::Coupon(
-                "no coupon keys are configured (coupons.public_keys), so none can be trusted"
-                    .into(),
-            ));
+            return Err(Refusal::UnknownKey);
         }
         let verifies = self.keys.iter().any(|key| {
             UnparsedPublicKey::new(&ED25519, key)
@@ -150,10 +171,7 @@ impl CouponKeys {
         if verifies {
             Ok(parts.payload)
         } else {
-            Err(CodeError::Coupon(
-                "the signature does not verify with any configured coupon key (forged, altered, or a retired key)"
-                    .into(),
-            ))
+            Err(Refusal::BadSignature)
         }
     }
 }

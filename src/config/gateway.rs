@@ -53,13 +53,37 @@ pub struct IdentitySection {
     pub hmac_key: Option<crate::identity::HmacKey>,
 }
 
-/// Coupon verification.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// Coupon verification and the offline redemption policy.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CouponsSection {
     /// Ed25519 public keys (base64, 32 bytes) whose coupons are honoured.
     #[serde(default)]
     pub public_keys: Vec<crate::codes::coupon::PublicKey>,
+    /// Most discount (minor units) granted offline in any hour; 0 accepts no coupon offline.
+    #[serde(default = "default_offline_budget_hour_minor")]
+    pub offline_budget_hour_minor: i64,
+    /// Most discount (minor units) granted offline in any 24 hours.
+    #[serde(default = "default_offline_budget_day_minor")]
+    pub offline_budget_day_minor: i64,
+}
+
+impl Default for CouponsSection {
+    fn default() -> Self {
+        CouponsSection {
+            public_keys: Vec::new(),
+            offline_budget_hour_minor: default_offline_budget_hour_minor(),
+            offline_budget_day_minor: default_offline_budget_day_minor(),
+        }
+    }
+}
+
+fn default_offline_budget_hour_minor() -> i64 {
+    5_000
+}
+
+fn default_offline_budget_day_minor() -> i64 {
+    20_000
 }
 
 /// Remote config trust. Local-only.
@@ -147,6 +171,14 @@ impl GatewayConfig {
             ));
         }
         self.sync.validate()?;
+        if self.coupons.offline_budget_hour_minor < 0
+            || self.coupons.offline_budget_day_minor < self.coupons.offline_budget_hour_minor
+        {
+            return Err(ConfigError::key(
+                "coupons.offline_budget_day_minor",
+                "budgets must not be negative, and the day's at least the hour's",
+            ));
+        }
         self.devices
             .validate(self.identity.hmac_key.is_some())
             .map_err(|e| ConfigError::key(e.key, e.message))

@@ -78,8 +78,11 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let metrics = Arc::new(Metrics::new());
-    let (journal, writer) =
-        Journal::open_with_retention(&config.journal.path, clock, config.journal.retention())?;
+    let (journal, writer) = Journal::open_with_retention(
+        &config.journal.path,
+        clock.clone(),
+        config.journal.retention(),
+    )?;
     let listener = TcpListener::bind(config.api.listen)
         .await
         .map_err(|source| DaemonError::Listen {
@@ -129,6 +132,17 @@ pub async fn run(
         metrics: metrics.clone(),
     };
     let router_task = tokio::spawn(router.run(device_events));
+    let coupons = crate::coupons::Redeemer::new(
+        crate::codes::coupon::CouponKeys::new(&config.coupons.public_keys),
+        &config.gateway.store,
+        journal.clone(),
+        Some(sync.rpc()),
+        clock,
+        crate::coupons::Policy {
+            budget_hour_minor: config.coupons.offline_budget_hour_minor,
+            budget_day_minor: config.coupons.offline_budget_day_minor,
+        },
+    );
     let state = ApiState {
         journal: journal.clone(),
         metrics: metrics.clone(),
@@ -137,6 +151,7 @@ pub async fn run(
         devices: devices.handle(),
         live,
         printing,
+        coupons,
     };
     let position = *journal.position().borrow();
 

@@ -251,6 +251,7 @@ impl Identity {
                 idempotency: None,
                 identity_refs: identity_refs.clone(),
                 print_on: None,
+                coupon: None,
             })
             .await?;
         for identity in identity_refs {

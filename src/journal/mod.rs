@@ -43,7 +43,7 @@ mod schema;
 mod writer;
 
 pub use lock::{lock_path, JournalLock};
-pub use outbox::{AsyncOutbox, Outbox};
+pub use outbox::{AsyncOutbox, Outbox, Redemption};
 pub use print_queue::{JobState, PrintCommand, PrintJob, PrintJobs, PrintRefusal};
 pub use writer::WriterThread;
 
@@ -74,6 +74,24 @@ pub struct NewEvent {
     /// For a purchase at a till with a printer: that printer, whose receipt job is queued in
     /// the same transaction (a replayed request queues nothing).
     pub print_on: Option<String>,
+    /// For a coupon redemption: the coupon's use, recorded in the same transaction; refused
+    /// (`AlreadyRedeemed`) when the coupon has no use left at this box.
+    pub coupon: Option<CouponUse>,
+}
+
+/// A coupon accepted at this box (`coupon_redemptions`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CouponUse {
+    /// The coupon's id.
+    pub coupon: String,
+    /// The receipt it was redeemed for.
+    pub receipt: String,
+    /// How often the coupon may be used (its payload's `uses`).
+    pub uses: u64,
+    /// `online` (reserved at central first) or `offline`.
+    pub mode: String,
+    /// The discount granted.
+    pub discount_minor: i64,
 }
 
 /// An identifier hash (docs/protocol.md "Identity") and the profile ref it belongs to.
@@ -128,6 +146,9 @@ pub enum AppendError {
     /// The next seq would pass 2^53 − 1.
     #[error("the journal reached the protocol's largest seq (2^53 - 1); nothing was recorded")]
     SeqExhausted,
+    /// The coupon has no use left at this box.
+    #[error("coupon {0} was already redeemed at this gateway")]
+    AlreadyRedeemed(String),
     /// Any other SQLite failure; the group rolled back.
     #[error("journal storage failed: {0}")]
     Storage(String),
@@ -213,7 +234,7 @@ impl Position {
 
 pub(crate) enum Command {
     Append {
-        event: NewEvent,
+        event: Box<NewEvent>,
         reply: oneshot::Sender<Result<Appended, AppendError>>,
     },
     Ack {
@@ -318,7 +339,10 @@ impl Journal {
     pub async fn append(&self, event: NewEvent) -> Result<Appended, AppendError> {
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(Command::Append { event, reply })
+            .send(Command::Append {
+                event: Box::new(event),
+                reply,
+            })
             .await
             .map_err(|_| AppendError::Closed)?;
         answer.await.map_err(|_| AppendError::Closed)?

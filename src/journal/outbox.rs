@@ -2,11 +2,20 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use serde_json::value::RawValue;
 
 use super::{IdentityRef, JournalError, Position};
 use crate::protocol::WireEvent;
+
+/// A coupon redemption already recorded at this box.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redemption {
+    /// `online` or `offline`.
+    pub mode: String,
+    /// The discount granted.
+    pub discount_minor: i64,
+}
 
 /// A read-only view of the journal for the sync pump.
 pub struct Outbox {
@@ -109,6 +118,45 @@ impl Outbox {
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(refs)
+    }
+
+    /// This box's earlier redemption of `coupon` for `receipt`, if any (a retried request).
+    pub fn redemption(
+        &self,
+        coupon: &str,
+        receipt: &str,
+    ) -> Result<Option<Redemption>, JournalError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT mode, discount_minor FROM coupon_redemptions WHERE coupon = ?1 AND receipt = ?2",
+            )?
+            .query_row([coupon, receipt], |r| {
+                Ok(Redemption {
+                    mode: r.get(0)?,
+                    discount_minor: r.get(1)?,
+                })
+            })
+            .optional()?)
+    }
+
+    /// Times `coupon` was redeemed at this box.
+    pub fn redemptions_of(&self, coupon: &str) -> Result<u64, JournalError> {
+        let n: i64 = self
+            .conn
+            .prepare_cached("SELECT COUNT(*) FROM coupon_redemptions WHERE coupon = ?1")?
+            .query_row([coupon], |r| r.get(0))?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// The offline discounts granted at or after `since` (an RFC 3339 stamp).
+    pub fn offline_discounts_since(&self, since: &str) -> Result<i64, JournalError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT COALESCE(SUM(discount_minor), 0) FROM coupon_redemptions WHERE mode = 'offline' AND at >= ?1",
+            )?
+            .query_row([since], |r| r.get(0))?)
     }
 
     /// The committed and acked positions as on disk.

@@ -55,6 +55,19 @@ const MIGRATIONS: &[&str] = &[
         last_error TEXT
     );
     CREATE INDEX print_jobs_waiting ON print_jobs(printer, state, id);",
+    // 5 -> 6: every coupon this box accepted, recorded in the redemption's own transaction:
+    // "never redeemed at this box" and the offline budget are checked against it, and it
+    // outlives event retention.
+    "CREATE TABLE coupon_redemptions(
+        coupon TEXT NOT NULL,
+        receipt TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        mode TEXT NOT NULL,
+        discount_minor INTEGER NOT NULL,
+        at TEXT NOT NULL
+    );
+    CREATE INDEX coupon_redemptions_coupon ON coupon_redemptions(coupon);
+    CREATE INDEX coupon_redemptions_at ON coupon_redemptions(mode, at);",
 ];
 
 pub(super) fn open_and_migrate(path: &Path) -> Result<Connection, JournalError> {

@@ -320,6 +320,14 @@ fn append(
         )?
         .execute(params![idem.key, &idem.fingerprint[..], seq as i64, id])?;
     }
+    if let Some(coupon) = &event.coupon {
+        let used: i64 = tx
+            .prepare_cached("SELECT COUNT(*) FROM coupon_redemptions WHERE coupon = ?1")?
+            .query_row([&coupon.coupon], |r| r.get(0))?;
+        if used.max(0) as u64 >= coupon.uses {
+            return Ok(Err(AppendError::AlreadyRedeemed(coupon.coupon.clone())));
+        }
+    }
     if let (Some(printer), Some(receipt)) = (&event.print_on, &event.receipt) {
         super::print_queue::enqueue(tx, printer, receipt, false, &event.body)?;
     }
@@ -328,6 +336,20 @@ fn append(
         // are aliases on top, not rewrites of this table.
         tx.prepare_cached("INSERT OR IGNORE INTO identity_refs(hash, profile) VALUES (?1, ?2)")?
             .execute(params![identity.hash, identity.profile])?;
+    }
+    if let Some(coupon) = &event.coupon {
+        tx.prepare_cached(
+            "INSERT INTO coupon_redemptions(coupon, receipt, seq, mode, discount_minor, at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            coupon.coupon,
+            coupon.receipt,
+            seq as i64,
+            coupon.mode,
+            coupon.discount_minor,
+            timestamp(now)
+        ])?;
     }
     current.last_seq = seq;
     if !went_backwards {

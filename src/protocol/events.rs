@@ -116,6 +116,33 @@ fn is_zero(n: &i64) -> bool {
     *n == 0
 }
 
+/// `coupon_redeemed`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CouponRedeemed {
+    /// The coupon's id (its payload's `id`).
+    pub coupon: String,
+    /// The customer it was redeemed for, if identified.
+    pub customer: Option<String>,
+    /// The receipt it was redeemed for.
+    pub receipt: String,
+    /// The discount granted.
+    pub discount_minor: i64,
+    /// `online` (reserved at central first) or `offline` (the offline policy).
+    pub mode: String,
+    /// The coupon's `uses` (extension: lets central tell a double redemption of a single-use
+    /// coupon from a second use of a multi-use one; absent means 1).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub uses: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn is_one(n: &u64) -> bool {
+    *n == 1
+}
+
 /// Longest receipt id, sku or coupon id we accept; longer is a till bug, not a receipt.
 const MAX_ID_LEN: usize = 64;
 /// A basket bigger than this is refused: one event must fit a 256 KiB batch with room to spare.
