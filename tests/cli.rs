@@ -409,3 +409,46 @@ fn an_error_prints_its_cause_once() {
         "{stderr}"
     );
 }
+
+/// A campaign's coupon as a QR image: what `coupon issue --png` writes is read back, token for
+/// token, by the kiosk camera's decoder (`scan-image`).
+#[test]
+fn coupon_issue_writes_a_qr_png_that_scans_back_to_the_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let keygen = Command::new(bin())
+        .args(["coupon", "keygen"])
+        .output()
+        .unwrap();
+    let key: serde_json::Value = serde_json::from_slice(&keygen.stdout).unwrap();
+    let key_file = dir.path().join("coupon.key");
+    std::fs::write(&key_file, key["private_key"].as_str().unwrap()).unwrap();
+    let png = dir.path().join("coupon.png");
+    let payload = r#"{"id":"c-print-1","campaign":"spring","kind":"percent","value":10,"min_basket_minor":0,"valid_from":"2026-01-01T00:00:00.000Z","valid_to":"2027-01-01T00:00:00.000Z","uses":1,"customer":null,"offline":true,"stores":null}"#;
+    let out = Command::new(bin())
+        .args(["coupon", "issue", "--key"])
+        .arg(&key_file)
+        .arg("--png")
+        .arg(&png)
+        .arg(payload)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let issued: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let token = issued["token"].as_str().unwrap();
+    let out = Command::new(bin())
+        .arg("scan-image")
+        .arg(&png)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let scanned: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(scanned["codes"][0]["text"], token, "{scanned}");
+}

@@ -108,6 +108,9 @@ pub enum CouponCommand {
         key: PathBuf,
         /// The payload JSON, e.g. '{"id":"c-1","kind":"percent","value":10,"offline":true}'.
         payload: String,
+        /// Also write the token as a QR code PNG here (for print and e-mail campaigns).
+        #[arg(long)]
+        png: Option<PathBuf>,
     },
     /// Verify a token against public keys (base64); prints `{"valid":true,"payload":…}`, or
     /// exits 1 with the reason.
@@ -148,7 +151,7 @@ fn run_coupon(command: CouponCommand) -> anyhow::Result<()> {
         CouponCommand::Keygen => coupon::generate_key()
             .map(|key| serde_json::json!(key))
             .map_err(|e| e.to_string()),
-        CouponCommand::Issue { key, payload } => {
+        CouponCommand::Issue { key, payload, png } => {
             let private_key = std::fs::read_to_string(&key)
                 .with_context(|| format!("reading the private key {}", key.display()))?;
             serde_json::from_str::<serde_json::Value>(&payload)
@@ -156,7 +159,11 @@ fn run_coupon(command: CouponCommand) -> anyhow::Result<()> {
                 .and_then(|payload| {
                     coupon::issue(&private_key, &payload).map_err(|e| e.to_string())
                 })
-                .map(|token| serde_json::json!({ "token": token }))
+                .and_then(|token| match &png {
+                    Some(path) => write_qr_png(&token, path)
+                        .map(|()| serde_json::json!({ "token": token, "png": path })),
+                    None => Ok(serde_json::json!({ "token": token })),
+                })
         }
         CouponCommand::Verify { public_keys, token } => {
             coupon::CouponKeys::from_base64(&public_keys)
@@ -172,6 +179,30 @@ fn run_coupon(command: CouponCommand) -> anyhow::Result<()> {
         }
         Err(message) => fail("invalid_coupon", message),
     }
+}
+
+/// Writes `text` as a QR code PNG: 6 px per module with the 4-module quiet zone a camera or
+/// scanner needs, greyscale.
+fn write_qr_png(text: &str, path: &std::path::Path) -> Result<(), String> {
+    const MODULE_PX: usize = 6;
+    const QUIET: usize = 4;
+    let code = qrcode::QrCode::new(text.as_bytes()).map_err(|e| format!("QR code: {e}"))?;
+    let modules = code.width();
+    let colors = code.to_colors();
+    let side = (modules + 2 * QUIET) * MODULE_PX;
+    let mut pixels = vec![255u8; side * side];
+    for (i, color) in colors.iter().enumerate() {
+        if *color != qrcode::Color::Dark {
+            continue;
+        }
+        let (mx, my) = (i % modules + QUIET, i / modules + QUIET);
+        for y in my * MODULE_PX..(my + 1) * MODULE_PX {
+            pixels[y * side + mx * MODULE_PX..y * side + (mx + 1) * MODULE_PX].fill(0);
+        }
+    }
+    storegate::devices::camera::frame::LumaFrame::new(side, side, pixels)
+        .and_then(|frame| frame.save_png(path))
+        .map_err(|e| e.to_string())
 }
 
 fn run_decode(data: &str, strict: bool) -> anyhow::Result<()> {
