@@ -8,6 +8,8 @@
 //! the same instant still gets one ref, and records each `identity_seen` together with its
 //! hash → ref pairs in one journal transaction.
 
+pub mod alias;
+
 use std::collections::HashMap;
 
 use hmac::{Hmac, Mac};
