@@ -10,8 +10,11 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use tokio::sync::watch;
+
 use crate::clock::Clock;
 use crate::codes::coupon::{CouponKeys, Refusal as TokenRefusal};
+use crate::identity::alias::Aliases;
 use crate::journal::{AppendError, CouponUse, Journal, JournalError, NewEvent};
 use crate::protocol::{CouponRedeemed, EventKind, FieldError};
 use crate::sync::{RpcCallError, RpcClient};
@@ -130,6 +133,8 @@ struct Inner {
     store: String,
     journal: Journal,
     rpc: Option<RpcClient>,
+    /// Central's merges as this box has them: a personal coupon follows its customer's merges.
+    aliases: watch::Receiver<Arc<Aliases>>,
     clock: Arc<dyn Clock>,
     policy: Policy,
 }
@@ -157,12 +162,14 @@ fn one_use() -> u64 {
 }
 
 impl Redeemer {
-    /// Redemption for `store`, reserving online through `rpc` when there is one.
+    /// Redemption for `store`, reserving online through `rpc` when there is one; personal
+    /// coupons are matched through `aliases`.
     pub fn new(
         keys: CouponKeys,
         store: &str,
         journal: Journal,
         rpc: Option<RpcClient>,
+        aliases: watch::Receiver<Arc<Aliases>>,
         clock: Arc<dyn Clock>,
         policy: Policy,
     ) -> Redeemer {
@@ -172,6 +179,7 @@ impl Redeemer {
                 store: store.to_string(),
                 journal,
                 rpc,
+                aliases,
                 clock,
                 policy,
             }),
@@ -241,10 +249,17 @@ impl Inner {
                 return Err(Refusal::WrongStore(self.store.clone()));
             }
         }
-        // Resolution through merged refs comes with the identity alias table; until then a
-        // personal coupon needs the very ref it was issued to.
-        if payload.customer.is_some() && payload.customer != request.customer {
-            return Err(Refusal::WrongCustomer);
+        // A personal coupon issued to a profile is the customer's under any ref merged with
+        // it: the provisional ref an offline till gave them, or an older profile.
+        if let Some(owner) = &payload.customer {
+            let aliases = self.aliases.borrow();
+            let matches = request
+                .customer
+                .as_ref()
+                .is_some_and(|customer| aliases.resolve(customer) == aliases.resolve(owner));
+            if !matches {
+                return Err(Refusal::WrongCustomer);
+            }
         }
         if request.basket_minor < payload.min_basket_minor {
             return Err(Refusal::BasketTooSmall(payload.min_basket_minor));

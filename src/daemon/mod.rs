@@ -90,11 +90,19 @@ pub async fn run(
             source,
         })?;
     let api_addr = listener.local_addr().map_err(DaemonError::Api)?;
-    let sync = Syncer::new(
+    let mut sync = Syncer::new(
         SyncSettings::from_config(&config),
         journal.clone(),
         metrics.clone(),
     );
+    let (identity_changes_tx, identity_changes_rx) = tokio::sync::mpsc::channel(256);
+    sync.send_identity_changes_to(identity_changes_tx);
+    let (identity_changes, aliases) = crate::identity::changes::IdentityChanges::load(
+        journal.clone(),
+        sync.rpc(),
+        identity_changes_rx,
+        sync.state(),
+    )?;
     let identity = Arc::new(Identity::new(
         config.identity.hmac_key.as_ref(),
         &config.gateway.id,
@@ -137,6 +145,7 @@ pub async fn run(
         &config.gateway.store,
         journal.clone(),
         Some(sync.rpc()),
+        aliases,
         clock,
         crate::coupons::Policy {
             budget_hour_minor: config.coupons.offline_budget_hour_minor,
@@ -161,14 +170,20 @@ pub async fn run(
         header_timeout: std::time::Duration::from_millis(config.api.header_timeout_ms),
         per_peer: config.api.connections_per_peer,
     };
-    let mut api_task = Some(tokio::spawn(api::serve(
-        listener,
-        state,
-        limits,
-        signalled(api_stopped),
-    )));
-    let mut sync_task = Some(tokio::spawn(sync.run(signalled(sync_stopped))));
-    let mut router_task = Some(router_task);
+    let (stop_identity, identity_stopped) = watch::channel(false);
+    let mut parts = Parts {
+        api: Some(tokio::spawn(api::serve(
+            listener,
+            state,
+            limits,
+            signalled(api_stopped),
+        ))),
+        sync: Some(tokio::spawn(sync.run(signalled(sync_stopped)))),
+        router: Some(router_task),
+        identity: Some(tokio::spawn(
+            identity_changes.run(signalled(identity_stopped)),
+        )),
+    };
     on_ready(Ready {
         api: api_addr,
         store: config.gateway.store.clone(),
@@ -178,14 +193,7 @@ pub async fn run(
     });
     tracing::info!(%api_addr, last_seq = position.last_seq, acked = position.acked_upto, "gateway ready");
 
-    let failure = supervise(
-        shutdown,
-        &journal,
-        &mut api_task,
-        &mut sync_task,
-        &mut router_task,
-    )
-    .await;
+    let failure = supervise(shutdown, &journal, &mut parts).await;
     drop(journal);
     if let Some(failure) = &failure {
         tracing::error!(%failure, "a part of the daemon failed");
@@ -193,15 +201,20 @@ pub async fn run(
     tracing::info!("shutting down: intake first (devices, API), then sync");
     tokio::task::spawn_blocking(move || devices.stop()).await?;
     // The devices' event senders are gone with their threads: the router drains and ends.
-    if let Some(task) = router_task {
+    if let Some(task) = parts.router {
         task.await?;
     }
     let _ = stop_api.send(true);
-    if let Some(task) = api_task {
+    if let Some(task) = parts.api {
         task.await?.map_err(DaemonError::Api)?;
     }
+    // The identity part calls central through sync: it stops first.
+    let _ = stop_identity.send(true);
+    if let Some(task) = parts.identity {
+        task.await??;
+    }
     let _ = stop_sync.send(true);
-    if let Some(task) = sync_task {
+    if let Some(task) = parts.sync {
         task.await??;
     }
     // Every Journal handle is gone now; the writer commits what is queued and exits.
@@ -211,14 +224,20 @@ pub async fn run(
 
 type Task<T> = Option<tokio::task::JoinHandle<T>>;
 
+/// The daemon's long-lived parts; a part's handle is taken once it has finished.
+struct Parts {
+    api: Task<std::io::Result<()>>,
+    sync: Task<Result<(), SyncError>>,
+    router: Task<()>,
+    identity: Task<Result<(), JournalError>>,
+}
+
 /// Waits for `shutdown`, or for the first long-lived part to end on its own; that part's
 /// handle is taken (it has finished) and its failure returned.
 async fn supervise(
     shutdown: impl std::future::Future<Output = ()>,
     journal: &Journal,
-    api: &mut Task<std::io::Result<()>>,
-    sync: &mut Task<Result<(), SyncError>>,
-    router: &mut Task<()>,
+    parts: &mut Parts,
 ) -> Option<DaemonError> {
     let ended = |part: &'static str, reason: String| Some(DaemonError::PartEnded { part, reason });
     let joined = |result: Result<String, tokio::task::JoinError>| match result {
@@ -231,17 +250,21 @@ async fn supervise(
         return tokio::select! {
             _ = &mut shutdown => None,
             _ = journal.closed() => ended("the journal writer", "its thread ended".into()),
-            result = join(api) => ended("the API server", joined(result.map(|r| match r {
+            result = join(&mut parts.api) => ended("the API server", joined(result.map(|r| match r {
                 Ok(()) => "it returned".to_string(),
                 Err(error) => error.to_string(),
             }))),
-            result = join(sync) => ended("sync", joined(result.map(|r| match r {
+            result = join(&mut parts.sync) => ended("sync", joined(result.map(|r| match r {
                 Ok(()) => "it returned".to_string(),
                 Err(error) => error.to_string(),
             }))),
             // The router ends by itself once no device can send (none configured): only a
             // panic is a failure.
-            result = join(router) => match result {
+            result = join(&mut parts.identity) => ended("the identity part", joined(result.map(|r| match r {
+                Ok(()) => "it returned".to_string(),
+                Err(error) => error.to_string(),
+            }))),
+            result = join(&mut parts.router) => match result {
                 Ok(()) => continue,
                 Err(error) => ended("the device event router", joined(Err(error))),
             },
@@ -298,22 +321,21 @@ mod tests {
         (dir, journal, writer)
     }
 
+    fn idle<T: Send + 'static>() -> Task<T> {
+        Some(tokio::spawn(std::future::pending()))
+    }
+
     #[tokio::test]
     async fn a_part_that_ends_on_its_own_ends_the_daemon_naming_it() {
         let (_dir, journal, _writer) = journal();
-        let mut api: Task<std::io::Result<()>> = Some(tokio::spawn(std::future::pending()));
-        let mut sync: Task<Result<(), SyncError>> =
-            Some(tokio::spawn(async { Err(SyncError::SessionEnded) }));
-        // A router with no devices ends at once: that is not a failure.
-        let mut router: Task<()> = Some(tokio::spawn(async {}));
-        let failure = supervise(
-            std::future::pending(),
-            &journal,
-            &mut api,
-            &mut sync,
-            &mut router,
-        )
-        .await;
+        let mut parts = Parts {
+            api: idle(),
+            sync: Some(tokio::spawn(async { Err(SyncError::SessionEnded) })),
+            // A router with no devices ends at once: that is not a failure.
+            router: Some(tokio::spawn(async {})),
+            identity: idle(),
+        };
+        let failure = supervise(std::future::pending(), &journal, &mut parts).await;
         match failure {
             Some(DaemonError::PartEnded { part, reason }) => {
                 assert_eq!(part, "sync");
@@ -322,7 +344,7 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(
-            sync.is_none() && api.is_some(),
+            parts.sync.is_none() && parts.api.is_some(),
             "only the finished handle is taken"
         );
     }
@@ -330,23 +352,18 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_part_is_reported_and_shutdown_is_not_a_failure() {
         let (_dir, journal, _writer) = journal();
-        let mut api: Task<std::io::Result<()>> =
-            Some(tokio::spawn(async { panic!("a handler bug") }));
-        let mut sync: Task<Result<(), SyncError>> = Some(tokio::spawn(std::future::pending()));
-        let mut router: Task<()> = Some(tokio::spawn(std::future::pending()));
-        let failure = supervise(
-            std::future::pending(),
-            &journal,
-            &mut api,
-            &mut sync,
-            &mut router,
-        )
-        .await;
+        let mut parts = Parts {
+            api: Some(tokio::spawn(async { panic!("a handler bug") })),
+            sync: idle(),
+            router: idle(),
+            identity: idle(),
+        };
+        let failure = supervise(std::future::pending(), &journal, &mut parts).await;
         assert!(
             matches!(&failure, Some(DaemonError::PartEnded { part: "the API server", reason }) if reason == "it panicked"),
             "{failure:?}"
         );
-        let clean = supervise(async {}, &journal, &mut api, &mut sync, &mut router).await;
+        let clean = supervise(async {}, &journal, &mut parts).await;
         assert!(clean.is_none());
     }
 }

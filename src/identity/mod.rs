@@ -9,6 +9,7 @@
 //! hash → ref pairs in one journal transaction.
 
 pub mod alias;
+pub mod changes;
 
 use std::collections::HashMap;
 

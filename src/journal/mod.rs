@@ -24,7 +24,7 @@
 //! - A purchase at a till with a printer gets its print job in the same transaction; print
 //!   jobs change only through the writer (`PrintCommand`), like everything else here.
 //!
-//! # On-disk format (schema version 5, `PRAGMA user_version`)
+//! # On-disk format (schema version 7, `PRAGMA user_version`)
 //! - `events(seq INTEGER PRIMARY KEY, id, kind, at, clock_synced, till, receipt, body)`.
 //! - `receipts(receipt PRIMARY KEY, seq, id)` (version 4): every purchase's receipt, unique
 //!   per gateway (docs/protocol.md), indexed by `seq` for retention.
@@ -35,6 +35,10 @@
 //!   hash was first recorded under; kept by retention.
 //! - `print_jobs(id, printer, receipt, copy, state, purchase, last_error)` (version 5): the
 //!   print queue (`print_queue.rs`).
+//! - `coupon_redemptions(coupon, receipt, seq, mode, discount_minor, at)` (version 6): every
+//!   coupon this box accepted.
+//! - `aliases(from_ref, to_ref)` and the `identity_rev` counter (version 7): central's merges
+//!   and the rev up to which every identity change is applied.
 
 mod lock;
 mod outbox;
@@ -248,6 +252,11 @@ pub(crate) enum Command {
         command: PrintCommand,
         reply: oneshot::Sender<Result<i64, PrintRefusal>>,
     },
+    Aliases {
+        merges: Vec<(String, String)>,
+        complete_upto: u64,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
 }
 
 /// What recording an ack did.
@@ -366,6 +375,28 @@ impl Journal {
         let (reply, answer) = oneshot::channel();
         self.commands
             .send(Command::NextSession { reply })
+            .await
+            .map_err(|_| JournalError::Closed)?;
+        answer
+            .await
+            .map_err(|_| JournalError::Closed)?
+            .map_err(JournalError::Write)
+    }
+
+    /// Records central's merges (`from`, `to`) and that every identity change up to
+    /// `complete_upto` is applied; the stored rev only grows. Returns the stored rev.
+    pub async fn record_aliases(
+        &self,
+        merges: Vec<(String, String)>,
+        complete_upto: u64,
+    ) -> Result<u64, JournalError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(Command::Aliases {
+                merges,
+                complete_upto,
+                reply,
+            })
             .await
             .map_err(|_| JournalError::Closed)?;
         answer

@@ -159,6 +159,33 @@ impl Outbox {
             .query_row([since], |r| r.get(0))?)
     }
 
+    /// Every merge this box applied, and the rev up to which it has every identity change.
+    pub fn aliases(&self) -> Result<(Vec<(String, String)>, u64), JournalError> {
+        let merges = self
+            .conn
+            .prepare_cached("SELECT from_ref, to_ref FROM aliases")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        let rev: i64 = self.conn.query_row(
+            "SELECT value FROM counters WHERE name = 'identity_rev'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok((merges, rev.max(0) as u64))
+    }
+
+    /// Whether this box has seen `profile`: an identification recorded under it, or a merge
+    /// that names it.
+    pub fn knows_profile(&self, profile: &str) -> Result<bool, JournalError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT EXISTS(SELECT 1 FROM identity_refs WHERE profile = ?1)
+                 OR EXISTS(SELECT 1 FROM aliases WHERE from_ref = ?1 OR to_ref = ?1)",
+            )?
+            .query_row([profile], |r| r.get(0))?)
+    }
+
     /// The committed and acked positions as on disk.
     pub fn position(&self) -> Result<Position, JournalError> {
         super::writer::read_position(&self.conn)

@@ -68,6 +68,11 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX coupon_redemptions_coupon ON coupon_redemptions(coupon);
     CREATE INDEX coupon_redemptions_at ON coupon_redemptions(mode, at);",
+    // 6 -> 7: central's merges this box applied (the alias table), and the identity `rev` up
+    // to which it has every change, so a restart asks `identity.since` for what it missed.
+    "CREATE TABLE aliases(from_ref TEXT NOT NULL, to_ref TEXT NOT NULL,
+        PRIMARY KEY(from_ref, to_ref)) WITHOUT ROWID;
+    INSERT INTO counters(name, value) VALUES ('identity_rev', 0);",
 ];
 
 pub(super) fn open_and_migrate(path: &Path) -> Result<Connection, JournalError> {

@@ -83,6 +83,7 @@ enum Answer {
     Ack(AckOutcome),
     Session(u64),
     Print(Result<i64, super::PrintRefusal>),
+    Aliases(u64),
 }
 
 impl Writer {
@@ -183,6 +184,23 @@ impl Writer {
                 Command::Print { command, .. } => {
                     Answer::Print(super::print_queue::apply(&tx, command)?)
                 }
+                Command::Aliases {
+                    merges,
+                    complete_upto,
+                    ..
+                } => {
+                    for (from, to) in merges {
+                        tx.prepare_cached(
+                            "INSERT OR IGNORE INTO aliases(from_ref, to_ref) VALUES (?1, ?2)",
+                        )?
+                        .execute([from, to])?;
+                    }
+                    tx.execute(
+                        "UPDATE counters SET value = MAX(value, ?1) WHERE name = 'identity_rev'",
+                        [*complete_upto as i64],
+                    )?;
+                    Answer::Aliases(counter(&tx, "identity_rev")?)
+                }
             };
             answers.push(answer);
         }
@@ -218,6 +236,9 @@ fn answer_command(command: Command, answer: Answer) {
         (Command::Print { reply, .. }, Answer::Print(result)) => {
             let _ = reply.send(result);
         }
+        (Command::Aliases { reply, .. }, Answer::Aliases(rev)) => {
+            let _ = reply.send(Ok(rev));
+        }
         (command, _) => refuse_command(
             command,
             &AppendError::Storage("journal writer answered out of order".into()),
@@ -239,6 +260,9 @@ fn refuse_command(command: Command, refusal: &AppendError, error: &rusqlite::Err
         }
         Command::Print { reply, .. } => {
             let _ = reply.send(Err(super::PrintRefusal::Storage(error.to_string())));
+        }
+        Command::Aliases { reply, .. } => {
+            let _ = reply.send(Err(error.to_string()));
         }
     }
 }

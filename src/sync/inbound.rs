@@ -14,6 +14,7 @@ use crate::protocol::{
 pub(super) enum Inbound {
     Ack(Ack),
     RpcResponse(RpcResponse),
+    Identity(IdentityChange),
     /// A valid message for a part that applies it itself (identity, orders, config).
     Accepted {
         family: &'static str,
@@ -98,7 +99,7 @@ pub(super) fn parse(
                 check_profile_ref("ref", profile)
                     .map_err(|e| refuse("invalid_message", e.to_string()))?;
             }
-            Ok(Inbound::Accepted { family })
+            Ok(Inbound::Identity(change))
         }
         "config" => {
             let layer: SignedLayer = decode(payload).map_err(|d| refuse("invalid_message", d))?;

@@ -103,6 +103,7 @@ impl SyncSettings {
 
 /// The owner of the MQTT session and the outbox position.
 pub struct Syncer {
+    identity_changes: Option<mpsc::Sender<crate::protocol::IdentityChange>>,
     settings: SyncSettings,
     journal: Journal,
     metrics: Arc<Metrics>,
@@ -118,6 +119,7 @@ impl Syncer {
         let (rpc_client, rpc_requests) =
             RpcClient::channel(Duration::from_millis(settings.sync.rpc_timeout_ms));
         Syncer {
+            identity_changes: None,
             settings,
             journal,
             metrics,
@@ -132,6 +134,15 @@ impl Syncer {
         self.state.subscribe()
     }
 
+    /// Where central's identity changes go (the identity part); without it they are
+    /// checked and dropped.
+    pub fn send_identity_changes_to(
+        &mut self,
+        changes: mpsc::Sender<crate::protocol::IdentityChange>,
+    ) {
+        self.identity_changes = Some(changes);
+    }
+
     /// A handle other parts use for rpc calls to central.
     pub fn rpc(&self) -> RpcClient {
         self.rpc_client.clone()
@@ -143,6 +154,7 @@ impl Syncer {
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), SyncError> {
         let Syncer {
+            identity_changes,
             settings,
             journal,
             metrics,
@@ -194,6 +206,7 @@ impl Syncer {
             outbox,
             rpc: rpc::Pending::default(),
             session,
+            identity_changes,
         };
         owner.metrics.acked(start.acked_upto);
         owner.metrics.set_last_seq(start.last_seq);
@@ -266,6 +279,7 @@ struct Owner {
     outbox: crate::journal::AsyncOutbox,
     rpc: rpc::Pending,
     session: u64,
+    identity_changes: Option<mpsc::Sender<crate::protocol::IdentityChange>>,
 }
 
 impl Owner {
@@ -320,6 +334,13 @@ impl Owner {
         match message {
             inbound::Inbound::Ack(ack) => self.on_ack(ack.upto_seq).await,
             inbound::Inbound::RpcResponse(response) => self.rpc.complete(response),
+            inbound::Inbound::Identity(change) => {
+                if let Some(changes) = &self.identity_changes {
+                    // A closed receiver means the identity part is gone; the daemon's
+                    // supervisor deals with that.
+                    let _ = changes.send(change).await;
+                }
+            }
             inbound::Inbound::Accepted { family } => {
                 // Valid per docs/protocol.md; identity, orders and config layers are applied by the
                 // parts that own them (identity, api/orders, config) as those land.

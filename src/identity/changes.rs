@@ -1,0 +1,190 @@
+//! Central's identity changes on this box (docs/protocol.md "Identity"): the live ones from
+//! `storegate/v1/identity` and, on every (re)connect and after a restart, the ones missed,
+//! asked for with rpc `identity.since` page by page until caught up.
+//!
+//! Only merges that concern a ref this box has seen are kept: a box must not become a copy of
+//! the fleet's customer base. They go into the journal's alias table (`identity/alias.rs`
+//! resolves from it); the stored `rev` is the highest up to which every change was applied, so
+//! a change that arrived early (rev 7 before 6) is applied at once and 6 is still asked for.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+
+use super::alias::Aliases;
+use crate::journal::{Journal, JournalError};
+use crate::protocol::{is_valid_seq, IdentityChange};
+use crate::sync::{RpcClient, SyncState};
+
+/// Changes central answers per `identity.since` call at most; a full page means ask again.
+const PAGE: usize = 1000;
+/// Pages asked for in one catch-up at most; the next connect goes on from there.
+const MAX_PAGES: usize = 1000;
+
+/// The owner of the alias table: applies changes, persists them, and publishes each new
+/// table to the parts that resolve refs (coupons, the API).
+pub struct IdentityChanges {
+    journal: Journal,
+    rpc: RpcClient,
+    live: mpsc::Receiver<IdentityChange>,
+    sync: watch::Receiver<SyncState>,
+    table: watch::Sender<Arc<Aliases>>,
+    aliases: Aliases,
+    /// Every change up to here is applied.
+    complete: u64,
+    /// Applied changes above `complete`.
+    ahead: BTreeSet<u64>,
+}
+
+impl IdentityChanges {
+    /// Loads the alias table from `journal`. Live changes arrive on `live`; catch-up runs
+    /// through `rpc` whenever `sync` reports a new connection. Returns the owner and the
+    /// table's watch, for readers.
+    pub fn load(
+        journal: Journal,
+        rpc: RpcClient,
+        live: mpsc::Receiver<IdentityChange>,
+        sync: watch::Receiver<SyncState>,
+    ) -> Result<(IdentityChanges, watch::Receiver<Arc<Aliases>>), JournalError> {
+        let (merges, complete) = journal.outbox()?.aliases()?;
+        let mut aliases = Aliases::default();
+        for (from, to) in &merges {
+            aliases.merge(from, to);
+        }
+        let (table, readers) = watch::channel(Arc::new(aliases.clone()));
+        Ok((
+            IdentityChanges {
+                journal,
+                rpc,
+                live,
+                sync,
+                table,
+                aliases,
+                complete,
+                ahead: BTreeSet::new(),
+            },
+            readers,
+        ))
+    }
+
+    /// Runs until `shutdown`. A journal failure ends it (the daemon's supervisor notices).
+    pub async fn run(
+        mut self,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), JournalError> {
+        tokio::pin!(shutdown);
+        let mut session = None;
+        loop {
+            let connected = {
+                let state = self.sync.borrow_and_update();
+                state.connected.then_some(state.session)
+            };
+            if connected.is_some() && connected != session {
+                session = connected;
+                self.catch_up().await?;
+            }
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                change = self.live.recv() => match change {
+                    Some(change) => self.apply(change).await?,
+                    None => return Ok(()),
+                },
+                changed = self.sync.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Asks central for every change after the stored rev, page by page. An unreachable
+    /// central ends the catch-up; the next connect starts it again.
+    async fn catch_up(&mut self) -> Result<(), JournalError> {
+        for _ in 0..MAX_PAGES {
+            let since = self.complete;
+            let answer = match self
+                .rpc
+                .call("identity.since", serde_json::json!({ "rev": since }))
+                .await
+            {
+                Ok(answer) => answer,
+                Err(error) => {
+                    tracing::info!(%error, since, "identity catch-up paused");
+                    return Ok(());
+                }
+            };
+            let changes = answer
+                .get("changes")
+                .and_then(|c| c.as_array())
+                .cloned()
+                .unwrap_or_default();
+            let count = changes.len();
+            for change in changes {
+                match serde_json::from_value::<IdentityChange>(change) {
+                    Ok(change) if is_valid_seq(change.rev) => self.apply(change).await?,
+                    Ok(change) => tracing::warn!(
+                        rev = change.rev,
+                        "identity change with an impossible rev ignored"
+                    ),
+                    Err(error) => tracing::warn!(%error, "malformed identity change ignored"),
+                }
+            }
+            if count < PAGE || self.complete == since {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
+    async fn apply(&mut self, change: IdentityChange) -> Result<(), JournalError> {
+        let mut kept = Vec::new();
+        for merge in &change.merges {
+            if self.concerns_this_box(&merge.from).await?
+                || self.concerns_this_box(&merge.to).await?
+            {
+                kept.push((merge.from.clone(), merge.to.clone()));
+            }
+        }
+        let before = self.complete;
+        if change.rev > self.complete {
+            self.ahead.insert(change.rev);
+        }
+        while self.ahead.remove(&(self.complete + 1)) {
+            self.complete += 1;
+        }
+        if kept.is_empty() && self.complete == before {
+            return Ok(());
+        }
+        self.journal
+            .record_aliases(kept.clone(), self.complete)
+            .await?;
+        let mut changed = false;
+        for (from, to) in &kept {
+            changed |= self.aliases.merge(from, to);
+        }
+        if changed {
+            self.table.send_replace(Arc::new(self.aliases.clone()));
+            tracing::info!(
+                rev = change.rev,
+                merges = kept.len(),
+                "identity merges applied"
+            );
+        }
+        Ok(())
+    }
+
+    async fn concerns_this_box(&self, profile: &str) -> Result<bool, JournalError> {
+        if self.aliases.refs().any(|r| r == profile) {
+            return Ok(true);
+        }
+        let journal = self.journal.clone();
+        let profile = profile.to_string();
+        tokio::task::spawn_blocking(move || journal.outbox()?.knows_profile(&profile))
+            .await
+            .map_err(|e| JournalError::Write(format!("identity lookup task failed: {e}")))?
+    }
+}
