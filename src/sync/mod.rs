@@ -44,6 +44,26 @@ pub struct SyncState {
     pub failing: Option<String>,
 }
 
+/// Checks one inbound message exactly as the sync loop does, without acting on it: `Ok` with
+/// the topic family it was accepted as, or `Err` with the refusal's reason (for fuzzing and
+/// diagnostics).
+pub fn check_inbound(
+    store: &str,
+    gateway: &str,
+    topic: &str,
+    payload: &[u8],
+    retain: bool,
+) -> Result<&'static str, &'static str> {
+    let topics = GatewayTopics::new(store, gateway);
+    match inbound::parse(&topics, topic, payload, retain) {
+        Ok(inbound::Inbound::Ack(_)) => Ok("ack"),
+        Ok(inbound::Inbound::RpcResponse(_)) => Ok("rpc_res"),
+        Ok(inbound::Inbound::Identity(_)) => Ok("identity"),
+        Ok(inbound::Inbound::Accepted { family }) => Ok(family),
+        Err(refusal) => Err(refusal.reason),
+    }
+}
+
 /// Central acked a seq this journal never wrote (docs/protocol.md "Cumulative ack").
 pub const ALARM_ACK_BEYOND_JOURNAL: &str = "ack_beyond_journal";
 
