@@ -1,5 +1,5 @@
 //! `storegate bench`: the project's benchmark. Every figure is printed next to a baseline
-//! measured in the same run on the same machine, as DESIGN.md asks:
+//! measured in the same run on the same machine, as the performance targets ask:
 //! - journal ingest vs raw rusqlite inserts at the same durability (WAL, synchronous=FULL) and
 //!   the same rows per transaction;
 //! - backlog drain of a pre-filled journal through a broker (Mosquitto when installed) to the

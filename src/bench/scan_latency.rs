@@ -1,4 +1,4 @@
-//! Serial scan to event on the API stream (DESIGN.md: p99 < 5 ms). A pseudo-terminal stands in
+//! Serial scan to event on the API stream (target: p99 < 5 ms). A pseudo-terminal stands in
 //! for a scanner on the real daemon (`storegate run` as a process of its own, as on a box); each
 //! scan is written to the pty and timed until its `scan` event arrives on `GET /v1/events`, one
 //! scan at a time so each measures latency, not queueing. Baseline in the same run: the same

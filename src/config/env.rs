@@ -1,4 +1,4 @@
-//! `STOREGATE_<SECTION>_<KEY>` environment overrides, as DESIGN.md promises store IT.
+//! `STOREGATE_<SECTION>_<KEY>` environment overrides, as the README promises store IT.
 
 use super::ConfigError;
 
