@@ -184,3 +184,124 @@ fn merges_live_and_missed_reach_the_alias_table_and_a_personal_coupon_follows_th
         "every change up to 3 applied, the strangers' included"
     );
 }
+
+fn identify(api: SocketAddr, identifiers: serde_json::Value) -> (u16, serde_json::Value) {
+    let mut response = http()
+        .post(&format!("http://{api}/v1/customers/identify"))
+        .send_json(serde_json::json!({ "till": "t1", "identifiers": identifiers }))
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.body_mut().read_json().unwrap())
+}
+
+/// The till's identification: this box's knowledge first, then central within the lookup
+/// timeout (here there is a broker but no central: it never answers), else a provisional ref.
+/// Mergeable identifiers alone decide; an unverified phone is only a look-up when nothing
+/// mergeable was given. No raw card number, phone or email reaches the journal files, the log
+/// or the broker.
+#[test]
+fn identification_decides_by_mergeable_identifiers_and_never_stores_raw_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = start_broker(BrokerKind::Embedded, dir.path(), port);
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let everything = Subscription::start(port, "storegate/v1/#");
+    let extra = "[identity]\nhmac_key = \"c3RvcmVnYXRlLXRlc3QtaWRlbnRpdHkta2V5IQ==\"\nlookup_timeout_ms = 100\n";
+    let config = gateway_config(dir.path(), &url, 0, extra);
+    let (gateway, api) = start_gateway(dir.path(), &config);
+    wait_connected(&http(), api);
+    let (card_a, phone_a, email_a, card_b) = (
+        "6001 2345 6789",
+        "+4915123456789",
+        "Anna.Muster@Example.org",
+        "7001234599",
+    );
+
+    let (status, first) = identify(
+        api,
+        serde_json::json!([
+            {"kind": "card", "value": card_a}, {"kind": "phone", "value": phone_a, "verified": false},
+            {"kind": "email", "value": email_a, "verified": true}
+        ]),
+    );
+    assert_eq!(status, 200, "{first}");
+    assert_eq!(
+        first["known"], "provisional",
+        "central never answered: {first}"
+    );
+    let anna = first["customer"].as_str().unwrap().to_string();
+
+    let (_, again) = identify(
+        api,
+        serde_json::json!([{"kind": "card", "value": "600123456789"}]),
+    );
+    assert_eq!(
+        (again["customer"].as_str(), again["known"].as_str()),
+        (Some(anna.as_str()), Some("local"))
+    );
+    // The unverified phone alone finds her (a look-up, no merge) ...
+    let (_, by_phone) = identify(
+        api,
+        serde_json::json!([{"kind": "phone", "value": phone_a, "verified": false}]),
+    );
+    assert_eq!(by_phone["customer"], anna.as_str());
+    // ... but beside a new card it decides nothing: a shared kiosk glues no one together.
+    let (_, stranger) = identify(
+        api,
+        serde_json::json!([
+            {"kind": "card", "value": card_b}, {"kind": "phone", "value": phone_a, "verified": false}
+        ]),
+    );
+    assert_ne!(stranger["customer"], anna.as_str());
+    assert_eq!(stranger["known"], "provisional");
+    // Her verified email decides, whatever new card comes with it.
+    let (_, verified) = identify(
+        api,
+        serde_json::json!([
+            {"kind": "card", "value": "8001234567"}, {"kind": "email", "value": " anna.muster@example.org ", "verified": true}
+        ]),
+    );
+    assert_eq!(verified["customer"], anna.as_str());
+
+    let (status, junk) = identify(
+        api,
+        serde_json::json!([{"kind": "card", "value": "1111111"}]),
+    );
+    assert_eq!(
+        (status, junk["error"]["code"].as_str()),
+        (422, Some("junk_identifier")),
+        "{junk}"
+    );
+    assert_eq!(junk["error"]["field"], "identifiers[0].value");
+
+    // Nothing raw anywhere: journal files (WAL included), the log, every MQTT payload.
+    let published: Vec<String> = std::iter::from_fn(|| everything.messages.try_recv().ok())
+        .map(|m| m.to_string())
+        .collect();
+    assert!(!published.is_empty());
+    let mut haystacks: Vec<(String, Vec<u8>)> = vec![
+        ("log".into(), gateway.log_text().into_bytes()),
+        ("mqtt".into(), published.join("\n").into_bytes()),
+    ];
+    for entry in std::fs::read_dir(dir.path()).unwrap().flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if name.starts_with("journal.db") {
+            haystacks.push((name, std::fs::read(entry.path()).unwrap()));
+        }
+    }
+    for raw in [
+        "600123456789",
+        "6001 2345 6789",
+        "4915123456789",
+        "anna.muster@example.org",
+        "Anna.Muster",
+        card_b,
+    ] {
+        for (place, bytes) in &haystacks {
+            assert!(
+                !bytes.windows(raw.len()).any(|w| w == raw.as_bytes()),
+                "{raw} found in {place}"
+            );
+        }
+    }
+}

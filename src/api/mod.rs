@@ -4,6 +4,7 @@
 //! `{"error":{"code","message"[,"field"]}}` and changes nothing.
 
 mod coupons;
+mod customers;
 mod errors;
 mod health;
 mod live;
@@ -59,6 +60,8 @@ pub struct ApiState {
     pub printing: Printing,
     /// Coupon redemption.
     pub coupons: crate::coupons::Redeemer,
+    /// Customer identification.
+    pub identity: Arc<crate::identity::Identity>,
 }
 
 /// Every route, with the token guard, body limit, request timeout and JSON errors.
@@ -67,6 +70,7 @@ pub fn router(state: ApiState) -> Router {
     let v1 = Router::new()
         .route("/purchases", post(purchases::create))
         .route("/coupons/redeem", post(coupons::redeem))
+        .route("/customers/identify", post(customers::identify))
         .route("/devices", get(devices))
         .route("/events", get(live::stream))
         .route("/print-jobs", get(printing::list))

@@ -25,6 +25,29 @@ pub(super) async fn document() -> Json<serde_json::Value> {
                     "507": { "$ref": "#/components/responses/Error" }
                 }
             } },
+            "/v1/customers/identify": { "post": {
+                "summary": "Identify a customer: this box's knowledge, then central within [identity] lookup_timeout_ms, else a provisional ref; journalled as identity_seen",
+                "description": "Mergeable identifiers (cards, app tokens, verified phones and emails) alone decide; an unverified one only looks up when nothing mergeable is given. Raw values are hashed at once. Refusals: junk_identifier (422), identity_not_configured (503).",
+                "requestBody": { "required": true, "content": { "application/json": {
+                    "schema": { "type": "object", "required": ["till", "identifiers"], "properties": {
+                        "till": { "type": "string" },
+                        "identifiers": { "type": "array", "minItems": 1, "maxItems": 8, "items": {
+                            "type": "object", "required": ["kind", "value"], "properties": {
+                                "kind": { "type": "string", "enum": ["card", "phone", "email", "app"] },
+                                "value": { "type": "string" },
+                                "verified": { "type": "boolean" } } } } } } } } },
+                "responses": {
+                    "200": { "description": "Identified", "content": { "application/json": {
+                        "schema": { "type": "object", "required": ["customer", "points", "known"], "properties": {
+                            "customer": { "type": "string" },
+                            "points": { "type": "integer" },
+                            "known": { "type": "string", "enum": ["local", "central", "provisional"] },
+                            "seq": { "type": "integer" } } } } } },
+                    "400": { "$ref": "#/components/responses/Error" },
+                    "422": { "$ref": "#/components/responses/Error" },
+                    "503": { "$ref": "#/components/responses/Error" }
+                }
+            } },
             "/v1/coupons/redeem": { "post": {
                 "summary": "Redeem a coupon: reserved at central when it answers in time, else under the offline policy; journalled as coupon_redeemed",
                 "description": "Refusal codes: malformed, invalid_field (400); already_redeemed (409); bad_signature, unknown_key, expired, not_yet_valid, wrong_store, wrong_customer, basket_too_small, offline_not_allowed, offline_budget_spent (422); central_refused (502).",

@@ -46,11 +46,28 @@ pub struct GatewaySection {
 }
 
 /// Customer identifiers.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdentitySection {
     /// Fleet HMAC key (base64, at least 16 bytes) that pseudonymises card numbers, phones, emails.
     pub hmac_key: Option<crate::identity::HmacKey>,
+    /// Longest a till waits for central (`profile.lookup`) before a customer this box does not
+    /// know gets a provisional ref.
+    #[serde(default = "default_lookup_timeout_ms")]
+    pub lookup_timeout_ms: u64,
+}
+
+impl Default for IdentitySection {
+    fn default() -> Self {
+        IdentitySection {
+            hmac_key: None,
+            lookup_timeout_ms: default_lookup_timeout_ms(),
+        }
+    }
+}
+
+fn default_lookup_timeout_ms() -> u64 {
+    300
 }
 
 /// Coupon verification and the offline redemption policy.
@@ -171,6 +188,12 @@ impl GatewayConfig {
             ));
         }
         self.sync.validate()?;
+        if !(10..=10_000).contains(&self.identity.lookup_timeout_ms) {
+            return Err(ConfigError::key(
+                "identity.lookup_timeout_ms",
+                "must be between 10 and 10000 (300 is the default)",
+            ));
+        }
         if self.coupons.offline_budget_hour_minor < 0
             || self.coupons.offline_budget_day_minor < self.coupons.offline_budget_hour_minor
         {

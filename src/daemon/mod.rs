@@ -103,11 +103,18 @@ pub async fn run(
         identity_changes_rx,
         sync.state(),
     )?;
-    let identity = Arc::new(Identity::new(
-        config.identity.hmac_key.as_ref(),
-        &config.gateway.id,
-        journal.clone(),
-    )?);
+    let identity = Arc::new(
+        Identity::new(
+            config.identity.hmac_key.as_ref(),
+            &config.gateway.id,
+            journal.clone(),
+        )?
+        .with_central(
+            sync.rpc(),
+            std::time::Duration::from_millis(config.identity.lookup_timeout_ms),
+            aliases.clone(),
+        ),
+    );
     let printing = api::Printing::new(journal.clone(), &config.devices.printers);
     let (devices, device_events) =
         Devices::start(&config.devices, &journal, metrics.clone()).map_err(DaemonError::Devices)?;
@@ -119,7 +126,7 @@ pub async fn run(
         .collect();
     let live = LiveEvents::new();
     let router = device_events::Router {
-        identity,
+        identity: identity.clone(),
         devices: devices.handle(),
         live: live.clone(),
         beep_ms: Box::new(move |device| beeps.get(device).copied().unwrap_or(0)),
@@ -161,6 +168,7 @@ pub async fn run(
         live,
         printing,
         coupons,
+        identity,
     };
     let position = *journal.position().borrow();
 

@@ -15,7 +15,11 @@ use std::collections::HashMap;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use tokio::sync::Mutex;
+use std::sync::Arc;
+
+use tokio::sync::{watch, Mutex};
+
+use crate::sync::RpcClient;
 
 use crate::journal::{AppendError, Appended, IdentityRef, Journal, JournalError, NewEvent};
 use crate::protocol::{EventKind, Identifier, IdentifierKind};
@@ -133,10 +137,26 @@ pub fn card_number_from_uid(uid: &[u8]) -> String {
 /// What an identification recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recorded {
-    /// The profile ref the customer is known by on this box.
+    /// The profile the customer resolves to now (through central's merges).
     pub customer: String,
-    /// The `identity_seen` event.
+    /// Where the customer was found: `local` (this box knew an identifier), `central` (by
+    /// `profile.lookup` within the lookup timeout) or `provisional` (a new `prov:` ref).
+    pub known: &'static str,
+    /// Loyalty points as central reported them (0 when only this box knows the customer).
+    pub points: i64,
+    /// The `identity_seen` event; it keeps the ref the identification was made with.
     pub event: Appended,
+}
+
+/// Whether an identifier may decide which profile an identification belongs to
+/// (docs/protocol.md "Identity"): cards, app tokens, verified phones and emails. An unverified
+/// one is recorded beside them and decides nothing, so a phone typed at a shared kiosk never
+/// glues two people together.
+pub fn is_mergeable(identifier: &Identifier) -> bool {
+    match identifier.kind {
+        IdentifierKind::Card | IdentifierKind::App => true,
+        IdentifierKind::Phone | IdentifierKind::Email => identifier.verified == Some(true),
+    }
 }
 
 /// The fleet identity key (`[identity] hmac_key`: base64 of at least 16 bytes), decoded when
@@ -172,6 +192,15 @@ pub struct Identity {
     gateway: String,
     journal: Journal,
     known: Mutex<HashMap<String, String>>,
+    central: Option<Central>,
+}
+
+/// How identification asks central, when it can.
+struct Central {
+    rpc: RpcClient,
+    /// The till never waits longer than this for central (`[identity] lookup_timeout_ms`).
+    timeout: std::time::Duration,
+    aliases: watch::Receiver<Arc<alias::Aliases>>,
 }
 
 impl Identity {
@@ -192,7 +221,24 @@ impl Identity {
             gateway: gateway.to_string(),
             journal,
             known: Mutex::new(known),
+            central: None,
         })
+    }
+
+    /// Asks central (`profile.lookup`, at most `timeout`) for customers this box does not know,
+    /// and resolves refs through `aliases`.
+    pub fn with_central(
+        mut self,
+        rpc: RpcClient,
+        timeout: std::time::Duration,
+        aliases: watch::Receiver<Arc<alias::Aliases>>,
+    ) -> Identity {
+        self.central = Some(Central {
+            rpc,
+            timeout,
+            aliases,
+        });
+        self
     }
 
     /// The identifier for a raw value: normalised, checked and hashed.
@@ -223,18 +269,34 @@ impl Identity {
         })
     }
 
-    /// Records an `identity_seen` at `till` and returns the customer's ref: the ref any of the
-    /// identifiers already has here, or a new provisional one.
+    /// Identifies a customer at `till` and records the `identity_seen`: mergeable identifiers
+    /// alone decide (unverified ones only when nothing mergeable was given), this box's own
+    /// knowledge first, then central within the lookup timeout, else a new provisional ref.
     pub async fn seen(
         &self,
         till: &str,
         identifiers: Vec<Identifier>,
     ) -> Result<Recorded, IdentityError> {
         let mut known = self.known.lock().await;
-        let customer = identifiers
+        let mergeable = identifiers.iter().any(is_mergeable);
+        let deciding: Vec<&Identifier> = identifiers
             .iter()
-            .find_map(|identifier| known.get(&identifier.hash).cloned())
-            .unwrap_or_else(|| format!("prov:{}:{}", self.gateway, ulid::Ulid::new()));
+            .filter(|i| !mergeable || is_mergeable(i))
+            .collect();
+        let mut points = 0;
+        let (customer, source) = match deciding.iter().find_map(|i| known.get(&i.hash)) {
+            Some(local) => (local.clone(), "local"),
+            None => match self.lookup(&deciding).await {
+                Some((profile, central_points)) => {
+                    points = central_points;
+                    (profile, "central")
+                }
+                None => (
+                    format!("prov:{}:{}", self.gateway, ulid::Ulid::new()),
+                    "provisional",
+                ),
+            },
+        };
         let body = serde_json::json!({ "customer": customer, "identifiers": identifiers });
         let identity_refs: Vec<IdentityRef> = identifiers
             .iter()
@@ -260,7 +322,32 @@ impl Identity {
         for identity in identity_refs {
             known.insert(identity.hash, identity.profile);
         }
-        Ok(Recorded { customer, event })
+        let customer = match &self.central {
+            Some(central) => central.aliases.borrow().resolve(&customer),
+            None => customer,
+        };
+        Ok(Recorded {
+            customer,
+            known: source,
+            points,
+            event,
+        })
+    }
+
+    /// Central's profile for these identifiers, if it answers in time and knows one.
+    async fn lookup(&self, identifiers: &[&Identifier]) -> Option<(String, i64)> {
+        let central = self.central.as_ref()?;
+        let params = serde_json::json!({ "identifiers": identifiers });
+        let answer = central
+            .rpc
+            .call_within("profile.lookup", params, central.timeout)
+            .await
+            .ok()?;
+        let profile = answer.get("profile")?;
+        let reference = profile.get("ref")?.as_str()?;
+        crate::protocol::check_profile_ref("ref", reference).ok()?;
+        let points = profile.get("points").and_then(|p| p.as_i64()).unwrap_or(0);
+        Some((reference.to_string(), points))
     }
 }
 

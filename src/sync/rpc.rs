@@ -57,18 +57,28 @@ impl RpcClient {
         method: &str,
         params: serde_json::Value,
     ) -> Result<serde_json::Value, RpcCallError> {
+        self.call_within(method, params, self.timeout).await
+    }
+
+    /// Calls `method` with a deadline of its own (a till waiting on an identification).
+    pub async fn call_within(
+        &self,
+        method: &str,
+        params: serde_json::Value,
+        timeout: Duration,
+    ) -> Result<serde_json::Value, RpcCallError> {
         let (reply, answer) = oneshot::channel();
         let call = Call {
             method: method.to_string(),
             params,
-            timeout: self.timeout,
+            timeout,
             reply,
         };
         self.calls
             .send(call)
             .await
             .map_err(|_| RpcCallError::Unreachable)?;
-        match tokio::time::timeout(self.timeout + Duration::from_millis(200), answer).await {
+        match tokio::time::timeout(timeout + Duration::from_millis(50), answer).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(RpcCallError::Unreachable),
             Err(_) => Err(RpcCallError::Timeout),
