@@ -16,12 +16,8 @@ use std::time::Duration;
 
 use common::scenarios::wait_connected;
 use common::*;
-use rumqttc::QoS;
 use serialport::{SerialPort, TTYPort};
 use storegate::codes::coupon;
-
-const OLD: &str = "p:0b5e1c3a-1d2f-4c1a-9f2e-0123456789ab";
-const OLDER: &str = "p:00000000-1d2f-4c1a-9f2e-0123456789ab";
 
 fn redeem(api: SocketAddr, token: &str, receipt: &str, customer: &str) -> (u16, serde_json::Value) {
     let mut response = http()
@@ -35,6 +31,42 @@ fn redeem(api: SocketAddr, token: &str, receipt: &str, customer: &str) -> (u16, 
     (status, response.body_mut().read_json().unwrap())
 }
 
+/// The root a ref resolves to at central (its merge table, followed to the end).
+fn central_root(db: &std::path::Path, profile: &str) -> String {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let mut current = profile.to_string();
+    for _ in 0..16 {
+        let next: Option<String> = conn
+            .query_row(
+                "SELECT to_ref FROM profile_aliases WHERE from_ref = ?1",
+                [&current],
+                |r| r.get(0),
+            )
+            .ok();
+        match next {
+            Some(next) => current = next,
+            None => break,
+        }
+    }
+    current
+}
+
+fn gateway_home(dir: &std::path::Path, name: &str, url: &str, extra: &str) -> (Proc, SocketAddr) {
+    let home = dir.join(name);
+    std::fs::create_dir_all(&home).unwrap();
+    let config = gateway_config(&home, url, 0, &format!("{IDENTITY_KEY}{extra}"));
+    start_gateway(&home, &config)
+}
+
+const IDENTITY_KEY: &str =
+    "[identity]\nhmac_key = \"c3RvcmVnYXRlLXRlc3QtaWRlbnRpdHkta2V5IQ==\"\nlookup_timeout_ms = 200\n";
+
+/// Central's resolution reaches the boxes: live (a card scanned at the till, its provisional
+/// ref merged into a new profile, and a personal coupon for that profile accepted for it) and
+/// missed (changes made while the box was off, asked for with `identity.since` after its
+/// restart), keeping only merges that concern this box's customers.
 #[test]
 fn merges_live_and_missed_reach_the_alias_table_and_a_personal_coupon_follows_them() {
     let dir = tempfile::tempdir().unwrap();
@@ -43,24 +75,19 @@ fn merges_live_and_missed_reach_the_alias_table_and_a_personal_coupon_follows_th
     let url = format!("mqtt://127.0.0.1:{port}");
     let (_central, central_db) = start_central(dir.path(), &url);
     let key = coupon::generate_key().unwrap();
-    let personal = |id: &str, owner: &str| {
-        coupon::issue(
-            &key.private_key,
-            &serde_json::json!({"id": id, "kind": "amount", "value": 100, "customer": owner, "offline": true}),
-        )
-        .unwrap()
-    };
     let (mut scanner, slave) = TTYPort::pair().unwrap();
+    let one_home = dir.path().join("one");
+    std::fs::create_dir_all(&one_home).unwrap();
     let extra = format!(
-        "[identity]\nhmac_key = \"c3RvcmVnYXRlLXRlc3QtaWRlbnRpdHkta2V5IQ==\"\n[coupons]\npublic_keys = [\"{}\"]\n[[devices.scanners]]\nname = \"s0\"\nport = \"{}\"\ntill = \"t1\"\ncard_number = {{ barcode_prefixes = [\"2790\"] }}\n",
+        "{IDENTITY_KEY}[coupons]\npublic_keys = [\"{}\"]\n[[devices.scanners]]\nname = \"s0\"\nport = \"{}\"\ntill = \"t1\"\ncard_number = {{ barcode_prefixes = [\"2790\"] }}\n",
         key.public_key,
         slave.name().unwrap()
     );
-    let config = gateway_config(dir.path(), &url, free_port(), &extra);
-    let (mut gateway, api) = start_gateway(dir.path(), &config);
+    let one_config = gateway_config(&one_home, &url, free_port(), &extra);
+    let (mut one, api) = start_gateway(&one_home, &one_config);
     wait_connected(&http(), api);
 
-    // A loyalty card at the till: a provisional ref, this box's only customer so far.
+    // A loyalty card at the till: a provisional ref; central makes it a profile.
     let live = LiveEvents::subscribe(api, "?till=t1");
     write!(scanner, "2790000012345\r").unwrap();
     let customer = loop {
@@ -70,119 +97,152 @@ fn merges_live_and_missed_reach_the_alias_table_and_a_personal_coupon_follows_th
         }
     };
     assert!(customer.starts_with("prov:gw-1:"), "{customer}");
-    let (_, refused) = redeem(api, &personal("c-1", OLD), "r1", &customer);
-    assert_eq!(refused["error"]["code"], "wrong_customer", "{refused}");
-
-    // Central merges the card's ref into an existing profile, and two strangers' profiles.
-    let (central_side, _thread) = publisher(port);
-    let change = |rev: u64, from: &str, to: &str| serde_json::json!({"rev": rev, "merges": [{"from": from, "to": to}], "profiles": []});
-    central_side
-        .publish(
-            "storegate/v1/identity",
-            QoS::AtLeastOnce,
-            false,
-            change(1, &customer, OLD).to_string().into_bytes(),
-        )
-        .unwrap();
-    central_side
-        .publish(
-            "storegate/v1/identity",
-            QoS::AtLeastOnce,
-            false,
-            change(
-                2,
-                "p:aaaaaaaa-0000-0000-0000-000000000001",
-                "p:aaaaaaaa-0000-0000-0000-000000000002",
-            )
-            .to_string()
-            .into_bytes(),
-        )
-        .unwrap();
-    let mut attempt = 0;
-    eventually(
-        "the coupon follows the merge",
-        Duration::from_secs(10),
-        || {
-            attempt += 1;
-            redeem(
-                api,
-                &personal("c-1", OLD),
-                &format!("r-live-{attempt}"),
-                &customer,
-            )
-            .0 == 200
-        },
-    );
-
-    // While the gateway is away, central merges that profile into an older one (rev 3).
-    assert_eq!(gateway.terminate(Duration::from_secs(10)), Some(0));
-    let db = rusqlite::Connection::open(&central_db).unwrap();
-    db.busy_timeout(Duration::from_secs(5)).unwrap();
-    for rev in 1..=3u64 {
-        let body = match rev {
-            1 => change(1, &customer, OLD),
-            2 => change(
-                2,
-                "p:aaaaaaaa-0000-0000-0000-000000000001",
-                "p:aaaaaaaa-0000-0000-0000-000000000002",
-            ),
-            _ => change(3, OLD, OLDER),
-        };
-        db.execute(
-            "INSERT OR REPLACE INTO identity_changes(rev, change) VALUES (?1, ?2)",
-            rusqlite::params![rev as i64, body.to_string()],
-        )
-        .unwrap();
-    }
-    drop(db);
-    let (_gateway, api) = start_gateway(dir.path(), &config);
-    let mut attempt = 0;
-    eventually(
-        "the missed change caught up after the restart",
-        Duration::from_secs(10),
-        || {
-            attempt += 1;
-            redeem(
-                api,
-                &personal("c-2", OLDER),
-                &format!("r-caught-{attempt}"),
-                &customer,
-            )
-            .0 == 200
-        },
-    );
-
-    // Only merges that concern this box's customers were kept; the strangers' were not.
-    let journal = rusqlite::Connection::open_with_flags(
-        dir.path().join("journal.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    eventually("central resolved the card", Duration::from_secs(10), || {
+        central_root(&central_db, &customer).starts_with("p:")
+    });
+    let profile = central_root(&central_db, &customer);
+    let personal = coupon::issue(
+        &key.private_key,
+        &serde_json::json!({"id": "c-1", "kind": "amount", "value": 100, "customer": profile, "offline": true}),
     )
     .unwrap();
-    let kept: Vec<(String, String)> = journal
-        .prepare("SELECT from_ref, to_ref FROM aliases ORDER BY to_ref")
-        .unwrap()
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
-    assert_eq!(
-        kept,
-        vec![
-            (OLD.to_string(), OLDER.to_string()),
-            (customer.clone(), OLD.to_string())
-        ]
+    let mut attempt = 0;
+    eventually(
+        "the coupon follows the live merge",
+        Duration::from_secs(10),
+        || {
+            attempt += 1;
+            redeem(api, &personal, &format!("r-{attempt}"), &customer).0 == 200
+        },
     );
-    let rev: i64 = journal
-        .query_row(
-            "SELECT value FROM counters WHERE name = 'identity_rev'",
-            [],
-            |r| r.get(0),
+
+    // While box one is off, box two meets the customer's email alone (a new profile), then
+    // the email beside the same card: central merges the newer profile into the card's.
+    assert_eq!(one.terminate(Duration::from_secs(10)), Some(0));
+    let (_two, two) = gateway_home(dir.path(), "two", &url, "[gateway]\nid = \"gw-2\"\n");
+    wait_connected(&http(), two);
+    let email = serde_json::json!({"kind": "email", "value": "anna@example.org", "verified": true});
+    // Someone else entirely, met only at box two.
+    let (_, stranger) = identify(
+        two,
+        serde_json::json!([{"kind": "card", "value": "5550001234567"}]),
+    );
+    let stranger = stranger["customer"].as_str().unwrap().to_string();
+    identify(two, serde_json::json!([email]));
+    let (_, both) = identify(
+        two,
+        serde_json::json!([{"kind": "card", "value": "2790000012345"}, email]),
+    );
+    // Box two answered at once with what it knew (the email's provisional ref); central then
+    // merges that profile into the card's older one.
+    let at_two = both["customer"].as_str().unwrap().to_string();
+    eventually(
+        "central merged box two's profile into the older one",
+        Duration::from_secs(10),
+        || central_root(&central_db, &at_two) == profile,
+    );
+
+    // Box one comes back, asks for what it missed and keeps what concerns its customer.
+    let (_one, api) = start_gateway(&one_home, &one_config);
+    wait_connected(&http(), api);
+    let journal_path = one_home.join("journal.db");
+    let aliases = || -> Vec<(String, String)> {
+        let journal = rusqlite::Connection::open_with_flags(
+            &journal_path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
         )
         .unwrap();
-    assert_eq!(
-        rev, 3,
-        "every change up to 3 applied, the strangers' included"
+        let mut statement = journal
+            .prepare("SELECT from_ref, to_ref FROM aliases ORDER BY from_ref")
+            .unwrap();
+        let rows = statement
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<Vec<(String, String)>, _>>()
+            .unwrap();
+        rows
+    };
+    eventually(
+        "the missed merge caught up",
+        Duration::from_secs(10),
+        || {
+            let kept = aliases();
+            kept.iter()
+                .any(|(from, to)| from.starts_with("p:") && *to == profile)
+        },
     );
+    let kept = aliases();
+    assert!(
+        kept.contains(&(customer.clone(), profile.clone())),
+        "{kept:?}"
+    );
+    // Everything kept is this customer's: it all resolves to the one profile ...
+    let mut table = storegate::identity::alias::Aliases::default();
+    for (from, to) in &kept {
+        table.merge(from, to);
+    }
+    assert!(
+        kept.iter().all(|(from, _)| table.resolve(from) == profile),
+        "{kept:?}"
+    );
+    // ... and the stranger box two met is not this box's business.
+    let stranger_profile = central_root(&central_db, &stranger);
+    assert!(
+        kept.iter().all(|(from, to)| *from != stranger
+            && *from != stranger_profile
+            && *to != stranger_profile),
+        "{kept:?}"
+    );
+}
+
+/// Two boxes offline each meet the same new card; one also sees a verified phone central
+/// already knows. After reconnecting, central and both boxes resolve every ref to the one
+/// older profile, whatever order the events arrive in.
+#[test]
+fn two_offline_boxes_meeting_one_card_converge_on_the_older_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut broker = start_broker(BrokerKind::Embedded, dir.path(), port);
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let (_central, central_db) = start_central(dir.path(), &url);
+    let (_one_process, one) = gateway_home(dir.path(), "one", &url, "");
+    let (_two_process, two) = gateway_home(dir.path(), "two", &url, "[gateway]\nid = \"gw-2\"\n");
+    wait_connected(&http(), one);
+    wait_connected(&http(), two);
+    let phone = serde_json::json!({"kind": "phone", "value": "+4915199999999", "verified": true});
+    let (_, known) = identify(one, serde_json::json!([phone]));
+    let phone_ref = known["customer"].as_str().unwrap().to_string();
+    eventually(
+        "central made the phone a profile",
+        Duration::from_secs(10),
+        || central_root(&central_db, &phone_ref).starts_with("p:"),
+    );
+    let older = central_root(&central_db, &phone_ref);
+
+    broker.kill9();
+    for api in [one, two] {
+        eventually("offline", Duration::from_secs(10), || {
+            health(&http(), api)["sync"]["connected"] == false
+        });
+    }
+    let card = serde_json::json!({"kind": "card", "value": "4000123456789"});
+    let (_, at_one) = identify(one, serde_json::json!([card]));
+    let (_, at_two) = identify(two, serde_json::json!([card, phone]));
+    let (ref_one, ref_two) = (
+        at_one["customer"].as_str().unwrap().to_string(),
+        at_two["customer"].as_str().unwrap().to_string(),
+    );
+    assert_ne!(ref_one, ref_two, "offline, each box has its own ref");
+
+    let _broker = start_broker(BrokerKind::Embedded, dir.path(), port);
+    eventually("central converged", Duration::from_secs(20), || {
+        central_root(&central_db, &ref_one) == older && central_root(&central_db, &ref_two) == older
+    });
+    for api in [one, two] {
+        eventually("the box converged", Duration::from_secs(20), || {
+            identify(api, serde_json::json!([card])).1["customer"] == older.as_str()
+        });
+    }
 }
 
 fn identify(api: SocketAddr, identifiers: serde_json::Value) -> (u16, serde_json::Value) {

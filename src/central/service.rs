@@ -193,8 +193,10 @@ impl Service {
                 .lock()
                 .map_err(|_| "central store lock poisoned".to_string())?;
             match batch {
-                Some(batch) => db.store_batch(&s, &g, &batch.events).map(|o| o.acked_upto),
-                None => db.acked(&s, &g),
+                Some(batch) => db
+                    .store_batch(&s, &g, &batch.events)
+                    .map(|o| (o.acked_upto, o.identity_changes)),
+                None => db.acked(&s, &g).map(|upto| (upto, Vec::new())),
             }
             .map_err(|e| e.to_string())
         })
@@ -202,7 +204,19 @@ impl Service {
         // Central answers every batch, duplicates and refused ones too, with its current ack:
         // a gateway whose ack was lost moves on.
         match result {
-            Ok(Ok(upto)) => {
+            Ok(Ok((upto, identity_changes))) => {
+                // Committed first, broadcast after: a change lost here is still in the store,
+                // and every gateway asks `identity.since` on its next connect.
+                for change in identity_changes {
+                    if let Err(e) = self.client.try_publish(
+                        topics::IDENTITY,
+                        QoS::AtLeastOnce,
+                        false,
+                        change.into_bytes(),
+                    ) {
+                        tracing::warn!(error = %e, "central: identity change not queued; gateways catch up with identity.since");
+                    }
+                }
                 let ack = serde_json::to_vec(&Ack { upto_seq: upto }).unwrap_or_default();
                 let topic = GatewayTopics::new(store, gateway).ack();
                 if let Err(e) = self.client.try_publish(topic, QoS::AtLeastOnce, false, ack) {
@@ -306,6 +320,18 @@ fn handle_rpc(
                 .identity_since(rev, 1000)
                 .map_err(|e| internal(&e.to_string()))?;
             Ok(serde_json::json!({ "changes": changes }))
+        }
+        "profile.lookup" => {
+            let identifiers: Vec<crate::protocol::Identifier> = params
+                .get("identifiers")
+                .cloned()
+                .and_then(|v| serde_json::from_value(v).ok())
+                .filter(|ids: &Vec<_>| !ids.is_empty() && ids.len() <= 16)
+                .ok_or_else(|| bad_params("identifiers is required: 1 to 16 identifiers"))?;
+            let profile = db
+                .lookup_profile(&identifiers)
+                .map_err(|e| internal(&e.to_string()))?;
+            Ok(serde_json::json!({ "profile": profile }))
         }
         other => Err(RpcError {
             code: "unknown_method".into(),

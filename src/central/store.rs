@@ -52,6 +52,15 @@ const SCHEMA: &[&str] = &[
     CREATE INDEX coupon_redemptions_coupon ON coupon_redemptions(coupon);
     CREATE TABLE coupon_conflicts(
         event_id TEXT PRIMARY KEY, coupon TEXT NOT NULL, detail TEXT NOT NULL);",
+    // 3 -> 4: profiles and their identifiers, merges (`from` resolves to `to`), the creation
+    // counter that decides which profile is oldest, and the fleet-wide identity rev.
+    "CREATE TABLE profiles(ref TEXT PRIMARY KEY, created INTEGER NOT NULL, points INTEGER NOT NULL)
+        WITHOUT ROWID;
+    CREATE TABLE profile_identifiers(hash TEXT PRIMARY KEY, kind TEXT NOT NULL, verified INTEGER,
+        profile TEXT NOT NULL) WITHOUT ROWID;
+    CREATE INDEX profile_identifiers_profile ON profile_identifiers(profile);
+    CREATE TABLE profile_aliases(from_ref TEXT PRIMARY KEY, to_ref TEXT NOT NULL) WITHOUT ROWID;
+    INSERT INTO counters(name, value) VALUES ('identity_rev', 0), ('profile_seq', 0);",
 ];
 
 /// A central store failure.
@@ -71,7 +80,7 @@ pub enum StoreError {
 }
 
 /// What storing one batch did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchOutcome {
     /// The ack to send.
     pub acked_upto: u64,
@@ -85,6 +94,8 @@ pub struct BatchOutcome {
     pub refused: u64,
     /// Coupon redemptions beyond the coupon's uses (kept, and recorded as conflicts).
     pub coupon_conflicts: u64,
+    /// Identity changes the applied events made, stored, to be broadcast (JSON, rev order).
+    pub identity_changes: Vec<String>,
 }
 
 /// Central's SQLite store: one connection, used from one task at a time.
@@ -137,7 +148,7 @@ impl Store {
         for event in events {
             store_event(&tx, store, gateway, event, &received_at, &mut outcome)?;
         }
-        outcome.acked_upto = advance(&tx, store, gateway)?;
+        outcome.acked_upto = advance(&tx, store, gateway, &mut outcome.identity_changes)?;
         tx.commit()?;
         Ok(outcome)
     }
@@ -184,6 +195,25 @@ impl Store {
         };
         tx.commit()?;
         Ok(result)
+    }
+
+    /// rpc `profile.lookup`: the profile the identifiers belong to, or none.
+    pub fn lookup_profile(
+        &mut self,
+        identifiers: &[crate::protocol::Identifier],
+    ) -> Result<Option<crate::protocol::ProfileView>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let found = super::profiles::lookup(&tx, identifiers)?;
+        tx.commit()?;
+        Ok(found)
+    }
+
+    /// The root `profile` resolves to through central's merges.
+    pub fn resolve_profile(&mut self, profile: &str) -> Result<String, StoreError> {
+        let tx = self.conn.transaction()?;
+        let root = super::profiles::resolve(&tx, profile)?;
+        tx.commit()?;
+        Ok(root)
     }
 
     /// rpc `identity.since`: changes after `rev`, oldest first, at most `limit`.
@@ -359,9 +389,35 @@ fn record_redemption(
     Ok(())
 }
 
+/// What applying an event does beyond storing it: an `identity_seen` is resolved into profiles.
+fn apply_effects(
+    tx: &Transaction<'_>,
+    store: &str,
+    gateway: &str,
+    seq: i64,
+    identity_changes: &mut Vec<String>,
+) -> rusqlite::Result<()> {
+    let (kind, body): (String, String) = tx
+        .prepare_cached(
+            "SELECT kind, body FROM events WHERE store = ?1 AND gateway = ?2 AND seq = ?3",
+        )?
+        .query_row(params![store, gateway, seq], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    if kind == crate::protocol::EventKind::IdentitySeen.as_str() {
+        if let Some(change) = super::profiles::apply_seen(tx, &body)? {
+            identity_changes.push(change);
+        }
+    }
+    Ok(())
+}
+
 /// Moves the gateway's ack over every stored event that continues the gap-free prefix and
 /// applies those events in seq order.
-fn advance(tx: &Transaction<'_>, store: &str, gateway: &str) -> rusqlite::Result<u64> {
+fn advance(
+    tx: &Transaction<'_>,
+    store: &str,
+    gateway: &str,
+    identity_changes: &mut Vec<String>,
+) -> rusqlite::Result<u64> {
     let start = acked(tx, store, gateway)?;
     let mut upto = start;
     let mut applied: i64 = tx.query_row(
@@ -383,10 +439,14 @@ fn advance(tx: &Transaction<'_>, store: &str, gateway: &str) -> rusqlite::Result
             }
             applied += 1;
             // A refused event fills its slot but is applied to nothing.
-            tx.prepare_cached(
-                "UPDATE events SET applied = ?1 WHERE store = ?2 AND gateway = ?3 AND seq = ?4 AND refused IS NULL",
-            )?
-            .execute(params![applied, store, gateway, seq])?;
+            let applied_now = tx
+                .prepare_cached(
+                    "UPDATE events SET applied = ?1 WHERE store = ?2 AND gateway = ?3 AND seq = ?4 AND refused IS NULL AND duplicate_id = 0",
+                )?
+                .execute(params![applied, store, gateway, seq])?;
+            if applied_now > 0 {
+                apply_effects(tx, store, gateway, *seq, identity_changes)?;
+            }
             upto += 1;
         }
         if upto == before || upto - before < next.len() as u64 || next.len() < 1024 {
