@@ -56,15 +56,7 @@ fn redeem(
     receipt: &str,
     customer: Option<&str>,
 ) -> (u16, serde_json::Value) {
-    let mut response = http()
-        .post(&format!("http://{api}/v1/coupons/redeem"))
-        .send_json(serde_json::json!({
-            "till": "t1", "token": token, "customer": customer, "receipt": receipt,
-            "basket_minor": 1000
-        }))
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.body_mut().read_json().unwrap())
+    redeem_coupon(api, token, receipt, customer)
 }
 
 fn code(answer: &serde_json::Value) -> &str {

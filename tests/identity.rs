@@ -20,15 +20,7 @@ use serialport::{SerialPort, TTYPort};
 use storegate::codes::coupon;
 
 fn redeem(api: SocketAddr, token: &str, receipt: &str, customer: &str) -> (u16, serde_json::Value) {
-    let mut response = http()
-        .post(&format!("http://{api}/v1/coupons/redeem"))
-        .send_json(serde_json::json!({
-            "till": "t1", "token": token, "customer": customer, "receipt": receipt,
-            "basket_minor": 1000
-        }))
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.body_mut().read_json().unwrap())
+    redeem_coupon(api, token, receipt, Some(customer))
 }
 
 /// The root a ref resolves to at central (its merge table, followed to the end).

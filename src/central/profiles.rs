@@ -9,7 +9,7 @@
 
 use rusqlite::{params, OptionalExtension, Transaction};
 
-use crate::protocol::{Identifier, IdentifierKind, IdentityChange, Merge, ProfileView};
+use crate::protocol::{Identifier, IdentityChange, Merge, ProfileView};
 
 /// The `identity_seen` body central reads.
 #[derive(Debug, serde::Deserialize)]
@@ -17,13 +17,6 @@ struct Seen {
     customer: String,
     #[serde(default)]
     identifiers: Vec<Identifier>,
-}
-
-fn mergeable(identifier: &Identifier) -> bool {
-    match identifier.kind {
-        IdentifierKind::Card | IdentifierKind::App => true,
-        IdentifierKind::Phone | IdentifierKind::Email => identifier.verified == Some(true),
-    }
 }
 
 /// The root a ref resolves to through central's merges.
@@ -49,7 +42,11 @@ pub(super) fn apply_seen(tx: &Transaction<'_>, body: &str) -> rusqlite::Result<O
     let Ok(seen) = serde_json::from_str::<Seen>(body) else {
         return Ok(None);
     };
-    let deciding: Vec<&Identifier> = seen.identifiers.iter().filter(|i| mergeable(i)).collect();
+    let deciding: Vec<&Identifier> = seen
+        .identifiers
+        .iter()
+        .filter(|i| i.is_mergeable())
+        .collect();
     if deciding.is_empty() {
         return Ok(None);
     }
@@ -99,7 +96,7 @@ pub(super) fn apply_seen(tx: &Transaction<'_>, body: &str) -> rusqlite::Result<O
             )?
             .execute(params![
                 identifier.hash,
-                kind_name(identifier.kind),
+                identifier.kind.as_str(),
                 identifier.verified,
                 survivor
             ])?
@@ -131,10 +128,10 @@ pub(super) fn lookup(
     tx: &Transaction<'_>,
     identifiers: &[Identifier],
 ) -> rusqlite::Result<Option<ProfileView>> {
-    let any_mergeable = identifiers.iter().any(mergeable);
+    let any_mergeable = identifiers.iter().any(Identifier::is_mergeable);
     for identifier in identifiers
         .iter()
-        .filter(|i| !any_mergeable || mergeable(i))
+        .filter(|i| !any_mergeable || i.is_mergeable())
     {
         let owner: Option<String> = tx
             .prepare_cached("SELECT profile FROM profile_identifiers WHERE hash = ?1")?
@@ -222,13 +219,4 @@ fn view(tx: &Transaction<'_>, profile: &str) -> rusqlite::Result<ProfileView> {
         identifiers,
         points,
     })
-}
-
-fn kind_name(kind: IdentifierKind) -> &'static str {
-    match kind {
-        IdentifierKind::Card => "card",
-        IdentifierKind::Phone => "phone",
-        IdentifierKind::Email => "email",
-        IdentifierKind::App => "app",
-    }
 }

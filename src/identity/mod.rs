@@ -64,19 +64,10 @@ pub enum IdentityError {
     Append(#[from] AppendError),
 }
 
-fn kind_name(kind: IdentifierKind) -> &'static str {
-    match kind {
-        IdentifierKind::Card => "card",
-        IdentifierKind::Phone => "phone",
-        IdentifierKind::Email => "email",
-        IdentifierKind::App => "app",
-    }
-}
-
 /// docs/protocol.md normalisation: card = digits only; phone = E.164; email = trimmed, lower-cased;
 /// app = as given. Junk is refused.
 pub fn normalise(kind: IdentifierKind, raw: &str) -> Result<String, IdentifierError> {
-    let name = kind_name(kind);
+    let name = kind.as_str();
     if raw.len() > MAX_VALUE {
         return Err(IdentifierError::TooLong(name));
     }
@@ -146,17 +137,6 @@ pub struct Recorded {
     pub points: i64,
     /// The `identity_seen` event; it keeps the ref the identification was made with.
     pub event: Appended,
-}
-
-/// Whether an identifier may decide which profile an identification belongs to
-/// (docs/protocol.md "Identity"): cards, app tokens, verified phones and emails. An unverified
-/// one is recorded beside them and decides nothing, so a phone typed at a shared kiosk never
-/// glues two people together.
-pub fn is_mergeable(identifier: &Identifier) -> bool {
-    match identifier.kind {
-        IdentifierKind::Card | IdentifierKind::App => true,
-        IdentifierKind::Phone | IdentifierKind::Email => identifier.verified == Some(true),
-    }
 }
 
 /// The fleet identity key (`[identity] hmac_key`: base64 of at least 16 bytes), decoded when
@@ -278,10 +258,10 @@ impl Identity {
         identifiers: Vec<Identifier>,
     ) -> Result<Recorded, IdentityError> {
         let mut known = self.known.lock().await;
-        let mergeable = identifiers.iter().any(is_mergeable);
+        let mergeable = identifiers.iter().any(Identifier::is_mergeable);
         let deciding: Vec<&Identifier> = identifiers
             .iter()
-            .filter(|i| !mergeable || is_mergeable(i))
+            .filter(|i| !mergeable || i.is_mergeable())
             .collect();
         let mut points = 0;
         let (customer, source) = match deciding.iter().find_map(|i| known.get(&i.hash)) {

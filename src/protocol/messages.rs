@@ -210,6 +210,31 @@ pub struct Identifier {
     pub verified: Option<bool>,
 }
 
+impl Identifier {
+    /// Whether it may decide which profile an identification belongs to (docs/protocol.md
+    /// "Identity"): cards, app tokens, verified phones and emails. An unverified one is
+    /// recorded beside them and decides nothing, so a phone typed at a shared kiosk never glues
+    /// two people together.
+    pub fn is_mergeable(&self) -> bool {
+        match self.kind {
+            IdentifierKind::Card | IdentifierKind::App => true,
+            IdentifierKind::Phone | IdentifierKind::Email => self.verified == Some(true),
+        }
+    }
+}
+
+impl IdentifierKind {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentifierKind::Card => "card",
+            IdentifierKind::Phone => "phone",
+            IdentifierKind::Email => "email",
+            IdentifierKind::App => "app",
+        }
+    }
+}
+
 /// The kinds of customer identifier.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

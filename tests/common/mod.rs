@@ -406,6 +406,27 @@ pub fn eventually(what: &str, within: Duration, mut check: impl FnMut() -> bool)
     }
 }
 
+/// `POST /v1/coupons/redeem` at till `t1` for a 1000 basket: the status and the answer.
+pub fn redeem_coupon(
+    api: SocketAddr,
+    token: &str,
+    receipt: &str,
+    customer: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut response = http()
+        .post(&format!("http://{api}/v1/coupons/redeem"))
+        .send_json(serde_json::json!({
+            "till": "t1", "token": token, "customer": customer, "receipt": receipt,
+            "basket_minor": 1000
+        }))
+        .expect("redeem request");
+    let status = response.status().as_u16();
+    (
+        status,
+        response.body_mut().read_json().expect("redeem answer"),
+    )
+}
+
 /// A random source for a scenario, seeded from `TEST_SEED` when set, else at random; the seed
 /// is printed first so a failing run can be replayed exactly.
 pub fn scenario_rng(scenario: &str) -> (fastrand::Rng, u64) {
