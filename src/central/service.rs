@@ -29,6 +29,9 @@ pub enum CentralError {
     /// Its TLS files could not be read.
     #[error("TLS setup: {0}")]
     Tls(String),
+    /// The MQTT session task stopped on its own.
+    #[error("central's MQTT session task ended unexpectedly")]
+    SessionEnded,
 }
 
 /// Runs the reference central until `shutdown` resolves.
@@ -61,6 +64,7 @@ pub async fn run(
         metrics: Arc::new(Metrics::new()),
     };
     tokio::pin!(shutdown);
+    let mut ended = Ok(());
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
@@ -70,7 +74,12 @@ pub async fn run(
                 Some(SessionEvent::Message { topic, payload, retain }) => {
                     service.on_publish(&topic, &payload, retain).await
                 }
-                None => break,
+                // The session task ended by itself: central stops with an error (exit 1), so
+                // its service manager restarts it, rather than running on deaf.
+                None => {
+                    ended = Err(CentralError::SessionEnded);
+                    break;
+                }
             },
         }
     }
@@ -93,7 +102,7 @@ pub async fn run(
         driver.abort();
         let _ = driver.await;
     }
-    Ok(())
+    ended
 }
 
 fn options(config: &CentralConfig) -> Result<MqttOptions, CentralError> {
