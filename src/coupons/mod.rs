@@ -15,7 +15,7 @@ use tokio::sync::watch;
 use crate::clock::Clock;
 use crate::codes::coupon::{CouponKeys, Refusal as TokenRefusal};
 use crate::identity::alias::Aliases;
-use crate::journal::{AppendError, CouponUse, Journal, JournalError, NewEvent};
+use crate::journal::{AppendError, AsyncOutbox, CouponUse, Journal, JournalError, NewEvent};
 use crate::protocol::{CouponRedeemed, EventKind, FieldError};
 use crate::sync::{RpcCallError, RpcClient};
 
@@ -132,6 +132,8 @@ struct Inner {
     keys: CouponKeys,
     store: String,
     journal: Journal,
+    /// Reads of this box's redemptions, over one connection kept for them.
+    redemptions: AsyncOutbox,
     rpc: Option<RpcClient>,
     /// Central's merges as this box has them: a personal coupon follows its customer's merges.
     aliases: watch::Receiver<Arc<Aliases>>,
@@ -172,18 +174,19 @@ impl Redeemer {
         aliases: watch::Receiver<Arc<Aliases>>,
         clock: Arc<dyn Clock>,
         policy: Policy,
-    ) -> Redeemer {
-        Redeemer {
+    ) -> Result<Redeemer, JournalError> {
+        Ok(Redeemer {
             inner: Arc::new(Inner {
                 keys,
                 store: store.to_string(),
+                redemptions: AsyncOutbox::new(journal.outbox()?),
                 journal,
                 rpc,
                 aliases,
                 clock,
                 policy,
             }),
-        }
+        })
     }
 
     /// Checks, reserves or applies the offline policy, and journals the redemption.
@@ -380,15 +383,14 @@ impl Inner {
             })
     }
 
-    /// Reads the journal off the runtime.
+    /// Reads this box's redemptions off the runtime.
     async fn read<T: Send + 'static>(
         &self,
         work: impl FnOnce(&crate::journal::Outbox) -> Result<T, JournalError> + Send + 'static,
     ) -> Result<T, Refusal> {
-        let journal = self.journal.clone();
-        tokio::task::spawn_blocking(move || work(&journal.outbox()?))
+        self.redemptions
+            .read(work)
             .await
-            .map_err(|e| Refusal::Journal(AppendError::Storage(e.to_string())))?
             .map_err(|e| Refusal::Journal(AppendError::Storage(e.to_string())))
     }
 }

@@ -158,7 +158,7 @@ pub async fn run(
             budget_hour_minor: config.coupons.offline_budget_hour_minor,
             budget_day_minor: config.coupons.offline_budget_day_minor,
         },
-    );
+    )?;
     let state = ApiState {
         journal: journal.clone(),
         metrics: metrics.clone(),

@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
 use super::alias::Aliases;
-use crate::journal::{Journal, JournalError};
+use crate::journal::{AsyncOutbox, Journal, JournalError};
 use crate::protocol::{is_valid_seq, IdentityChange};
 use crate::sync::{RpcClient, SyncState};
 
@@ -27,6 +27,8 @@ const MAX_PAGES: usize = 1000;
 /// table to the parts that resolve refs (coupons, the API).
 pub struct IdentityChanges {
     journal: Journal,
+    /// Reads of what this box has seen, over one connection kept for them.
+    reads: AsyncOutbox,
     rpc: RpcClient,
     live: mpsc::Receiver<IdentityChange>,
     sync: watch::Receiver<SyncState>,
@@ -48,7 +50,8 @@ impl IdentityChanges {
         live: mpsc::Receiver<IdentityChange>,
         sync: watch::Receiver<SyncState>,
     ) -> Result<(IdentityChanges, watch::Receiver<Arc<Aliases>>), JournalError> {
-        let (merges, complete) = journal.outbox()?.aliases()?;
+        let reads = journal.outbox()?;
+        let (merges, complete) = reads.aliases()?;
         let mut aliases = Aliases::default();
         for (from, to) in &merges {
             aliases.merge(from, to);
@@ -57,6 +60,7 @@ impl IdentityChanges {
         Ok((
             IdentityChanges {
                 journal,
+                reads: AsyncOutbox::new(reads),
                 rpc,
                 live,
                 sync,
@@ -181,10 +185,9 @@ impl IdentityChanges {
         if self.aliases.refs().any(|r| r == profile) {
             return Ok(true);
         }
-        let journal = self.journal.clone();
         let profile = profile.to_string();
-        tokio::task::spawn_blocking(move || journal.outbox()?.knows_profile(&profile))
+        self.reads
+            .read(move |outbox| outbox.knows_profile(&profile))
             .await
-            .map_err(|e| JournalError::Write(format!("identity lookup task failed: {e}")))?
     }
 }

@@ -359,28 +359,12 @@ impl Journal {
 
     /// Records central's cumulative ack.
     pub async fn record_ack(&self, upto: u64) -> Result<AckOutcome, JournalError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::Ack { upto, reply })
-            .await
-            .map_err(|_| JournalError::Closed)?;
-        answer
-            .await
-            .map_err(|_| JournalError::Closed)?
-            .map_err(JournalError::Write)
+        self.request(|reply| Command::Ack { upto, reply }).await
     }
 
     /// Increments and returns the MQTT session counter (docs/protocol.md status `session`).
     pub async fn next_session(&self) -> Result<u64, JournalError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands
-            .send(Command::NextSession { reply })
-            .await
-            .map_err(|_| JournalError::Closed)?;
-        answer
-            .await
-            .map_err(|_| JournalError::Closed)?
-            .map_err(JournalError::Write)
+        self.request(|reply| Command::NextSession { reply }).await
     }
 
     /// Records central's merges (`from`, `to`) and that every identity change up to
@@ -390,13 +374,23 @@ impl Journal {
         merges: Vec<(String, String)>,
         complete_upto: u64,
     ) -> Result<u64, JournalError> {
+        self.request(|reply| Command::Aliases {
+            merges,
+            complete_upto,
+            reply,
+        })
+        .await
+    }
+
+    /// Sends the writer a command and waits for its answer; a failed commit's error becomes
+    /// `JournalError::Write`.
+    async fn request<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Command,
+    ) -> Result<T, JournalError> {
         let (reply, answer) = oneshot::channel();
         self.commands
-            .send(Command::Aliases {
-                merges,
-                complete_upto,
-                reply,
-            })
+            .send(command(reply))
             .await
             .map_err(|_| JournalError::Closed)?;
         answer

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension};
 use serde_json::value::RawValue;
 
 use super::{IdentityRef, JournalError, Position};
@@ -40,12 +40,22 @@ impl AsyncOutbox {
         max_events: usize,
         max_bytes: usize,
     ) -> Result<Vec<WireEvent>, JournalError> {
+        self.read(move |outbox| outbox.read_after(after, max_events, max_bytes))
+            .await
+    }
+
+    /// Any read of the view, on the blocking pool, over this one connection.
+    pub async fn read<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Outbox) -> Result<T, JournalError> + Send + 'static,
+    ) -> Result<T, JournalError> {
         let outbox = self.0.clone();
         tokio::task::spawn_blocking(move || {
-            outbox
-                .lock()
-                .map_err(|_| JournalError::Write("outbox lock poisoned".into()))?
-                .read_after(after, max_events, max_bytes)
+            work(
+                &*outbox
+                    .lock()
+                    .map_err(|_| JournalError::Write("outbox lock poisoned".into()))?,
+            )
         })
         .await
         .map_err(|e| JournalError::Write(format!("outbox read task failed: {e}")))?
@@ -54,16 +64,9 @@ impl AsyncOutbox {
 
 impl Outbox {
     pub(super) fn open(path: &Path) -> Result<Outbox, JournalError> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|source| JournalError::Open {
-            path: path.display().to_string(),
-            source,
-        })?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        Ok(Outbox { conn })
+        Ok(Outbox {
+            conn: super::schema::open_read_only(path)?,
+        })
     }
 
     /// Events with `seq > after`, in seq order, at most `max_events` and about `max_bytes` of

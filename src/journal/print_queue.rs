@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::JournalError;
 
@@ -232,16 +232,9 @@ pub struct PrintJobs {
 
 impl PrintJobs {
     pub(super) fn open(path: &Path) -> Result<PrintJobs, JournalError> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|source| JournalError::Open {
-            path: path.display().to_string(),
-            source,
-        })?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        Ok(PrintJobs { conn })
+        Ok(PrintJobs {
+            conn: super::schema::open_read_only(path)?,
+        })
     }
 
     /// The oldest queued job of `printer`.

@@ -103,6 +103,21 @@ pub(super) fn open_and_migrate(path: &Path) -> Result<Connection, JournalError> 
     Ok(conn)
 }
 
+/// A read-only connection beside the writer (WAL lets it read while the writer commits), for
+/// the outbox and the print queue's views.
+pub(super) fn open_read_only(path: &Path) -> Result<Connection, JournalError> {
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|source| JournalError::Open {
+        path: path.display().to_string(),
+        source,
+    })?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
 /// WAL with `synchronous=FULL`: a commit is on disk when it returns, which guarantee 1 needs.
 pub(super) fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
