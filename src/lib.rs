@@ -32,6 +32,7 @@ pub mod daemon;
 pub mod devices;
 pub mod identity;
 pub mod journal;
+pub mod loyalty;
 pub mod metrics;
 pub mod mqtt;
 pub mod protocol;

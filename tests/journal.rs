@@ -19,6 +19,7 @@ fn purchase(receipt: &str) -> NewEvent {
         identity_refs: Vec::new(),
         print_on: None,
         coupon: None,
+        points: None,
     }
 }
 

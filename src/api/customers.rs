@@ -85,11 +85,16 @@ async fn answer(state: &ApiState, body: &[u8]) -> Result<Response, ApiError> {
     state
         .metrics
         .event_committed("identity_seen", recorded.event.seq);
+    let balance = state
+        .loyalty
+        .balance(&recorded.customer)
+        .await
+        .map_err(|e| refused(e.into(), None))?;
     Ok((
         StatusCode::OK,
         Json(serde_json::json!({
             "customer": recorded.customer,
-            "points": recorded.points,
+            "points": balance.total(),
             "known": recorded.known,
             "seq": recorded.event.seq,
         })),
@@ -112,5 +117,32 @@ fn refused(error: IdentityError, field: Option<String>) -> ApiError {
             error
         }
         IdentityError::Append(append) => ApiError::from(append),
+        IdentityError::Journal(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "journal_unavailable",
+            message,
+        ),
+    }
+}
+
+/// `GET /v1/customers/{ref}`: the profile a ref resolves to here and its points: central's
+/// balance, and what this box earned and spent that central has not acked yet.
+pub(super) async fn show(
+    State(state): State<ApiState>,
+    axum::extract::Path(customer): axum::extract::Path<String>,
+) -> Response {
+    if let Err(error) = crate::protocol::check_profile_ref("customer", &customer) {
+        return ApiError::field(error).into_response();
+    }
+    match state.loyalty.balance(&customer).await {
+        Ok(balance) => Json(serde_json::json!({
+            "customer": state.loyalty.resolve(&customer),
+            "points": balance.total(),
+            "central_points": balance.central,
+            "pending_earned": balance.pending_earned,
+            "pending_redeemed": balance.pending_redeemed,
+        }))
+        .into_response(),
+        Err(error) => refused(error.into(), None).into_response(),
     }
 }

@@ -68,6 +68,20 @@ impl From<AppendError> for ApiError {
             AppendError::AlreadyRedeemed(_) => {
                 ApiError::new(StatusCode::CONFLICT, "already_redeemed", message)
             }
+            AppendError::InsufficientPoints { balance, .. } => ApiError {
+                status: StatusCode::CONFLICT,
+                code: "insufficient_points",
+                message,
+                field: Some("points_redeemed".into()),
+                extra: Some(serde_json::json!({ "balance": balance })),
+            },
+            AppendError::OfflinePointsCap { cap, spent, .. } => ApiError {
+                status: StatusCode::CONFLICT,
+                code: "offline_points_cap",
+                message,
+                field: Some("points_redeemed".into()),
+                extra: Some(serde_json::json!({ "cap": cap, "spent": spent })),
+            },
             AppendError::SeqExhausted => {
                 ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "seq_exhausted", message)
             }

@@ -62,6 +62,8 @@ pub struct ApiState {
     pub coupons: crate::coupons::Redeemer,
     /// Customer identification.
     pub identity: Arc<crate::identity::Identity>,
+    /// Loyalty points.
+    pub loyalty: Arc<crate::loyalty::Loyalty>,
 }
 
 /// Every route, with the token guard, body limit, request timeout and JSON errors.
@@ -71,6 +73,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/purchases", post(purchases::create))
         .route("/coupons/redeem", post(coupons::redeem))
         .route("/customers/identify", post(customers::identify))
+        .route("/customers/:customer", get(customers::show))
         .route("/devices", get(devices))
         .route("/events", get(live::stream))
         .route("/print-jobs", get(printing::list))

@@ -1,4 +1,7 @@
-//! `POST /v1/purchases`: docs/protocol.md's purchase body plus `till`.
+//! `POST /v1/purchases`: docs/protocol.md's purchase body plus `till`. For an identified
+//! customer the loyalty part decides the points (`[loyalty]`: the till's own `points` are
+//! replaced by the rule's) and checks any `points_redeemed` against the balance when the
+//! purchase commits; the answer says what was earned and the balance after it.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -26,7 +29,18 @@ pub(super) async fn create(
 }
 
 async fn record(state: &ApiState, headers: &HeaderMap, body: &[u8]) -> Result<Response, ApiError> {
-    let (till, purchase) = parse(body)?;
+    let (till, mut purchase) = parse(body)?;
+    let points = purchase.customer.as_deref().map(|customer| {
+        state.loyalty.purchase(
+            customer,
+            purchase.total_minor,
+            purchase.points,
+            purchase.points_redeemed,
+        )
+    });
+    if let Some(points) = &points {
+        purchase.points = points.earned;
+    }
     let body = serde_json::to_string(&purchase)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?;
     // The fingerprint is of the parsed purchase, re-serialised in one field order: a retry
@@ -44,6 +58,7 @@ async fn record(state: &ApiState, headers: &HeaderMap, body: &[u8]) -> Result<Re
             // The receipt is queued in the sale's own transaction; a replay queues nothing.
             print_on: state.printing.printer_of(&till),
             coupon: None,
+            points,
         })
         .await?;
     if !appended.replayed {
@@ -51,11 +66,21 @@ async fn record(state: &ApiState, headers: &HeaderMap, body: &[u8]) -> Result<Re
             .metrics
             .event_committed(EventKind::Purchase.as_str(), appended.seq);
     }
-    let mut response = (
-        StatusCode::CREATED,
-        Json(serde_json::json!({ "seq": appended.seq, "id": appended.id })),
-    )
-        .into_response();
+    let mut answer = serde_json::json!({ "seq": appended.seq, "id": appended.id });
+    if let Some(customer) = &purchase.customer {
+        let balance = state.loyalty.balance(customer).await.map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "journal_unavailable",
+                e.to_string(),
+            )
+        })?;
+        answer["customer"] = state.loyalty.resolve(customer).into();
+        answer["points"] = purchase.points.into();
+        answer["points_redeemed"] = purchase.points_redeemed.into();
+        answer["balance"] = balance.total().into();
+    }
+    let mut response = (StatusCode::CREATED, Json(answer)).into_response();
     if appended.replayed {
         response
             .headers_mut()

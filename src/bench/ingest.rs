@@ -100,6 +100,7 @@ pub(super) async fn journal_appends(
                             identity_refs: Vec::new(),
                             print_on: None,
                             coupon: None,
+                            points: None,
                         })
                         .await?;
                     n += callers;

@@ -27,6 +27,9 @@ pub struct GatewayConfig {
     /// Coupon verification.
     #[serde(default)]
     pub coupons: CouponsSection,
+    /// Loyalty points (`[loyalty]`); without it the till's own `points` are recorded.
+    #[serde(default)]
+    pub loyalty: Option<crate::loyalty::LoyaltySection>,
     /// Remote config trust (`[config]`).
     #[serde(default)]
     pub config: TrustSection,
@@ -188,6 +191,9 @@ impl GatewayConfig {
             ));
         }
         self.sync.validate()?;
+        if let Some(loyalty) = &self.loyalty {
+            loyalty.validate()?;
+        }
         if !(10..=10_000).contains(&self.identity.lookup_timeout_ms) {
             return Err(ConfigError::key(
                 "identity.lookup_timeout_ms",

@@ -367,6 +367,7 @@ impl Inner {
                 idempotency: None,
                 identity_refs: Vec::new(),
                 print_on: None,
+                points: None,
                 coupon: Some(CouponUse {
                     coupon: payload.id.clone(),
                     receipt: request.receipt.clone(),

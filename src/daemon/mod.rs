@@ -147,6 +147,12 @@ pub async fn run(
         metrics: metrics.clone(),
     };
     let router_task = tokio::spawn(router.run(device_events));
+    let loyalty = Arc::new(crate::loyalty::Loyalty::new(
+        config.loyalty.clone(),
+        crate::journal::AsyncOutbox::new(journal.outbox()?),
+        aliases.clone(),
+        sync.state(),
+    ));
     let coupons = crate::coupons::Redeemer::new(
         crate::codes::coupon::CouponKeys::new(&config.coupons.public_keys),
         &config.gateway.store,
@@ -169,6 +175,7 @@ pub async fn run(
         printing,
         coupons,
         identity,
+        loyalty,
     };
     let position = *journal.position().borrow();
 

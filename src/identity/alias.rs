@@ -48,6 +48,14 @@ impl Aliases {
             .unwrap_or_else(|| profile.to_string())
     }
 
+    /// Every ref that resolves to the same root as `profile`, the root first.
+    pub fn members(&self, profile: &str) -> Vec<String> {
+        let root = self.resolve(profile);
+        let mut members = vec![root.clone()];
+        members.extend(self.group(profile).into_iter().filter(|r| *r != root));
+        members
+    }
+
     /// Every ref connected to `profile` by merges, either way.
     fn group(&self, profile: &str) -> BTreeSet<String> {
         let mut seen = BTreeSet::from([profile.to_string()]);

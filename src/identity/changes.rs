@@ -15,7 +15,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::alias::Aliases;
 use crate::journal::{AsyncOutbox, Journal, JournalError};
-use crate::protocol::{is_valid_seq, IdentityChange};
+use crate::journal::{CachedProfile, KeptChange};
+use crate::protocol::IdentityChange;
 use crate::sync::{RpcClient, SyncState};
 
 /// Changes central answers per `identity.since` call at most; a full page means ask again.
@@ -128,11 +129,10 @@ impl IdentityChanges {
             let count = changes.len();
             for change in changes {
                 match serde_json::from_value::<IdentityChange>(change) {
-                    Ok(change) if is_valid_seq(change.rev) => self.apply(change).await?,
-                    Ok(change) => tracing::warn!(
-                        rev = change.rev,
-                        "identity change with an impossible rev ignored"
-                    ),
+                    Ok(change) => match change.check() {
+                        Ok(()) => self.apply(change).await?,
+                        Err(error) => tracing::warn!(%error, "invalid identity change ignored"),
+                    },
                     Err(error) => tracing::warn!(%error, "malformed identity change ignored"),
                 }
             }
@@ -145,12 +145,31 @@ impl IdentityChanges {
     }
 
     async fn apply(&mut self, change: IdentityChange) -> Result<(), JournalError> {
-        let mut kept = Vec::new();
+        let mut kept = KeptChange::default();
         for merge in &change.merges {
             if self.concerns_this_box(&merge.from).await?
                 || self.concerns_this_box(&merge.to).await?
             {
-                kept.push((merge.from.clone(), merge.to.clone()));
+                kept.merges.push((merge.from.clone(), merge.to.clone()));
+            }
+        }
+        let mut aliases = self.aliases.clone();
+        for (from, to) in &kept.merges {
+            aliases.merge(from, to);
+        }
+        for view in change.profiles {
+            if self.concerns(&aliases, &view.profile).await? {
+                kept.views.push(CachedProfile {
+                    profile: view.profile,
+                    points: view.points,
+                    rev: change.rev,
+                    hashes: view.identifiers.into_iter().map(|i| i.hash).collect(),
+                });
+            }
+        }
+        for erased in &change.erased {
+            if self.concerns(&aliases, erased).await? {
+                kept.erased.push(aliases.members(erased));
             }
         }
         let before = self.complete;
@@ -160,25 +179,37 @@ impl IdentityChanges {
         while self.ahead.remove(&(self.complete + 1)) {
             self.complete += 1;
         }
-        if kept.is_empty() && self.complete == before {
+        let nothing_kept =
+            kept.merges.is_empty() && kept.views.is_empty() && kept.erased.is_empty();
+        if nothing_kept && self.complete == before {
             return Ok(());
         }
-        self.journal
-            .record_aliases(kept.clone(), self.complete)
-            .await?;
-        let mut changed = false;
-        for (from, to) in &kept {
-            changed |= self.aliases.merge(from, to);
-        }
-        if changed {
-            self.table.send_replace(Arc::new(self.aliases.clone()));
+        kept.complete_upto = self.complete;
+        let (merges, erasures) = (kept.merges.len(), kept.erased.len());
+        self.journal.record_identity_change(kept).await?;
+        if erasures > 0 {
             tracing::info!(
                 rev = change.rev,
-                merges = kept.len(),
-                "identity merges applied"
+                erasures,
+                "erased customers removed from this box"
             );
         }
+        if merges > 0 {
+            self.aliases = aliases;
+            self.table.send_replace(Arc::new(self.aliases.clone()));
+            tracing::info!(rev = change.rev, merges, "identity merges applied");
+        }
         Ok(())
+    }
+
+    /// Whether `profile` is, or resolves through `aliases` with, a ref this box has seen.
+    async fn concerns(&self, aliases: &Aliases, profile: &str) -> Result<bool, JournalError> {
+        for member in aliases.members(profile) {
+            if self.concerns_this_box(&member).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     async fn concerns_this_box(&self, profile: &str) -> Result<bool, JournalError> {

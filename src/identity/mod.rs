@@ -6,12 +6,12 @@
 //!
 //! The owner type [`Identity`] serialises identifications, so one card tapped on two readers at
 //! the same instant still gets one ref, and records each `identity_seen` together with its
-//! hash → ref pairs in one journal transaction.
+//! hash → ref pairs in one journal transaction. What this box knows of customers lives in the
+//! journal alone (`identity_refs`, `profile_views`), so an erasure from central
+//! (`changes.rs`) leaves no copy behind in memory.
 
 pub mod alias;
 pub mod changes;
-
-use std::collections::HashMap;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -21,7 +21,9 @@ use tokio::sync::{watch, Mutex};
 
 use crate::sync::RpcClient;
 
-use crate::journal::{AppendError, Appended, IdentityRef, Journal, JournalError, NewEvent};
+use crate::journal::{
+    AppendError, Appended, AsyncOutbox, CachedProfile, IdentityRef, Journal, JournalError, NewEvent,
+};
 use crate::protocol::{EventKind, Identifier, IdentifierKind};
 
 /// Shortest normalised value that can identify anyone (docs/protocol.md: fewer than 6 significant
@@ -62,6 +64,9 @@ pub enum IdentityError {
     /// The journal refused the event.
     #[error(transparent)]
     Append(#[from] AppendError),
+    /// The journal could not be read.
+    #[error(transparent)]
+    Journal(#[from] JournalError),
 }
 
 /// docs/protocol.md normalisation: card = digits only; phone = E.164; email = trimmed, lower-cased;
@@ -133,8 +138,6 @@ pub struct Recorded {
     /// Where the customer was found: `local` (this box knew an identifier), `central` (by
     /// `profile.lookup` within the lookup timeout) or `provisional` (a new `prov:` ref).
     pub known: &'static str,
-    /// Loyalty points as central reported them (0 when only this box knows the customer).
-    pub points: i64,
     /// The `identity_seen` event; it keeps the ref the identification was made with.
     pub event: Appended,
 }
@@ -171,7 +174,11 @@ pub struct Identity {
     key: Option<Hmac<Sha256>>,
     gateway: String,
     journal: Journal,
-    known: Mutex<HashMap<String, String>>,
+    /// Reads of `identity_refs`, over a connection kept for them.
+    reads: AsyncOutbox,
+    /// One identification at a time: the second of two simultaneous taps of a new card finds
+    /// the first one's ref.
+    serial: Mutex<()>,
     central: Option<Central>,
 }
 
@@ -191,16 +198,13 @@ impl Identity {
         journal: Journal,
     ) -> Result<Identity, JournalError> {
         let key = hmac_key.and_then(|k| Hmac::<Sha256>::new_from_slice(&k.0).ok());
-        let known = journal
-            .identity_refs()?
-            .into_iter()
-            .map(|r| (r.hash, r.profile))
-            .collect();
+        let reads = AsyncOutbox::new(journal.outbox()?);
         Ok(Identity {
             key,
             gateway: gateway.to_string(),
             journal,
-            known: Mutex::new(known),
+            reads,
+            serial: Mutex::new(()),
             central: None,
         })
     }
@@ -257,31 +261,41 @@ impl Identity {
         till: &str,
         identifiers: Vec<Identifier>,
     ) -> Result<Recorded, IdentityError> {
-        let mut known = self.known.lock().await;
+        let _serial = self.serial.lock().await;
         let mergeable = identifiers.iter().any(Identifier::is_mergeable);
-        let deciding: Vec<&Identifier> = identifiers
+        let hashes: Vec<String> = identifiers.iter().map(|i| i.hash.clone()).collect();
+        let local = self
+            .reads
+            .read(move |outbox| outbox.profiles_of(&hashes))
+            .await?;
+        let deciding = identifiers
             .iter()
-            .filter(|i| !mergeable || i.is_mergeable())
-            .collect();
-        let mut points = 0;
-        let (customer, source) = match deciding.iter().find_map(|i| known.get(&i.hash)) {
-            Some(local) => (local.clone(), "local"),
-            None => match self.lookup(&deciding).await {
-                Some((profile, central_points)) => {
-                    points = central_points;
-                    (profile, "central")
+            .zip(&local)
+            .filter(|(i, _)| !mergeable || i.is_mergeable());
+        let found_here = deciding.clone().find_map(|(_, profile)| profile.clone());
+        let (customer, source) = match found_here {
+            Some(profile) => (profile, "local"),
+            None => {
+                let deciding: Vec<&Identifier> = deciding.map(|(i, _)| i).collect();
+                match self.lookup(&deciding).await {
+                    Some(view) => {
+                        let profile = view.profile.clone();
+                        self.journal.cache_profile(view).await?;
+                        (profile, "central")
+                    }
+                    None => (
+                        format!("prov:{}:{}", self.gateway, ulid::Ulid::new()),
+                        "provisional",
+                    ),
                 }
-                None => (
-                    format!("prov:{}:{}", self.gateway, ulid::Ulid::new()),
-                    "provisional",
-                ),
-            },
+            }
         };
         let body = serde_json::json!({ "customer": customer, "identifiers": identifiers });
         let identity_refs: Vec<IdentityRef> = identifiers
             .iter()
-            .filter(|identifier| !known.contains_key(&identifier.hash))
-            .map(|identifier| IdentityRef {
+            .zip(&local)
+            .filter(|(_, known)| known.is_none())
+            .map(|(identifier, _)| IdentityRef {
                 hash: identifier.hash.clone(),
                 profile: customer.clone(),
             })
@@ -294,14 +308,12 @@ impl Identity {
                 body: body.to_string(),
                 receipt: None,
                 idempotency: None,
-                identity_refs: identity_refs.clone(),
+                identity_refs,
                 print_on: None,
                 coupon: None,
+                points: None,
             })
             .await?;
-        for identity in identity_refs {
-            known.insert(identity.hash, identity.profile);
-        }
         let customer = match &self.central {
             Some(central) => central.aliases.borrow().resolve(&customer),
             None => customer,
@@ -309,13 +321,12 @@ impl Identity {
         Ok(Recorded {
             customer,
             known: source,
-            points,
             event,
         })
     }
 
     /// Central's profile for these identifiers, if it answers in time and knows one.
-    async fn lookup(&self, identifiers: &[&Identifier]) -> Option<(String, i64)> {
+    async fn lookup(&self, identifiers: &[&Identifier]) -> Option<CachedProfile> {
         let central = self.central.as_ref()?;
         let params = serde_json::json!({ "identifiers": identifiers });
         let answer = central
@@ -327,7 +338,21 @@ impl Identity {
         let reference = profile.get("ref")?.as_str()?;
         crate::protocol::check_profile_ref("ref", reference).ok()?;
         let points = profile.get("points").and_then(|p| p.as_i64()).unwrap_or(0);
-        Some((reference.to_string(), points))
+        let hashes = profile
+            .get("identifiers")
+            .and_then(|i| serde_json::from_value::<Vec<Identifier>>(i.clone()).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(Identifier::has_valid_hash)
+            .map(|i| i.hash)
+            .collect();
+        Some(CachedProfile {
+            profile: reference.to_string(),
+            points,
+            // The writer stamps a look-up with the newest rev applied here.
+            rev: 0,
+            hashes,
+        })
     }
 }
 

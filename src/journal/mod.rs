@@ -24,7 +24,7 @@
 //! - A purchase at a till with a printer gets its print job in the same transaction; print
 //!   jobs change only through the writer (`PrintCommand`), like everything else here.
 //!
-//! # On-disk format (schema version 7, `PRAGMA user_version`)
+//! # On-disk format (schema version 8, `PRAGMA user_version`)
 //! - `events(seq INTEGER PRIMARY KEY, id, kind, at, clock_synced, till, receipt, body)`.
 //! - `receipts(receipt PRIMARY KEY, seq, id)` (version 4): every purchase's receipt, unique
 //!   per gateway (docs/protocol.md), indexed by `seq` for retention.
@@ -39,6 +39,11 @@
 //!   coupon this box accepted.
 //! - `aliases(from_ref, to_ref)` and the `identity_rev` counter (version 7): central's merges
 //!   and the rev up to which every identity change is applied.
+//! - `profile_views(ref PRIMARY KEY, points, rev)`, `points_pending(seq PRIMARY KEY, customer,
+//!   earned, redeemed)`, `erased(ref PRIMARY KEY)` (version 8): central's points for profiles
+//!   this box has seen, the points of purchases central has not acked (deleted with the ack),
+//!   and the profiles erased at central. The writer runs with `secure_delete` on, and an
+//!   erasure truncates the WAL, so an erased customer's identifiers leave the files.
 
 mod lock;
 mod outbox;
@@ -81,6 +86,74 @@ pub struct NewEvent {
     /// For a coupon redemption: the coupon's use, recorded in the same transaction; refused
     /// (`AlreadyRedeemed`) when the coupon has no use left at this box.
     pub coupon: Option<CouponUse>,
+    /// For a purchase by an identified customer: the points it earns and redeems, kept in
+    /// `points_pending` until central acks it; a redemption is checked against the balance in
+    /// the same transaction, so two tills cannot spend the same points.
+    pub points: Option<PointsUse>,
+}
+
+/// The loyalty points of one purchase (`points_pending`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PointsUse {
+    /// The ref the purchase was made with.
+    pub customer: String,
+    /// Every ref that resolves to the same profile, the root first: the balance is the root's
+    /// points at central plus the pending points of all of them.
+    pub members: Vec<String>,
+    /// Points earned.
+    pub earned: i64,
+    /// Points spent.
+    pub redeemed: i64,
+    /// While central is unreachable: the most points this profile may spend at this box
+    /// before central has seen them (`[loyalty] offline_redeem_cap`).
+    pub offline_cap: Option<i64>,
+}
+
+/// What a box knows of a profile's points.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PointsBalance {
+    /// Central's balance as last shared with this box.
+    pub central: i64,
+    /// Earned here, not yet acked by central.
+    pub pending_earned: i64,
+    /// Spent here, not yet acked by central.
+    pub pending_redeemed: i64,
+}
+
+impl PointsBalance {
+    /// What the customer may spend: central's balance plus this box's unsynced earnings minus
+    /// its unsynced redemptions.
+    pub fn total(&self) -> i64 {
+        self.central
+            .saturating_add(self.pending_earned)
+            .saturating_sub(self.pending_redeemed)
+    }
+}
+
+/// One identity change as this box keeps it: what concerns it, already filtered.
+#[derive(Debug, Clone, Default)]
+pub struct KeptChange {
+    /// Merges (`from`, `to`) that name a ref this box has seen.
+    pub merges: Vec<(String, String)>,
+    /// Views of profiles this box has seen.
+    pub views: Vec<CachedProfile>,
+    /// For each erased profile: every ref of it this box knows (the profile first).
+    pub erased: Vec<Vec<String>>,
+    /// Every change up to this rev is applied.
+    pub complete_upto: u64,
+}
+
+/// Central's view of a profile this box has seen.
+#[derive(Debug, Clone)]
+pub struct CachedProfile {
+    /// The profile's ref.
+    pub profile: String,
+    /// Its points at central.
+    pub points: i64,
+    /// The change (or 0 for a look-up) it came with; an older view never replaces a newer one.
+    pub rev: u64,
+    /// Its identifier hashes, cached so this box recognises the customer by any of them.
+    pub hashes: Vec<String>,
 }
 
 /// A coupon accepted at this box (`coupon_redemptions`).
@@ -153,6 +226,24 @@ pub enum AppendError {
     /// The coupon has no use left at this box.
     #[error("coupon {0} was already redeemed at this gateway")]
     AlreadyRedeemed(String),
+    /// A redemption of more points than the customer has.
+    #[error("the customer has {balance} points; {asked} cannot be redeemed")]
+    InsufficientPoints {
+        /// The balance.
+        balance: i64,
+        /// The points asked for.
+        asked: i64,
+    },
+    /// An offline redemption beyond `[loyalty] offline_redeem_cap`.
+    #[error("central is unreachable and this customer already redeemed {spent} of the {cap} points allowed offline; {asked} more cannot be redeemed")]
+    OfflinePointsCap {
+        /// The cap.
+        cap: i64,
+        /// Spent offline already.
+        spent: i64,
+        /// Asked for now.
+        asked: i64,
+    },
     /// Any other SQLite failure; the group rolled back.
     #[error("journal storage failed: {0}")]
     Storage(String),
@@ -252,9 +343,12 @@ pub(crate) enum Command {
         command: PrintCommand,
         reply: oneshot::Sender<Result<i64, PrintRefusal>>,
     },
-    Aliases {
-        merges: Vec<(String, String)>,
-        complete_upto: u64,
+    IdentityChange {
+        change: Box<KeptChange>,
+        reply: oneshot::Sender<Result<u64, String>>,
+    },
+    CacheProfile {
+        view: CachedProfile,
         reply: oneshot::Sender<Result<u64, String>>,
     },
 }
@@ -367,19 +461,23 @@ impl Journal {
         self.request(|reply| Command::NextSession { reply }).await
     }
 
-    /// Records central's merges (`from`, `to`) and that every identity change up to
-    /// `complete_upto` is applied; the stored rev only grows. Returns the stored rev.
-    pub async fn record_aliases(
-        &self,
-        merges: Vec<(String, String)>,
-        complete_upto: u64,
-    ) -> Result<u64, JournalError> {
-        self.request(|reply| Command::Aliases {
-            merges,
-            complete_upto,
+    /// Records what an identity change meant for this box: merges, profile views (their
+    /// identifiers cached, unless the profile was erased), erasures (every identifier and
+    /// view of the profile deleted, its `identity_seen` bodies stripped of identifiers, the
+    /// WAL truncated) and that every change up to `complete_upto` is applied; the stored rev
+    /// only grows. Returns the stored rev.
+    pub async fn record_identity_change(&self, change: KeptChange) -> Result<u64, JournalError> {
+        self.request(|reply| Command::IdentityChange {
+            change: Box::new(change),
             reply,
         })
         .await
+    }
+
+    /// Caches central's view of a profile found by `profile.lookup`.
+    pub async fn cache_profile(&self, view: CachedProfile) -> Result<u64, JournalError> {
+        self.request(|reply| Command::CacheProfile { view, reply })
+            .await
     }
 
     /// Sends the writer a command and waits for its answer; a failed commit's error becomes
@@ -435,12 +533,6 @@ impl Journal {
     /// Opens a read connection for the outbox; reads never block the writer (WAL).
     pub fn outbox(&self) -> Result<Outbox, JournalError> {
         Outbox::open(&self.path)
-    }
-
-    /// Every identifier hash recorded with its profile ref, read at start-up by the identity
-    /// part.
-    pub fn identity_refs(&self) -> Result<Vec<IdentityRef>, JournalError> {
-        Outbox::open(&self.path)?.identity_refs()
     }
 
     /// The journal file's path.

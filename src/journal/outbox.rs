@@ -5,7 +5,7 @@ use std::path::Path;
 use rusqlite::{Connection, OptionalExtension};
 use serde_json::value::RawValue;
 
-use super::{IdentityRef, JournalError, Position};
+use super::{IdentityRef, JournalError, PointsBalance, Position};
 use crate::protocol::WireEvent;
 
 /// A coupon redemption already recorded at this box.
@@ -187,6 +187,25 @@ impl Outbox {
                  OR EXISTS(SELECT 1 FROM aliases WHERE from_ref = ?1 OR to_ref = ?1)",
             )?
             .query_row([profile], |r| r.get(0))?)
+    }
+
+    /// The profile ref each hash is recorded under here, if any.
+    pub fn profiles_of(&self, hashes: &[String]) -> Result<Vec<Option<String>>, JournalError> {
+        let mut statement = self
+            .conn
+            .prepare_cached("SELECT profile FROM identity_refs WHERE hash = ?1")?;
+        let mut found = Vec::with_capacity(hashes.len());
+        for hash in hashes {
+            found.push(statement.query_row([hash], |r| r.get(0)).optional()?);
+        }
+        Ok(found)
+    }
+
+    /// The points of the profile whose refs are `members` (the root first): central's view
+    /// plus what this box earned and spent that central has not acked.
+    pub fn points(&self, members: &[String]) -> Result<PointsBalance, JournalError> {
+        let acked = self.position()?.acked_upto;
+        Ok(super::writer::points_balance(&self.conn, members, acked)?)
     }
 
     /// The committed and acked positions as on disk.

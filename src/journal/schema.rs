@@ -73,6 +73,24 @@ const MIGRATIONS: &[&str] = &[
     "CREATE TABLE aliases(from_ref TEXT NOT NULL, to_ref TEXT NOT NULL,
         PRIMARY KEY(from_ref, to_ref)) WITHOUT ROWID;
     INSERT INTO counters(name, value) VALUES ('identity_rev', 0);",
+    // 7 -> 8: loyalty and the customer cache. `profile_views`: central's points for profiles
+    // this box has seen (from identity changes and look-ups); `points_pending`: each unacked
+    // purchase's points, so the balance a till shows is central's plus what central has not
+    // seen yet; `erased`: profiles erased at central, whose identifiers this box never caches
+    // again.
+    "CREATE TABLE profile_views(ref TEXT PRIMARY KEY, points INTEGER NOT NULL, rev INTEGER NOT NULL)
+        WITHOUT ROWID;
+    CREATE TABLE points_pending(seq INTEGER PRIMARY KEY, customer TEXT NOT NULL,
+        earned INTEGER NOT NULL, redeemed INTEGER NOT NULL);
+    CREATE INDEX points_pending_customer ON points_pending(customer);
+    CREATE TABLE erased(ref TEXT PRIMARY KEY) WITHOUT ROWID;
+    CREATE INDEX identity_refs_profile ON identity_refs(profile);
+    INSERT INTO points_pending(seq, customer, earned, redeemed)
+        SELECT seq, json_extract(body, '$.customer'), COALESCE(json_extract(body, '$.points'), 0),
+            COALESCE(json_extract(body, '$.points_redeemed'), 0)
+        FROM events
+        WHERE kind = 'purchase' AND json_extract(body, '$.customer') IS NOT NULL
+            AND seq > (SELECT value FROM counters WHERE name = 'acked_upto');",
 ];
 
 pub(super) fn open_and_migrate(path: &Path) -> Result<Connection, JournalError> {
@@ -119,8 +137,11 @@ pub(super) fn open_read_only(path: &Path) -> Result<Connection, JournalError> {
 }
 
 /// WAL with `synchronous=FULL`: a commit is on disk when it returns, which guarantee 1 needs.
+/// `secure_delete` zeroes what a delete frees, so an erased customer's identifiers do not
+/// linger in free pages (the WAL is truncated after an erasure, see the writer).
 pub(super) fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "secure_delete", "ON")?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;

@@ -7,7 +7,8 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use tokio::sync::{mpsc, watch};
 
 use super::{
-    AckOutcome, AppendError, Appended, Command, JournalError, NewEvent, Position, Retention,
+    AckOutcome, AppendError, Appended, CachedProfile, Command, JournalError, KeptChange, NewEvent,
+    PointsBalance, Position, Retention,
 };
 use crate::clock::{self, Clock};
 use crate::protocol::timestamp;
@@ -83,7 +84,7 @@ enum Answer {
     Ack(AckOutcome),
     Session(u64),
     Print(Result<i64, super::PrintRefusal>),
-    Aliases(u64),
+    Rev(u64),
 }
 
 impl Writer {
@@ -135,6 +136,9 @@ impl Writer {
                 self.current.failing = false;
                 self.current.disk_full = false;
                 self.position.send_replace(self.current);
+                if group.iter().any(erases) {
+                    self.truncate_wal();
+                }
                 for (command, answer) in group.drain(..).zip(answers) {
                     answer_command(command, answer);
                 }
@@ -153,6 +157,26 @@ impl Writer {
                     refuse_command(command, &refusal, &error);
                 }
             }
+        }
+    }
+
+    /// After an erasure the old pages still sit in the WAL until a checkpoint copies the
+    /// zeroed ones over them; TRUNCATE then empties the file, so the customer's identifiers
+    /// are nowhere on disk. Readers finish within the busy timeout.
+    fn truncate_wal(&mut self) {
+        let outcome: rusqlite::Result<(i64, i64, i64)> =
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                });
+        match outcome {
+            Ok((0, _, _)) => {}
+            Ok((_, log, done)) => tracing::warn!(
+                log,
+                done,
+                "WAL not truncated after an erasure (readers busy); the next checkpoint will"
+            ),
+            Err(error) => tracing::warn!(%error, "WAL checkpoint after an erasure failed"),
         }
     }
 
@@ -184,22 +208,21 @@ impl Writer {
                 Command::Print { command, .. } => {
                     Answer::Print(super::print_queue::apply(&tx, command)?)
                 }
-                Command::Aliases {
-                    merges,
-                    complete_upto,
-                    ..
-                } => {
-                    for (from, to) in merges {
-                        tx.prepare_cached(
-                            "INSERT OR IGNORE INTO aliases(from_ref, to_ref) VALUES (?1, ?2)",
-                        )?
-                        .execute([from, to])?;
-                    }
-                    tx.execute(
-                        "UPDATE counters SET value = MAX(value, ?1) WHERE name = 'identity_rev'",
-                        [*complete_upto as i64],
+                Command::IdentityChange { change, .. } => {
+                    record_identity_change(&tx, change)?;
+                    Answer::Rev(counter(&tx, "identity_rev")?)
+                }
+                Command::CacheProfile { view, .. } => {
+                    // A look-up is central's state now: as new as the newest change applied.
+                    let rev = counter(&tx, "identity_rev")?;
+                    cache_profile(
+                        &tx,
+                        &CachedProfile {
+                            rev,
+                            ..view.clone()
+                        },
                     )?;
-                    Answer::Aliases(counter(&tx, "identity_rev")?)
+                    Answer::Rev(counter(&tx, "identity_rev")?)
                 }
             };
             answers.push(answer);
@@ -236,7 +259,8 @@ fn answer_command(command: Command, answer: Answer) {
         (Command::Print { reply, .. }, Answer::Print(result)) => {
             let _ = reply.send(result);
         }
-        (Command::Aliases { reply, .. }, Answer::Aliases(rev)) => {
+        (Command::IdentityChange { reply, .. }, Answer::Rev(rev))
+        | (Command::CacheProfile { reply, .. }, Answer::Rev(rev)) => {
             let _ = reply.send(Ok(rev));
         }
         (command, _) => refuse_command(
@@ -261,10 +285,72 @@ fn refuse_command(command: Command, refusal: &AppendError, error: &rusqlite::Err
         Command::Print { reply, .. } => {
             let _ = reply.send(Err(super::PrintRefusal::Storage(error.to_string())));
         }
-        Command::Aliases { reply, .. } => {
+        Command::IdentityChange { reply, .. } | Command::CacheProfile { reply, .. } => {
             let _ = reply.send(Err(error.to_string()));
         }
     }
+}
+
+fn erases(command: &Command) -> bool {
+    matches!(command, Command::IdentityChange { change, .. } if !change.erased.is_empty())
+}
+
+/// Merges, profile views and erasures of one identity change, in that order: a view in the
+/// same change as the profile's erasure caches nothing.
+fn record_identity_change(tx: &Transaction<'_>, change: &KeptChange) -> rusqlite::Result<()> {
+    for (from, to) in &change.merges {
+        tx.prepare_cached("INSERT OR IGNORE INTO aliases(from_ref, to_ref) VALUES (?1, ?2)")?
+            .execute([from, to])?;
+    }
+    for members in &change.erased {
+        for member in members {
+            tx.prepare_cached("INSERT OR IGNORE INTO erased(ref) VALUES (?1)")?
+                .execute([member])?;
+        }
+    }
+    for view in &change.views {
+        cache_profile(tx, view)?;
+    }
+    for member in change.erased.iter().flatten() {
+        tx.prepare_cached("DELETE FROM identity_refs WHERE profile = ?1")?
+            .execute([member])?;
+        tx.prepare_cached("DELETE FROM profile_views WHERE ref = ?1")?
+            .execute([member])?;
+        // The event stays (its seq, its ref, whether central has it); only the pseudonymous
+        // ref is left in it.
+        tx.prepare_cached(
+            "UPDATE events SET body = json_set(body, '$.identifiers', json('[]'))
+             WHERE kind = 'identity_seen' AND json_extract(body, '$.customer') = ?1",
+        )?
+        .execute([member])?;
+    }
+    tx.execute(
+        "UPDATE counters SET value = MAX(value, ?1) WHERE name = 'identity_rev'",
+        [change.complete_upto as i64],
+    )?;
+    Ok(())
+}
+
+/// Central's points for a profile (newer views win) and its identifiers, unless the profile
+/// was erased.
+fn cache_profile(tx: &Transaction<'_>, view: &CachedProfile) -> rusqlite::Result<()> {
+    let erased: bool = tx
+        .prepare_cached("SELECT EXISTS(SELECT 1 FROM erased WHERE ref = ?1)")?
+        .query_row([&view.profile], |r| r.get(0))?;
+    if erased {
+        return Ok(());
+    }
+    tx.prepare_cached(
+        "INSERT INTO profile_views(ref, points, rev) VALUES (?1, ?2, ?3)
+         ON CONFLICT(ref) DO UPDATE SET points = excluded.points, rev = excluded.rev
+         WHERE excluded.rev >= profile_views.rev",
+    )?
+    .execute(params![view.profile, view.points, view.rev as i64])?;
+    for hash in &view.hashes {
+        tx.prepare_cached("INSERT OR IGNORE INTO identity_refs(hash, profile) VALUES (?1, ?2)")?
+            .execute([hash, &view.profile])?;
+    }
+    Ok(())
 }
 
 /// One append inside the group's transaction. `Ok(Err(_))` is a refusal that wrote nothing;
@@ -344,6 +430,11 @@ fn append(
         )?
         .execute(params![idem.key, &idem.fingerprint[..], seq as i64, id])?;
     }
+    if let Some(points) = &event.points {
+        if let Err(refusal) = check_points(tx, points, current.acked_upto)? {
+            return Ok(Err(refusal));
+        }
+    }
     if let Some(coupon) = &event.coupon {
         let used: i64 = tx
             .prepare_cached("SELECT COUNT(*) FROM coupon_redemptions WHERE coupon = ?1")?
@@ -375,6 +466,21 @@ fn append(
             timestamp(now)
         ])?;
     }
+    if let Some(points) = event
+        .points
+        .as_ref()
+        .filter(|p| p.earned != 0 || p.redeemed != 0)
+    {
+        tx.prepare_cached(
+            "INSERT INTO points_pending(seq, customer, earned, redeemed) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![
+            seq as i64,
+            points.customer,
+            points.earned,
+            points.redeemed
+        ])?;
+    }
     current.last_seq = seq;
     if !went_backwards {
         *last_at = Some(now);
@@ -384,6 +490,65 @@ fn append(
         id,
         replayed: false,
     }))
+}
+
+/// A redemption within the balance and, offline, within the cap; checked in the writer so
+/// concurrent tills see each other's spending.
+fn check_points(
+    tx: &Transaction<'_>,
+    points: &super::PointsUse,
+    acked_upto: u64,
+) -> rusqlite::Result<Result<(), AppendError>> {
+    if points.redeemed <= 0 {
+        return Ok(Ok(()));
+    }
+    let balance = points_balance(tx, &points.members, acked_upto)?;
+    if points.redeemed > balance.total() {
+        return Ok(Err(AppendError::InsufficientPoints {
+            balance: balance.total(),
+            asked: points.redeemed,
+        }));
+    }
+    if let Some(cap) = points.offline_cap {
+        if balance.pending_redeemed.saturating_add(points.redeemed) > cap {
+            return Ok(Err(AppendError::OfflinePointsCap {
+                cap,
+                spent: balance.pending_redeemed,
+                asked: points.redeemed,
+            }));
+        }
+    }
+    Ok(Ok(()))
+}
+
+/// The balance of the profile whose refs are `members` (the root first).
+pub(crate) fn points_balance(
+    conn: &Connection,
+    members: &[String],
+    acked_upto: u64,
+) -> rusqlite::Result<PointsBalance> {
+    let mut balance = PointsBalance::default();
+    let Some(root) = members.first() else {
+        return Ok(balance);
+    };
+    balance.central = conn
+        .prepare_cached("SELECT points FROM profile_views WHERE ref = ?1")?
+        .query_row([root], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0);
+    for member in members {
+        let (earned, redeemed): (i64, i64) = conn
+            .prepare_cached(
+                "SELECT COALESCE(SUM(earned), 0), COALESCE(SUM(redeemed), 0) FROM points_pending
+                 WHERE customer = ?1 AND seq > ?2",
+            )?
+            .query_row(params![member, acked_upto as i64], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        balance.pending_earned = balance.pending_earned.saturating_add(earned);
+        balance.pending_redeemed = balance.pending_redeemed.saturating_add(redeemed);
+    }
+    Ok(balance)
 }
 
 fn record_ack(
@@ -417,6 +582,9 @@ fn compact(tx: &Transaction<'_>, acked_upto: u64, retention: Retention) -> rusql
     let keys_cutoff = acked_upto.saturating_sub(retention.keep_keys);
     compact_table(tx, "idempotency", keys_cutoff)?;
     compact_table(tx, "receipts", keys_cutoff)?;
+    // Central has these purchases' points now; its next view carries them.
+    tx.prepare_cached("DELETE FROM points_pending WHERE seq <= ?1")?
+        .execute([acked_upto as i64])?;
     Ok(())
 }
 

@@ -104,6 +104,11 @@ pub struct Purchase {
     /// Loyalty points earned.
     #[serde(default)]
     pub points: i64,
+    /// Loyalty points the customer spent on this sale. Absent means 0. An extension of
+    /// docs/protocol.md's body (there is no event for spending points): central's ledger
+    /// applies `points - points_redeemed`; readers that do not know it ignore it.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub points_redeemed: i64,
     /// What the total differs from the lines' sum by, stated by the till (a coupon's
     /// discount is negative, rounding or a deposit either way). Absent means 0: then
     /// `total_minor` must equal the sum of `qty * unit_minor`, so a till bug cannot record a
@@ -111,6 +116,9 @@ pub struct Purchase {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub adjustment_minor: i64,
 }
+
+/// More points than one sale can earn or spend.
+const MAX_POINTS: i64 = 1_000_000_000_000;
 
 fn is_zero(n: &i64) -> bool {
     *n == 0
@@ -221,8 +229,17 @@ impl Purchase {
         for (i, coupon) in self.coupons.iter().enumerate() {
             check_id(&format!("coupons[{i}]"), coupon)?;
         }
-        if self.points < 0 {
-            return Err(FieldError::new("points", "must not be negative"));
+        if !(0..=MAX_POINTS).contains(&self.points) {
+            return Err(FieldError::new("points", "must be 0 to 10^12"));
+        }
+        if !(0..=MAX_POINTS).contains(&self.points_redeemed) {
+            return Err(FieldError::new("points_redeemed", "must be 0 to 10^12"));
+        }
+        if self.points_redeemed > 0 && self.customer.is_none() {
+            return Err(FieldError::new(
+                "points_redeemed",
+                "points can only be spent by an identified customer",
+            ));
         }
         Ok(())
     }
@@ -302,6 +319,7 @@ mod tests {
             customer: None,
             coupons: vec![],
             points: 3,
+            points_redeemed: 0,
             adjustment_minor: 0,
         }
     }

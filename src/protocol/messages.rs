@@ -211,6 +211,15 @@ pub struct Identifier {
 }
 
 impl Identifier {
+    /// Whether `hash` is what docs/protocol.md says it is: 64 lower-case hex digits.
+    pub fn has_valid_hash(&self) -> bool {
+        self.hash.len() == 64
+            && self
+                .hash
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    }
+
     /// Whether it may decide which profile an identification belongs to (docs/protocol.md
     /// "Identity"): cards, app tokens, verified phones and emails. An unverified one is
     /// recorded beside them and decides nothing, so a phone typed at a shared kiosk never glues
@@ -263,6 +272,36 @@ pub struct IdentityChange {
     /// Profiles erased (right to erasure): every cached detail goes.
     #[serde(default)]
     pub erased: Vec<String>,
+}
+
+impl IdentityChange {
+    /// docs/protocol.md's rules for a change: a rev in range, well-formed refs and hashes.
+    pub fn check(&self) -> Result<(), String> {
+        if !super::is_valid_seq(self.rev) {
+            return Err(format!("rev {} is outside 1 .. 2^53-1", self.rev));
+        }
+        let refs = self
+            .merges
+            .iter()
+            .flat_map(|m| [&m.from, &m.to])
+            .chain(self.profiles.iter().map(|p| &p.profile))
+            .chain(self.erased.iter());
+        for profile in refs {
+            super::check_profile_ref("ref", profile).map_err(|e| e.to_string())?;
+        }
+        if let Some(bad) = self
+            .profiles
+            .iter()
+            .flat_map(|p| &p.identifiers)
+            .find(|i| !i.has_valid_hash())
+        {
+            return Err(format!(
+                "identifier hash {:?} is not 64 hex digits",
+                bad.hash
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// One ref merged into another: `from` now resolves to `to`.

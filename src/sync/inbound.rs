@@ -6,8 +6,7 @@ use base64::Engine;
 
 use crate::protocol::topics::{GatewayTopics, CONFIG_FLEET, IDENTITY};
 use crate::protocol::{
-    check_profile_ref, is_valid_seq, Ack, IdentityChange, OrderStatus, RpcResponse, SignedLayer,
-    MAX_PAYLOAD_BYTES,
+    is_valid_seq, Ack, IdentityChange, OrderStatus, RpcResponse, SignedLayer, MAX_PAYLOAD_BYTES,
 };
 
 #[derive(Debug)]
@@ -83,22 +82,9 @@ pub(super) fn parse(
         "identity" => {
             let change: IdentityChange =
                 decode(payload).map_err(|d| refuse("invalid_message", d))?;
-            if !is_valid_seq(change.rev) {
-                return Err(refuse(
-                    "invalid_message",
-                    format!("rev {} is outside 1 .. 2^53-1", change.rev),
-                ));
-            }
-            let refs = change
-                .merges
-                .iter()
-                .flat_map(|m| [&m.from, &m.to])
-                .chain(change.profiles.iter().map(|p| &p.profile))
-                .chain(change.erased.iter());
-            for profile in refs {
-                check_profile_ref("ref", profile)
-                    .map_err(|e| refuse("invalid_message", e.to_string()))?;
-            }
+            change
+                .check()
+                .map_err(|detail| refuse("invalid_message", detail))?;
             Ok(Inbound::Identity(change))
         }
         "config" => {

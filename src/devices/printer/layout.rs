@@ -74,6 +74,9 @@ pub fn render(layout: &Layout, purchase: &Purchase, copy: bool) -> Vec<u8> {
     if purchase.points > 0 {
         e.line(&format!("Points earned: {}", purchase.points));
     }
+    if purchase.points_redeemed > 0 {
+        e.line(&format!("Points redeemed: {}", purchase.points_redeemed));
+    }
     if let Some(url) = &layout.qr_url {
         e.feed(1)
             .align(Align::Centre)
@@ -111,6 +114,7 @@ mod tests {
             customer: None,
             coupons: vec!["c-10".into()],
             points: 5,
+            points_redeemed: 0,
             adjustment_minor: 0,
         }
     }
