@@ -16,7 +16,7 @@ mod server;
 pub use errors::ApiError;
 pub use live::LiveEvents;
 pub use printing::Printing;
-pub use server::{Limits, MAX_CONNECTIONS};
+pub use server::{serve as serve_router, Limits, MAX_CONNECTIONS};
 
 use std::sync::Arc;
 
@@ -35,7 +35,7 @@ use crate::metrics::Metrics;
 use crate::sync::SyncState;
 
 /// Largest request body: a 500-line basket is ~60 KiB, and one event must fit a batch.
-const MAX_BODY_BYTES: usize = 128 * 1024;
+pub(crate) const MAX_BODY_BYTES: usize = 128 * 1024;
 
 /// A request (body included) that takes longer is answered 408: a client dribbling a body
 /// must not hold a connection for ever. The live event stream is exempt.
@@ -111,7 +111,7 @@ pub async fn serve(
 
 /// Answers 408 for a request that outlives `REQUEST_TIMEOUT`; a write already handed to the
 /// journal still commits (a retry with its Idempotency-Key or receipt is then a replay).
-async fn request_timeout(request: Request, next: Next) -> Response {
+pub(crate) async fn request_timeout(request: Request, next: Next) -> Response {
     if request.uri().path() == "/v1/events" {
         return next.run(request).await;
     }
@@ -128,7 +128,7 @@ async fn request_timeout(request: Request, next: Next) -> Response {
 
 /// Every error the router or an extractor produces by itself (unknown path, wrong method, a
 /// body over the limit) gets the same JSON error body as the handlers' own refusals.
-async fn json_errors(request: Request, next: Next) -> Response {
+pub(crate) async fn json_errors(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let (code, message) = match response.status() {
         StatusCode::NOT_FOUND => ("not_found", "no such resource"),
@@ -159,16 +159,18 @@ async fn devices(State(state): State<ApiState>) -> Json<serde_json::Value> {
 
 /// Whether the request may see guarded routes: no tokens configured, or a valid bearer.
 fn authorised(state: &ApiState, headers: &axum::http::HeaderMap) -> bool {
-    if state.tokens.is_empty() {
-        return true;
-    }
+    state.tokens.is_empty() || bearer_matches(&state.tokens, headers)
+}
+
+/// Whether the request carries `Authorization: Bearer <one of tokens>` (compared in constant
+/// time).
+pub(crate) fn bearer_matches(tokens: &[String], headers: &axum::http::HeaderMap) -> bool {
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
     presented.is_some_and(|token| {
-        state
-            .tokens
+        tokens
             .iter()
             .any(|t| constant_time_eq(t.as_bytes(), token.as_bytes()))
     })

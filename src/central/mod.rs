@@ -1,9 +1,13 @@
 //! The reference central profile service: the central side of docs/protocol.md. It stores each
-//! gateway's events exactly once, applies them in seq order, and acks a gap-free prefix.
+//! gateway's events exactly once, applies them in seq order, and acks a gap-free prefix;
+//! resolves identities, keeps the points ledger and serves the online channel (`api.rs`).
 
+pub mod api;
 mod profiles;
 mod service;
 mod store;
 
 pub use service::{run, CentralError};
-pub use store::{BatchOutcome, Store, StoreError};
+pub use store::{
+    BatchOutcome, ChannelError, CustomerView, OnlinePurchase, Registered, Store, StoreError,
+};

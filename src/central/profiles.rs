@@ -6,6 +6,11 @@
 //! candidate a new `p:` profile is created. An identification with nothing mergeable merges
 //! nothing. Every change that results gets the next fleet-wide `rev`, is stored for
 //! `identity.since`, and is broadcast by the service after the commit.
+//!
+//! Points live in a ledger, one row per purchase event id (or online order), so a re-sent
+//! event never counts twice; a profile's balance is the sum over every ref merged into it.
+//! Erasure deletes identifiers, strips them from stored events and past changes, and keeps
+//! only the pseudonymous ref.
 
 use rusqlite::{params, OptionalExtension, Transaction};
 
@@ -42,11 +47,27 @@ pub(super) fn apply_seen(tx: &Transaction<'_>, body: &str) -> rusqlite::Result<O
     let Ok(seen) = serde_json::from_str::<Seen>(body) else {
         return Ok(None);
     };
-    let deciding: Vec<&Identifier> = seen
-        .identifiers
-        .iter()
-        .filter(|i| i.is_mergeable())
-        .collect();
+    Ok(identify(tx, Some(&seen.customer), &seen.identifiers)?.and_then(|r| r.change))
+}
+
+/// What resolving an identification did.
+pub(super) struct Resolved {
+    /// The profile the identification belongs to.
+    pub survivor: String,
+    /// Whether that profile was created by it.
+    pub created: bool,
+    /// The change it made, stored, as JSON.
+    pub change: Option<String>,
+}
+
+/// Resolves an identification: by a gateway (`customer` is the ref it was recorded under) or
+/// by the online channel (`customer` is `None`). `None` when nothing mergeable was given.
+pub(super) fn identify(
+    tx: &Transaction<'_>,
+    customer: Option<&str>,
+    identifiers: &[Identifier],
+) -> rusqlite::Result<Option<Resolved>> {
+    let deciding: Vec<&Identifier> = identifiers.iter().filter(|i| i.is_mergeable()).collect();
     if deciding.is_empty() {
         return Ok(None);
     }
@@ -60,8 +81,16 @@ pub(super) fn apply_seen(tx: &Transaction<'_>, body: &str) -> rusqlite::Result<O
             candidates.push(resolve(tx, &owner)?);
         }
     }
-    if seen.customer.starts_with("p:") && exists(tx, &seen.customer)? {
-        candidates.push(resolve(tx, &seen.customer)?);
+    // An erased profile is nobody's any more: a box that cached its ref before the erasure
+    // neither revives it nor links its history to whoever the identifiers belong to now.
+    let customer = match customer {
+        Some(c) if is_erased(tx, &resolve(tx, c)?)? => None,
+        other => other,
+    };
+    if let Some(customer) = customer.filter(|c| c.starts_with("p:")) {
+        if exists(tx, customer)? {
+            candidates.push(resolve(tx, customer)?);
+        }
     }
     candidates.sort();
     candidates.dedup();
@@ -87,9 +116,11 @@ pub(super) fn apply_seen(tx: &Transaction<'_>, body: &str) -> rusqlite::Result<O
     for other in candidates.iter().filter(|c| **c != survivor) {
         merge(tx, other)?;
     }
-    merge(tx, &seen.customer)?;
+    if let Some(customer) = customer {
+        merge(tx, customer)?;
+    }
     let mut attached = false;
-    for identifier in &seen.identifiers {
+    for identifier in identifiers {
         attached |= tx
             .prepare_cached(
                 "INSERT OR IGNORE INTO profile_identifiers(hash, kind, verified, profile) VALUES (?1, ?2, ?3, ?4)",
@@ -102,9 +133,26 @@ pub(super) fn apply_seen(tx: &Transaction<'_>, body: &str) -> rusqlite::Result<O
             ])?
             > 0;
     }
-    if !created && !attached && merges.is_empty() {
-        return Ok(None);
-    }
+    let change = if created || attached || !merges.is_empty() {
+        let view = view(tx, &survivor)?;
+        Some(record_change(tx, merges, vec![view], Vec::new())?)
+    } else {
+        None
+    };
+    Ok(Some(Resolved {
+        survivor,
+        created,
+        change,
+    }))
+}
+
+/// Gives a change the next fleet-wide rev and stores it for `identity.since`; returns its JSON.
+pub(super) fn record_change(
+    tx: &Transaction<'_>,
+    merges: Vec<Merge>,
+    profiles: Vec<ProfileView>,
+    erased: Vec<String>,
+) -> rusqlite::Result<String> {
     let rev: i64 = tx.query_row(
         "UPDATE counters SET value = value + 1 WHERE name = 'identity_rev' RETURNING value",
         [],
@@ -113,13 +161,123 @@ pub(super) fn apply_seen(tx: &Transaction<'_>, body: &str) -> rusqlite::Result<O
     let change = IdentityChange {
         rev: rev.max(0) as u64,
         merges,
-        profiles: vec![view(tx, &survivor)?],
-        erased: Vec::new(),
+        profiles,
+        erased,
     };
-    let json = serde_json::to_string(&change).unwrap_or_default();
+    let json = serde_json::to_string(&change)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
     tx.prepare_cached("INSERT INTO identity_changes(rev, change) VALUES (?1, ?2)")?
         .execute(params![rev, json])?;
-    Ok(Some(json))
+    Ok(json)
+}
+
+/// Every ref that resolves to `root` (itself included).
+pub(super) fn members(tx: &Transaction<'_>, root: &str) -> rusqlite::Result<Vec<String>> {
+    tx.prepare_cached(
+        "WITH RECURSIVE members(ref) AS (
+            SELECT ?1
+            UNION SELECT from_ref FROM profile_aliases JOIN members ON to_ref = members.ref)
+         SELECT ref FROM members",
+    )?
+    .query_map([root], |r| r.get(0))?
+    .collect()
+}
+
+/// Records `points` for `customer` under `entry` (an event id, or an online order) once;
+/// returns the change that tells the boxes the profile's new balance, if the customer has a
+/// profile.
+pub(super) fn add_points(
+    tx: &Transaction<'_>,
+    entry: &str,
+    customer: &str,
+    points: i64,
+    source: &str,
+) -> rusqlite::Result<Option<String>> {
+    if points == 0 {
+        return Ok(None);
+    }
+    let inserted = tx
+        .prepare_cached(
+            "INSERT OR IGNORE INTO points_ledger(entry, profile, points, source, at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![
+            entry,
+            customer,
+            points,
+            source,
+            crate::protocol::timestamp(std::time::SystemTime::now())
+        ])?;
+    let root = resolve(tx, customer)?;
+    if inserted == 0 || !exists(tx, &root)? {
+        return Ok(None);
+    }
+    let view = view(tx, &root)?;
+    record_change(tx, Vec::new(), vec![view], Vec::new()).map(Some)
+}
+
+/// The right to erasure: every identifier of the profile and of every ref merged into it is
+/// deleted, stored `identity_seen` bodies and past changes lose their identifiers, and the
+/// profile is marked erased. Its events and points stay, under the pseudonymous ref. Returns
+/// the erased root and the change that tells every box; `None` when there is no such profile.
+pub(super) fn erase(
+    tx: &Transaction<'_>,
+    profile: &str,
+) -> rusqlite::Result<Option<(String, String)>> {
+    let root = resolve(tx, profile)?;
+    if !exists(tx, &root)? {
+        return Ok(None);
+    }
+    let members = members(tx, &root)?;
+    for member in &members {
+        tx.prepare_cached("DELETE FROM profile_identifiers WHERE profile = ?1")?
+            .execute([member])?;
+        tx.prepare_cached(
+            "UPDATE events SET body = json_set(body, '$.identifiers', json('[]'))
+             WHERE kind = 'identity_seen' AND json_extract(body, '$.customer') = ?1",
+        )?
+        .execute([member])?;
+    }
+    let mut rewrites = Vec::new();
+    {
+        let mut past = tx.prepare_cached(
+            "SELECT rev, change FROM identity_changes WHERE instr(change, ?1) > 0",
+        )?;
+        let rows = past.query_map([&root], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?;
+        for row in rows {
+            let (rev, json) = row?;
+            let Ok(mut change) = serde_json::from_str::<IdentityChange>(&json) else {
+                continue;
+            };
+            for view in change.profiles.iter_mut().filter(|v| v.profile == root) {
+                view.identifiers.clear();
+            }
+            if let Ok(scrubbed) = serde_json::to_string(&change) {
+                rewrites.push((rev, scrubbed));
+            }
+        }
+    }
+    for (rev, scrubbed) in rewrites {
+        tx.prepare_cached("UPDATE identity_changes SET change = ?2 WHERE rev = ?1")?
+            .execute(params![rev, scrubbed])?;
+    }
+    tx.prepare_cached("UPDATE profiles SET erased_at = ?2 WHERE ref = ?1")?
+        .execute(params![
+            root,
+            crate::protocol::timestamp(std::time::SystemTime::now())
+        ])?;
+    let change = record_change(tx, Vec::new(), Vec::new(), vec![root.clone()])?;
+    Ok(Some((root, change)))
+}
+
+pub(super) fn is_erased(tx: &Transaction<'_>, profile: &str) -> rusqlite::Result<bool> {
+    Ok(tx
+        .prepare_cached("SELECT erased_at IS NOT NULL FROM profiles WHERE ref = ?1")?
+        .query_row([profile], |r| r.get(0))
+        .optional()?
+        .unwrap_or(false))
 }
 
 /// rpc `profile.lookup`: the profile the identifiers belong to (mergeable ones decide; an
@@ -145,8 +303,9 @@ pub(super) fn lookup(
     Ok(None)
 }
 
-fn exists(tx: &Transaction<'_>, profile: &str) -> rusqlite::Result<bool> {
-    tx.prepare_cached("SELECT EXISTS(SELECT 1 FROM profiles WHERE ref = ?1)")?
+/// Whether `profile` is a live (not erased) profile.
+pub(super) fn exists(tx: &Transaction<'_>, profile: &str) -> rusqlite::Result<bool> {
+    tx.prepare_cached("SELECT EXISTS(SELECT 1 FROM profiles WHERE ref = ?1 AND erased_at IS NULL)")?
         .query_row([profile], |r| r.get(0))
 }
 
@@ -190,15 +349,24 @@ fn create(tx: &Transaction<'_>) -> rusqlite::Result<String> {
     Ok(profile)
 }
 
-fn view(tx: &Transaction<'_>, profile: &str) -> rusqlite::Result<ProfileView> {
-    let points: i64 = tx
-        .prepare_cached("SELECT points FROM profiles WHERE ref = ?1")?
-        .query_row([profile], |r| r.get(0))
-        .optional()?
-        .unwrap_or(0);
+/// The profile as gateways see it: its identifiers and the points of every ref merged into it.
+pub(super) fn view(tx: &Transaction<'_>, profile: &str) -> rusqlite::Result<ProfileView> {
+    let mut points = 0i64;
+    for member in members(tx, profile)? {
+        let sum: i64 = tx
+            .prepare_cached(
+                "SELECT COALESCE(SUM(points), 0) FROM points_ledger WHERE profile = ?1",
+            )?
+            .query_row([&member], |r| r.get(0))?;
+        points = points.saturating_add(sum);
+    }
     let identifiers = tx
         .prepare_cached(
-            "SELECT kind, hash, verified FROM profile_identifiers WHERE profile = ?1 ORDER BY hash",
+            "WITH RECURSIVE members(ref) AS (
+                SELECT ?1
+                UNION SELECT from_ref FROM profile_aliases JOIN members ON to_ref = members.ref)
+             SELECT kind, hash, verified FROM profile_identifiers
+             WHERE profile IN (SELECT ref FROM members) ORDER BY hash",
         )?
         .query_map([profile], |r| {
             let kind: String = r.get(0)?;

@@ -29,6 +29,9 @@ pub enum CentralError {
     /// Its TLS files could not be read.
     #[error("TLS setup: {0}")]
     Tls(String),
+    /// The online channel's address could not be bound.
+    #[error("central.api_listen {0}: {1}")]
+    Api(std::net::SocketAddr, std::io::Error),
     /// The MQTT session task stopped on its own.
     #[error("central's MQTT session task ended unexpectedly")]
     SessionEnded,
@@ -57,6 +60,32 @@ pub async fn run(
     let driver = tokio::spawn(crate::mqtt::drive(
         eventloop, backoff, 0, net_tx, stop_rx, keep_will,
     ));
+    let api = match config.central.api_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| CentralError::Api(addr, e))?;
+            tracing::info!(%addr, "central online channel listening");
+            let channel = super::api::OnlineChannel::new(store.clone(), &config, client.clone());
+            let (stop_api, api_stopped) = tokio::sync::watch::channel(false);
+            let limits = crate::api::Limits {
+                header_timeout: Duration::from_secs(10),
+                per_peer: crate::api::MAX_CONNECTIONS,
+            };
+            let task = tokio::spawn(crate::api::serve_router(
+                listener,
+                super::api::router(channel),
+                limits,
+                Arc::new(Metrics::new()),
+                async move {
+                    let mut stopped = api_stopped;
+                    let _ = stopped.wait_for(|s| *s).await;
+                },
+            ));
+            Some((stop_api, task))
+        }
+        None => None,
+    };
     let service = Service {
         client,
         store,
@@ -91,6 +120,10 @@ pub async fn run(
         .client
         .try_publish(topics::CENTRAL_STATUS, QoS::AtLeastOnce, true, offline);
     let _ = service.client.try_disconnect();
+    if let Some((stop_api, task)) = api {
+        let _ = stop_api.send(true);
+        let _ = task.await;
+    }
     let _ = stop_tx.send(true);
     let mut driver = driver;
     if tokio::time::timeout(Duration::from_secs(3), &mut driver)
@@ -214,8 +247,15 @@ impl Service {
         // a gateway whose ack was lost moves on.
         match result {
             Ok(Ok((upto, identity_changes))) => {
+                let ack = serde_json::to_vec(&Ack { upto_seq: upto }).unwrap_or_default();
+                let topic = GatewayTopics::new(store, gateway).ack();
+                if let Err(e) = self.client.try_publish(topic, QoS::AtLeastOnce, false, ack) {
+                    tracing::warn!(error = %e, "central: ack not queued; the gateway will re-send");
+                }
                 // Committed first, broadcast after: a change lost here is still in the store,
-                // and every gateway asks `identity.since` on its next connect.
+                // and every gateway asks `identity.since` on its next connect. After the ack:
+                // a box that hears the ack before the new balance shows too few points for a
+                // moment, never points that could be spent twice.
                 for change in identity_changes {
                     if let Err(e) = self.client.try_publish(
                         topics::IDENTITY,
@@ -225,11 +265,6 @@ impl Service {
                     ) {
                         tracing::warn!(error = %e, "central: identity change not queued; gateways catch up with identity.since");
                     }
-                }
-                let ack = serde_json::to_vec(&Ack { upto_seq: upto }).unwrap_or_default();
-                let topic = GatewayTopics::new(store, gateway).ack();
-                if let Err(e) = self.client.try_publish(topic, QoS::AtLeastOnce, false, ack) {
-                    tracing::warn!(error = %e, "central: ack not queued; the gateway will re-send");
                 }
             }
             Ok(Err(error)) => {

@@ -61,6 +61,18 @@ const SCHEMA: &[&str] = &[
     CREATE INDEX profile_identifiers_profile ON profile_identifiers(profile);
     CREATE TABLE profile_aliases(from_ref TEXT PRIMARY KEY, to_ref TEXT NOT NULL) WITHOUT ROWID;
     INSERT INTO counters(name, value) VALUES ('identity_rev', 0), ('profile_seq', 0);",
+    // 4 -> 5: the points ledger (one row per purchase event or online order, so nothing
+    // counts twice), online purchases from the web shop, and erasure.
+    "CREATE TABLE points_ledger(entry TEXT PRIMARY KEY, profile TEXT NOT NULL,
+        points INTEGER NOT NULL, source TEXT NOT NULL, at TEXT NOT NULL);
+    CREATE INDEX points_ledger_profile ON points_ledger(profile);
+    CREATE INDEX profile_aliases_to ON profile_aliases(to_ref);
+    CREATE TABLE online_purchases(order_id TEXT PRIMARY KEY, customer TEXT NOT NULL,
+        total_minor INTEGER NOT NULL, currency TEXT NOT NULL, lines TEXT NOT NULL,
+        points INTEGER NOT NULL, at TEXT NOT NULL);
+    ALTER TABLE profiles ADD COLUMN erased_at TEXT;
+    CREATE INDEX events_customer ON events(json_extract(body, '$.customer'))
+        WHERE kind IN ('purchase', 'identity_seen', 'coupon_redeemed');",
 ];
 
 /// A central store failure.
@@ -77,6 +89,9 @@ pub enum StoreError {
     /// A read or write failed.
     #[error("central store: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// A task panicked while holding the store.
+    #[error("central store lock poisoned")]
+    Poisoned,
 }
 
 /// What storing one batch did.
@@ -116,6 +131,9 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open)?;
         conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(open)?;
+        // An erased customer's identifiers must not linger in freed pages.
+        conn.pragma_update(None, "secure_delete", "ON")
             .map_err(open)?;
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
@@ -230,6 +248,362 @@ impl Store {
         }
         Ok(changes)
     }
+}
+
+/// What registering a customer online did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registered {
+    /// The profile the identifiers belong to.
+    pub customer: String,
+    /// Whether it was created now.
+    pub created: bool,
+    /// The identity changes to broadcast.
+    pub changes: Vec<String>,
+}
+
+/// What recording an online purchase did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnlinePurchase {
+    /// The profile it was credited to.
+    pub customer: String,
+    /// Points it earned.
+    pub points: i64,
+    /// The profile's balance after it.
+    pub balance: i64,
+    /// Whether the order was already recorded (a retried request).
+    pub replayed: bool,
+    /// The identity changes to broadcast.
+    pub changes: Vec<String>,
+}
+
+/// A profile as the online channel shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CustomerView {
+    /// The profile's ref (the root the asked ref resolves to).
+    pub customer: String,
+    /// Refs merged into it.
+    pub merged: Vec<String>,
+    /// Its identifiers' kinds (never the hashes' values: those stay between the boxes).
+    pub identifiers: Vec<serde_json::Value>,
+    /// Its points: the sum of the ledger over every merged ref.
+    pub points: i64,
+    /// Its purchases, identifications and redemptions, in store and online, newest first.
+    pub timeline: Vec<serde_json::Value>,
+}
+
+/// Why the online channel could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// No such profile.
+    #[error("no customer {0}")]
+    UnknownCustomer(String),
+    /// The profile was erased.
+    #[error("customer {0} was erased")]
+    Erased(String),
+    /// Nothing given could decide who the customer is.
+    #[error("give a card, an app token, or a verified phone or email")]
+    NothingMergeable,
+    /// The order id was used for another purchase.
+    #[error("order {0} was already recorded with other details")]
+    OrderConflict(String),
+    /// Storage failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<rusqlite::Error> for ChannelError {
+    fn from(error: rusqlite::Error) -> ChannelError {
+        ChannelError::Store(StoreError::Sql(error))
+    }
+}
+
+impl Store {
+    /// Registers or finds a customer by what the web shop or app knows (hashed already).
+    pub fn register(
+        &mut self,
+        identifiers: &[crate::protocol::Identifier],
+    ) -> Result<Registered, ChannelError> {
+        let tx = self.conn.transaction()?;
+        let resolved = super::profiles::identify(&tx, None, identifiers)?
+            .ok_or(ChannelError::NothingMergeable)?;
+        tx.commit()?;
+        Ok(Registered {
+            customer: resolved.survivor,
+            created: resolved.created,
+            changes: resolved.change.into_iter().collect(),
+        })
+    }
+
+    /// Attaches an identifier (an app token) to a live profile; returns the profile's root and
+    /// the change to broadcast.
+    pub fn attach_identifier(
+        &mut self,
+        profile: &str,
+        identifier: &crate::protocol::Identifier,
+    ) -> Result<(String, Vec<String>), ChannelError> {
+        let tx = self.conn.transaction()?;
+        let root = live_root(&tx, profile)?;
+        tx.prepare_cached(
+            "INSERT OR IGNORE INTO profile_identifiers(hash, kind, verified, profile) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![
+            identifier.hash,
+            identifier.kind.as_str(),
+            identifier.verified,
+            root
+        ])?;
+        let view = super::profiles::view(&tx, &root)?;
+        let change = super::profiles::record_change(&tx, Vec::new(), vec![view], Vec::new())?;
+        tx.commit()?;
+        Ok((root, vec![change]))
+    }
+
+    /// The profile `profile` resolves to, with its points and timeline (at most `limit`
+    /// entries, newest first).
+    pub fn customer(&mut self, profile: &str, limit: usize) -> Result<CustomerView, ChannelError> {
+        let tx = self.conn.transaction()?;
+        let root = live_root(&tx, profile)?;
+        let members = super::profiles::members(&tx, &root)?;
+        let view = super::profiles::view(&tx, &root)?;
+        let mut timeline = Vec::new();
+        for member in &members {
+            let mut events = tx.prepare_cached(
+                "SELECT at, kind, store, gateway, body FROM events
+                 WHERE json_extract(body, '$.customer') = ?1
+                   AND kind IN ('purchase', 'identity_seen', 'coupon_redeemed')
+                   AND applied IS NOT NULL
+                 ORDER BY at DESC LIMIT ?2",
+            )?;
+            let rows = events.query_map(params![member, limit as i64], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                ))
+            })?;
+            for row in rows {
+                let (at, kind, store, gateway, body) = row?;
+                let body: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                let mut entry = serde_json::json!({
+                    "at": at, "kind": kind, "channel": "store", "store": store, "gateway": gateway,
+                });
+                for field in [
+                    "receipt",
+                    "total_minor",
+                    "currency",
+                    "points",
+                    "points_redeemed",
+                    "coupon",
+                    "discount_minor",
+                ] {
+                    if let Some(value) = body.get(field) {
+                        entry[field] = value.clone();
+                    }
+                }
+                timeline.push(entry);
+            }
+            let mut online = tx.prepare_cached(
+                "SELECT at, order_id, total_minor, currency, points FROM online_purchases
+                 WHERE customer = ?1 ORDER BY at DESC LIMIT ?2",
+            )?;
+            let rows = online.query_map(params![member, limit as i64], |r| {
+                Ok(serde_json::json!({
+                    "at": r.get::<_, String>(0)?, "kind": "purchase", "channel": "online",
+                    "order": r.get::<_, String>(1)?, "total_minor": r.get::<_, i64>(2)?,
+                    "currency": r.get::<_, String>(3)?, "points": r.get::<_, i64>(4)?,
+                }))
+            })?;
+            for row in rows {
+                timeline.push(row?);
+            }
+        }
+        timeline.sort_by(|a, b| b["at"].as_str().cmp(&a["at"].as_str()));
+        timeline.truncate(limit);
+        tx.commit()?;
+        Ok(CustomerView {
+            customer: root.clone(),
+            merged: members.into_iter().filter(|m| *m != root).collect(),
+            identifiers: view
+                .identifiers
+                .iter()
+                .map(|i| serde_json::json!({ "kind": i.kind.as_str(), "verified": i.verified }))
+                .collect(),
+            points: view.points,
+            timeline,
+        })
+    }
+
+    /// Erases a customer (docs/protocol.md "Identity", `erased`); returns the erased root and
+    /// the change to broadcast.
+    pub fn erase(&mut self, profile: &str) -> Result<(String, Vec<String>), ChannelError> {
+        let tx = self.conn.transaction()?;
+        let root = super::profiles::resolve(&tx, profile)?;
+        if super::profiles::is_erased(&tx, &root)? {
+            return Err(ChannelError::Erased(root));
+        }
+        let (root, change) = super::profiles::erase(&tx, profile)?
+            .ok_or_else(|| ChannelError::UnknownCustomer(profile.to_string()))?;
+        tx.commit()?;
+        // The old pages are zeroed in the file; a checkpoint moves them out of the WAL too.
+        let _ = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        Ok((root, vec![change]))
+    }
+
+    /// Records a web shop or app purchase once per `order`; it earns `points`.
+    pub fn online_purchase(
+        &mut self,
+        customer: &str,
+        order: &str,
+        lines: &str,
+        total_minor: i64,
+        currency: &str,
+        points: i64,
+    ) -> Result<OnlinePurchase, ChannelError> {
+        let tx = self.conn.transaction()?;
+        let root = live_root(&tx, customer)?;
+        let held: Option<(String, i64, String, i64)> = tx
+            .prepare_cached(
+                "SELECT customer, total_minor, currency, points FROM online_purchases WHERE order_id = ?1",
+            )?
+            .query_row([order], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .optional()?;
+        let (replayed, points) = match held {
+            Some((held_customer, held_total, held_currency, held_points)) => {
+                let same = super::profiles::resolve(&tx, &held_customer)? == root
+                    && held_total == total_minor
+                    && held_currency == currency;
+                if !same {
+                    return Err(ChannelError::OrderConflict(order.to_string()));
+                }
+                (true, held_points)
+            }
+            None => {
+                tx.prepare_cached(
+                    "INSERT INTO online_purchases(order_id, customer, total_minor, currency, lines, points, at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?
+                .execute(params![
+                    order,
+                    customer,
+                    total_minor,
+                    currency,
+                    lines,
+                    points,
+                    timestamp(std::time::SystemTime::now())
+                ])?;
+                (false, points)
+            }
+        };
+        let changes = if replayed {
+            Vec::new()
+        } else {
+            super::profiles::add_points(
+                &tx,
+                &format!("online:{order}"),
+                customer,
+                points,
+                "online",
+            )?
+            .into_iter()
+            .collect()
+        };
+        let balance = super::profiles::view(&tx, &root)?.points;
+        tx.commit()?;
+        Ok(OnlinePurchase {
+            customer: root,
+            points,
+            balance,
+            replayed,
+            changes,
+        })
+    }
+
+    /// Sales, identification and loyalty figures between `from` and `to` (RFC 3339, `to`
+    /// exclusive), optionally for one store or one channel (`store` or `online`).
+    pub fn kpis(
+        &self,
+        from: &str,
+        to: &str,
+        store: Option<&str>,
+        channel: Option<&str>,
+    ) -> Result<serde_json::Value, StoreError> {
+        let mut report = serde_json::json!({ "from": from, "to": to });
+        if channel.is_none_or(|c| c == "store") {
+            let (purchases, revenue, identified, points_earned, points_redeemed): (
+                i64,
+                i64,
+                i64,
+                i64,
+                i64,
+            ) = self.conn.query_row(
+                "SELECT COUNT(*),
+                        COALESCE(SUM(json_extract(body, '$.total_minor')), 0),
+                        COALESCE(SUM(json_extract(body, '$.customer') IS NOT NULL), 0),
+                        COALESCE(SUM(json_extract(body, '$.points')), 0),
+                        COALESCE(SUM(json_extract(body, '$.points_redeemed')), 0)
+                     FROM events WHERE kind = 'purchase' AND applied IS NOT NULL
+                        AND at >= ?1 AND at < ?2 AND (?3 IS NULL OR store = ?3)",
+                params![from, to, store],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )?;
+            let (redemptions, discount): (i64, i64) = self.conn.query_row(
+                "SELECT COUNT(*), COALESCE(SUM(json_extract(body, '$.discount_minor')), 0)
+                 FROM events WHERE kind = 'coupon_redeemed' AND applied IS NOT NULL
+                    AND at >= ?1 AND at < ?2 AND (?3 IS NULL OR store = ?3)",
+                params![from, to, store],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            let identifications: i64 = self.conn.query_row(
+                "SELECT COUNT(*) FROM events WHERE kind = 'identity_seen' AND applied IS NOT NULL
+                    AND at >= ?1 AND at < ?2 AND (?3 IS NULL OR store = ?3)",
+                params![from, to, store],
+                |r| r.get(0),
+            )?;
+            report["store"] = serde_json::json!({
+                "purchases": purchases,
+                "revenue_minor": revenue,
+                "identified_purchases": identified,
+                "identified_share": if purchases > 0 { identified as f64 / purchases as f64 } else { 0.0 },
+                "identifications": identifications,
+                "points_earned": points_earned,
+                "points_redeemed": points_redeemed,
+                "coupon_redemptions": redemptions,
+                "coupon_discount_minor": discount,
+            });
+        }
+        if channel.is_none_or(|c| c == "online") && store.is_none() {
+            let (purchases, revenue, points): (i64, i64, i64) = self.conn.query_row(
+                "SELECT COUNT(*), COALESCE(SUM(total_minor), 0), COALESCE(SUM(points), 0)
+                 FROM online_purchases WHERE at >= ?1 AND at < ?2",
+                params![from, to],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+            report["online"] = serde_json::json!({
+                "purchases": purchases, "revenue_minor": revenue, "points_earned": points,
+            });
+        }
+        let conflicts: i64 =
+            self.conn
+                .query_row("SELECT COUNT(*) FROM coupon_conflicts", [], |r| r.get(0))?;
+        report["coupon_conflicts"] = conflicts.into();
+        Ok(report)
+    }
+}
+
+/// The live root of `profile`, or why there is none.
+fn live_root(tx: &Transaction<'_>, profile: &str) -> Result<String, ChannelError> {
+    let root = super::profiles::resolve(tx, profile)?;
+    if super::profiles::is_erased(tx, &root)? {
+        return Err(ChannelError::Erased(root));
+    }
+    if !super::profiles::exists(tx, &root)? {
+        return Err(ChannelError::UnknownCustomer(profile.to_string()));
+    }
+    Ok(root)
 }
 
 fn acked(conn: &Connection, store: &str, gateway: &str) -> rusqlite::Result<u64> {
@@ -389,7 +763,8 @@ fn record_redemption(
     Ok(())
 }
 
-/// What applying an event does beyond storing it: an `identity_seen` is resolved into profiles.
+/// What applying an event does beyond storing it: an `identity_seen` is resolved into
+/// profiles, a purchase's points go into the ledger (once per event id).
 fn apply_effects(
     tx: &Transaction<'_>,
     store: &str,
@@ -397,16 +772,34 @@ fn apply_effects(
     seq: i64,
     identity_changes: &mut Vec<String>,
 ) -> rusqlite::Result<()> {
-    let (kind, body): (String, String) = tx
+    let (kind, body, id): (String, String, String) = tx
         .prepare_cached(
-            "SELECT kind, body FROM events WHERE store = ?1 AND gateway = ?2 AND seq = ?3",
+            "SELECT kind, body, id FROM events WHERE store = ?1 AND gateway = ?2 AND seq = ?3",
         )?
-        .query_row(params![store, gateway, seq], |r| Ok((r.get(0)?, r.get(1)?)))?;
-    if kind == crate::protocol::EventKind::IdentitySeen.as_str() {
-        if let Some(change) = super::profiles::apply_seen(tx, &body)? {
-            identity_changes.push(change);
+        .query_row(params![store, gateway, seq], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?;
+    let (kind, id): (String, String) = (kind, id);
+    let change = if kind == crate::protocol::EventKind::IdentitySeen.as_str() {
+        super::profiles::apply_seen(tx, &body)?
+    } else if kind == crate::protocol::EventKind::Purchase.as_str() {
+        match serde_json::from_str::<crate::protocol::Purchase>(&body) {
+            Ok(purchase) => match &purchase.customer {
+                Some(customer) => super::profiles::add_points(
+                    tx,
+                    &id,
+                    customer,
+                    purchase.points.saturating_sub(purchase.points_redeemed),
+                    "store",
+                )?,
+                None => None,
+            },
+            Err(_) => None,
         }
-    }
+    } else {
+        None
+    };
+    identity_changes.extend(change);
     Ok(())
 }
 

@@ -198,6 +198,16 @@ pub fn generate_key() -> Result<NewKey, KeyError> {
     })
 }
 
+/// Checks that `private_key` is a base64 PKCS#8 Ed25519 key that can sign coupons.
+pub fn check_private_key(private_key: &str) -> Result<(), CodeError> {
+    let der = B64
+        .decode(private_key.trim())
+        .map_err(|e| CodeError::Coupon(format!("private key is not base64: {e}")))?;
+    Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
+        .map(|_| ())
+        .map_err(|e| CodeError::Coupon(format!("private key is not an Ed25519 PKCS#8 key: {e}")))
+}
+
 /// Signs `payload` (checked like a scanned coupon's) with a base64 PKCS#8 Ed25519 key (from
 /// `generate_key`, or `openssl genpkey -algorithm ed25519 -outform DER | base64`).
 pub fn issue(private_key: &str, payload: &serde_json::Value) -> Result<String, CodeError> {

@@ -1,4 +1,6 @@
-//! The reference central's config (`storegate central`): `[mqtt]` and `[central]`.
+//! The reference central's config (`storegate central`): `[mqtt]`, `[central]`, and for the
+//! online channel `[identity]` (the fleet key, to hash what the web shop sends), `[coupons]`
+//! (the key that signs coupons) and `[loyalty]` (how online purchases earn points).
 
 use serde::Deserialize;
 
@@ -12,6 +14,32 @@ pub struct CentralConfig {
     pub mqtt: MqttSection,
     /// Central's own settings.
     pub central: CentralSection,
+    /// The fleet identity key.
+    #[serde(default)]
+    pub identity: CentralIdentitySection,
+    /// Coupon issuing.
+    #[serde(default)]
+    pub coupons: CentralCouponsSection,
+    /// How online purchases earn points (the same rule the stores use).
+    #[serde(default)]
+    pub loyalty: crate::loyalty::LoyaltySection,
+}
+
+/// `[identity]` at central.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CentralIdentitySection {
+    /// The fleet HMAC key (base64), the same as the gateways'.
+    pub hmac_key: Option<crate::identity::HmacKey>,
+}
+
+/// `[coupons]` at central.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CentralCouponsSection {
+    /// The Ed25519 private key (base64 PKCS#8, from `storegate coupon keygen`) that signs
+    /// coupons issued through the online channel.
+    pub signing_key: Option<String>,
 }
 
 /// Central's own settings.
@@ -26,6 +54,12 @@ pub struct CentralSection {
     /// MQTT client id; must differ between central instances.
     #[serde(default = "default_central_client_id")]
     pub client_id: String,
+    /// Where the online channel's HTTP API listens (the web shop and app backend); unset:
+    /// no HTTP API.
+    pub api_listen: Option<std::net::SocketAddr>,
+    /// Bearer tokens the online channel accepts; required when `api_listen` is set.
+    #[serde(default)]
+    pub api_tokens: Vec<String>,
 }
 
 fn default_central_client_id() -> String {
@@ -44,6 +78,25 @@ impl CentralConfig {
                 "PostgreSQL storage is not built into this version; use a SQLite path",
             ));
         }
+        if self.central.api_listen.is_some() {
+            if self.central.api_tokens.is_empty() {
+                return Err(ConfigError::key(
+                    "central.api_tokens",
+                    "the online channel faces the web shop: give at least one bearer token",
+                ));
+            }
+            if self.central.api_tokens.iter().any(|t| t.len() < 16) {
+                return Err(ConfigError::key(
+                    "central.api_tokens",
+                    "each token needs at least 16 characters",
+                ));
+            }
+        }
+        if let Some(key) = &self.coupons.signing_key {
+            crate::codes::coupon::check_private_key(key)
+                .map_err(|e| ConfigError::key("coupons.signing_key", e.to_string()))?;
+        }
+        self.loyalty.validate()?;
         if let Some(group) = &self.central.share_group {
             if group.is_empty() || group.contains(['/', '+', '#']) {
                 return Err(ConfigError::key(

@@ -147,15 +147,24 @@ fn load<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
 
 /// Parses a gateway config from TOML text (no environment overrides); for tests and tools.
 pub fn parse_gateway(text: &str) -> Result<GatewayConfig, ConfigError> {
-    let table: toml::Table = text
-        .parse()
+    let config: GatewayConfig = from_table(parse_table(text)?)?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// Parses central's config from TOML text (no environment overrides); for tests and tools.
+pub fn parse_central(text: &str) -> Result<CentralConfig, ConfigError> {
+    let config: CentralConfig = from_table(parse_table(text)?)?;
+    config.validate()?;
+    Ok(config)
+}
+
+fn parse_table(text: &str) -> Result<toml::Table, ConfigError> {
+    text.parse()
         .map_err(|e: toml::de::Error| ConfigError::Syntax {
             path: "<text>".into(),
             message: e.message().to_string(),
-        })?;
-    let config: GatewayConfig = from_table(table)?;
-    config.validate()?;
-    Ok(config)
+        })
 }
 
 fn read_table(path: &Path) -> Result<toml::Table, ConfigError> {

@@ -70,7 +70,12 @@ impl Router {
 
     async fn card_presented(&self, device: String, till: String, uid: Vec<u8>) {
         match self
-            .record_card(&device, &till, Ok(card_number_from_uid(&uid)))
+            .record(
+                &device,
+                &till,
+                IdentifierKind::Card,
+                Ok(card_number_from_uid(&uid)),
+            )
             .await
         {
             Ok(_) => {
@@ -122,6 +127,16 @@ impl Router {
             other => other,
         };
         match interpreted {
+            Ok(Interpretation::AppIdentity { token }) => {
+                // The app's code identifies the customer like a card; it is shown to no one.
+                let masked = format!("{}…", crate::codes::APP_PREFIX);
+                event["text"] = serde_json::json!(masked);
+                event["interpretation"] = serde_json::json!({ "kind": "app_identity" });
+                self.live.publish(event);
+                self.identify(&device, &till, IdentifierKind::App, Ok(token))
+                    .await;
+                return;
+            }
             Ok(Interpretation::MagneticStripe {
                 tracks,
                 masked_number,
@@ -155,7 +170,19 @@ impl Router {
     /// A loyalty card's number (from a magnetic stripe or a barcode) becomes an
     /// `identity_seen`; the till hears `identified` with the customer's ref, or `card_refused`.
     async fn identify_card(&self, device: &str, till: &str, number: Result<String, String>) {
-        match self.record_card(device, till, number).await {
+        self.identify(device, till, IdentifierKind::Card, number)
+            .await
+    }
+
+    /// A card number or an app token becomes an `identity_seen`.
+    async fn identify(
+        &self,
+        device: &str,
+        till: &str,
+        kind: IdentifierKind,
+        value: Result<String, String>,
+    ) {
+        match self.record(device, till, kind, value).await {
             Ok(recorded) => self.live.publish(serde_json::json!({
                 "type": "identified",
                 "device": device,
@@ -172,19 +199,17 @@ impl Router {
         }
     }
 
-    /// Every card identification, whatever read it: the number as a card identifier through
-    /// the identity part into the journal, counted either way.
-    async fn record_card(
+    /// Every identification a device made, whatever read it: the value as an identifier
+    /// through the identity part into the journal, counted either way.
+    async fn record(
         &self,
         device: &str,
         till: &str,
-        number: Result<String, String>,
+        kind: IdentifierKind,
+        value: Result<String, String>,
     ) -> Result<Recorded, String> {
-        let recorded = match number {
-            Ok(number) => match self
-                .identity
-                .identifier(IdentifierKind::Card, &number, None)
-            {
+        let recorded = match value {
+            Ok(value) => match self.identity.identifier(kind, &value, None) {
                 Ok(identifier) => self
                     .identity
                     .seen(till, vec![identifier])
@@ -203,7 +228,8 @@ impl Router {
                     till,
                     seq = recorded.event.seq,
                     customer = recorded.customer,
-                    "card identified"
+                    kind = kind.as_str(),
+                    "customer identified"
                 );
             }
             Err(error) => self

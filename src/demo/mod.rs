@@ -1,8 +1,12 @@
-//! `storegate demo`: the whole data path on one machine with nothing installed. An embedded
-//! broker, the reference central and a gateway start on loopback; a simulated till posts
-//! purchases to the gateway's HTTP API like real POS software, and the demo prints what is
+//! `storegate demo`: the whole data path on one machine with nothing installed. The reference
+//! central (with its online channel) and two stores' gateways start on loopback, first with no
+//! broker: the customer story (`customer.rs`) registers a customer online and sells to them in
+//! both stores while they are offline; then the embedded broker starts, the stores reconnect,
+//! and the demo shows one profile with the summed points. After that a simulated till posts
+//! purchases to a gateway's HTTP API like real POS software, and the demo prints what is
 //! committed to the journal, acked by central, and still in the backlog.
 
+mod customer;
 mod till;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -13,8 +17,11 @@ use anyhow::Context;
 use tokio::sync::{oneshot, watch};
 
 use storegate::clock::SystemClock;
-use storegate::config::{self, CentralConfig, CentralSection, MqttSection};
+use storegate::config;
 use storegate::daemon::{self, signalled, terminate_signal};
+
+/// The fleet identity key of the demo (a fixed demo value, never a production key).
+const DEMO_HMAC_KEY: &str = "ZGVtby1mbGVldC1rZXktbm90LWZvci1wcm9kdWN0aW9u";
 
 pub fn run(purchases: Option<u64>, rate: f64) -> anyhow::Result<()> {
     if !(rate > 0.0 && rate <= 10_000.0) {
@@ -23,27 +30,28 @@ pub fn run(purchases: Option<u64>, rate: f64) -> anyhow::Result<()> {
     let dir = tempfile::Builder::new()
         .prefix("storegate-demo-")
         .tempdir()?;
+    // The broker's port is chosen now and the broker started later: until then every store
+    // is offline, which is how the customer story begins.
     let broker = storegate::broker::free_loopback_addr()?;
-    storegate::broker::start_embedded(broker)?;
-    eprintln!("demo: embedded MQTT broker on mqtt://{broker}");
     eprintln!(
-        "demo: journal and central store in {}",
+        "demo: journals and central store in {}",
         dir.path().display()
     );
 
     let url = format!("mqtt://{broker}");
-    let central = CentralConfig {
-        mqtt: mqtt_section(&url),
-        central: CentralSection {
-            db: dir.path().join("central.db").display().to_string(),
-            share_group: None,
-            client_id: "storegate-central-demo".into(),
-        },
-    };
-    let gateway = config::parse_gateway(&format!(
-        "[gateway]\nstore = \"demo-store\"\nid = \"gw-1\"\n[mqtt]\nurl = \"{url}\"\n[journal]\npath = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n",
-        dir.path().join("journal.db").display()
+    let api_token = ulid::Ulid::new().to_string();
+    let central_api = storegate::broker::free_loopback_addr()?;
+    let central = config::parse_central(&format!(
+        "[mqtt]\nurl = \"{url}\"\n[central]\ndb = \"{}\"\nclient_id = \"storegate-central-demo\"\napi_listen = \"{central_api}\"\napi_tokens = [\"{api_token}\"]\n[identity]\nhmac_key = \"{DEMO_HMAC_KEY}\"\n",
+        dir.path().join("central.db").display()
     ))?;
+    let gateway = |store: &str| {
+        config::parse_gateway(&format!(
+            "[gateway]\nstore = \"{store}\"\nid = \"gw-1\"\n[mqtt]\nurl = \"{url}\"\n[journal]\npath = \"{}\"\n[api]\nlisten = \"127.0.0.1:0\"\n[sync]\nreconnect_max_ms = 1000\n[identity]\nhmac_key = \"{DEMO_HMAC_KEY}\"\n[loyalty]\npoints_per_unit = 1\nunit_minor = 100\noffline_redeem_cap = 50\n",
+            dir.path().join(format!("{store}.db")).display()
+        ))
+    };
+    let (north, south) = (gateway("demo-north")?, gateway("demo-south")?);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -52,42 +60,87 @@ pub fn run(purchases: Option<u64>, rate: f64) -> anyhow::Result<()> {
         let (stop, stopped) = watch::channel(false);
         let central_task =
             tokio::spawn(storegate::central::run(central, signalled(stopped.clone())));
-        let (ready_tx, ready_rx) = oneshot::channel();
-        let gateway_task = tokio::spawn(daemon::run(
-            gateway,
-            Arc::new(SystemClock),
-            move |ready| {
-                let _ = ready_tx.send(ready);
-            },
-            signalled(stopped.clone()),
-        ));
-        let ready = ready_rx.await.context("the gateway did not start")?;
-        eprintln!("demo: gateway demo-store/gw-1 API on http://{}", ready.api);
+        let start_gateway = |config| {
+            let (ready_tx, ready_rx) = oneshot::channel();
+            let task = tokio::spawn(daemon::run(
+                config,
+                Arc::new(SystemClock),
+                move |ready| {
+                    let _ = ready_tx.send(ready);
+                },
+                signalled(stopped.clone()),
+            ));
+            (task, ready_rx)
+        };
+        let (north_task, north_ready) = start_gateway(north);
+        let (south_task, south_ready) = start_gateway(south);
+        let north_api = north_ready
+            .await
+            .context("the north gateway did not start")?
+            .api;
+        let south_api = south_ready
+            .await
+            .context("the south gateway did not start")?
+            .api;
+        eprintln!("demo: gateway demo-north/gw-1 API on http://{north_api}");
+        eprintln!("demo: gateway demo-south/gw-1 API on http://{south_api}");
+        eprintln!("demo: central's online channel on http://{central_api}");
 
-        let sent = Arc::new(AtomicU64::new(0));
-        let till_stop = Arc::new(AtomicBool::new(false));
-        let till = till::start(ready.api, rate, purchases, sent.clone(), till_stop.clone())?;
+        let story = customer::Story {
+            central: central_api,
+            token: api_token,
+            north: north_api,
+            south: south_api,
+        };
+        let (north_task, south_task, central_task) = (north_task, south_task, central_task);
+        let parts = async {
+            let (story, offline) = tokio::task::spawn_blocking(move || {
+                story.offline_half().map(|offline| (story, offline))
+            })
+            .await??;
+            tokio::task::spawn_blocking(move || storegate::broker::start_embedded(broker))
+                .await??;
+            eprintln!("demo: embedded MQTT broker up on mqtt://{broker}: the stores reconnect");
+            let reconciled = tokio::task::spawn_blocking(move || {
+                story.reconciled(&offline, Duration::from_secs(60))
+            })
+            .await??;
+            crate::cli::print_json(&serde_json::json!({ "customer": reconciled }));
 
-        // The demo's parts are supervised like the daemon's: if the gateway or central stops on
+            let sent = Arc::new(AtomicU64::new(0));
+            let till_stop = Arc::new(AtomicBool::new(false));
+            let till = till::start(north_api, rate, purchases, sent.clone(), till_stop.clone())?;
+            let outcome = report_until_done(north_api, purchases, &sent).await;
+            till_stop.store(true, Ordering::Relaxed);
+            tokio::task::spawn_blocking(move || till.join()).await?;
+            outcome
+        };
+        // The demo's parts are supervised like the daemon's: if a gateway or central stops on
         // its own, the demo stops and says which, instead of reporting a frozen backlog.
-        let (mut gateway_task, mut central_task) = (gateway_task, central_task);
-        let (mut gateway_done, mut central_done) = (false, false);
+        let (mut north_task, mut south_task, mut central_task) =
+            (north_task, south_task, central_task);
+        let (mut north_done, mut south_done, mut central_done) = (false, false, false);
         let outcome = tokio::select! {
-            outcome = report_until_done(ready.api, purchases, &sent) => outcome,
-            ended = &mut gateway_task => {
-                gateway_done = true;
-                Err(part_ended("the gateway", ended))
+            outcome = parts => outcome,
+            ended = &mut north_task => {
+                north_done = true;
+                Err(part_ended("the north gateway", ended))
+            }
+            ended = &mut south_task => {
+                south_done = true;
+                Err(part_ended("the south gateway", ended))
             }
             ended = &mut central_task => {
                 central_done = true;
                 Err(part_ended("central", ended))
             }
         };
-        till_stop.store(true, Ordering::Relaxed);
         let _ = stop.send(true);
-        tokio::task::spawn_blocking(move || till.join()).await?;
-        if !gateway_done {
-            gateway_task.await??;
+        if !north_done {
+            north_task.await??;
+        }
+        if !south_done {
+            south_task.await??;
         }
         if !central_done {
             central_task.await??;
@@ -105,17 +158,6 @@ fn part_ended<E: std::fmt::Display>(
         Ok(Ok(())) => anyhow::anyhow!("{part} stopped unexpectedly"),
         Ok(Err(error)) => anyhow::anyhow!("{part} failed: {error}"),
         Err(error) => anyhow::anyhow!("{part} crashed: {error}"),
-    }
-}
-
-fn mqtt_section(url: &str) -> MqttSection {
-    MqttSection {
-        url: url.to_string(),
-        ca: None,
-        cert: None,
-        key: None,
-        keep_alive_secs: 15,
-        allow_plaintext: false,
     }
 }
 
@@ -157,7 +199,8 @@ async fn report_until_done(
             if connected { "connected" } else { "down" },
         );
         if let Some(target) = purchases {
-            if acked >= target {
+            // Every purchase the till posted is committed, and everything committed is acked.
+            if sent.load(Ordering::Relaxed) >= target && acked == last_seq {
                 crate::cli::print_json(
                     &serde_json::json!({ "demo": { "purchases": target, "acked_upto": acked } }),
                 );

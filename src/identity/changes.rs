@@ -154,8 +154,9 @@ impl IdentityChanges {
             }
         }
         let mut aliases = self.aliases.clone();
+        let mut new_edges = 0;
         for (from, to) in &kept.merges {
-            aliases.merge(from, to);
+            new_edges += usize::from(aliases.merge(from, to));
         }
         for view in change.profiles {
             if self.concerns(&aliases, &view.profile).await? {
@@ -185,7 +186,7 @@ impl IdentityChanges {
             return Ok(());
         }
         kept.complete_upto = self.complete;
-        let (merges, erasures) = (kept.merges.len(), kept.erased.len());
+        let erasures = kept.erased.len();
         self.journal.record_identity_change(kept).await?;
         if erasures > 0 {
             tracing::info!(
@@ -194,10 +195,14 @@ impl IdentityChanges {
                 "erased customers removed from this box"
             );
         }
-        if merges > 0 {
+        if new_edges > 0 {
             self.aliases = aliases;
             self.table.send_replace(Arc::new(self.aliases.clone()));
-            tracing::info!(rev = change.rev, merges, "identity merges applied");
+            tracing::info!(
+                rev = change.rev,
+                merges = new_edges,
+                "identity merges applied"
+            );
         }
         Ok(())
     }

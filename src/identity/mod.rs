@@ -163,6 +163,38 @@ impl TryFrom<String> for HmacKey {
     }
 }
 
+impl HmacKey {
+    /// The identifier for a raw value: normalised, checked, and hashed under this key. The
+    /// one place a raw card number, phone or email becomes a hash, at the gateway and at
+    /// central's online channel alike.
+    pub fn identifier(
+        &self,
+        kind: IdentifierKind,
+        raw: &str,
+        verified: Option<bool>,
+    ) -> Result<Identifier, IdentifierError> {
+        let value = normalise(kind, raw)?;
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0)
+            .map_err(|_| IdentifierError::TooShort("key"))?;
+        mac.update(value.as_bytes());
+        let hash = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let verified = match kind {
+            IdentifierKind::Phone | IdentifierKind::Email => Some(verified.unwrap_or(false)),
+            IdentifierKind::Card | IdentifierKind::App => None,
+        };
+        Ok(Identifier {
+            kind,
+            hash,
+            verified,
+        })
+    }
+}
+
 impl std::fmt::Debug for HmacKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("HmacKey(<secret>)")
@@ -171,7 +203,7 @@ impl std::fmt::Debug for HmacKey {
 
 /// The identity part's owner.
 pub struct Identity {
-    key: Option<Hmac<Sha256>>,
+    key: Option<HmacKey>,
     gateway: String,
     journal: Journal,
     /// Reads of `identity_refs`, over a connection kept for them.
@@ -197,7 +229,7 @@ impl Identity {
         gateway: &str,
         journal: Journal,
     ) -> Result<Identity, JournalError> {
-        let key = hmac_key.and_then(|k| Hmac::<Sha256>::new_from_slice(&k.0).ok());
+        let key = hmac_key.cloned();
         let reads = AsyncOutbox::new(journal.outbox()?);
         Ok(Identity {
             key,
@@ -233,24 +265,7 @@ impl Identity {
         verified: Option<bool>,
     ) -> Result<Identifier, IdentityError> {
         let key = self.key.as_ref().ok_or(IdentityError::NoKey)?;
-        let value = normalise(kind, raw)?;
-        let mut mac = key.clone();
-        mac.update(value.as_bytes());
-        let hash = mac
-            .finalize()
-            .into_bytes()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        let verified = match kind {
-            IdentifierKind::Phone | IdentifierKind::Email => Some(verified.unwrap_or(false)),
-            IdentifierKind::Card | IdentifierKind::App => None,
-        };
-        Ok(Identifier {
-            kind,
-            hash,
-            verified,
-        })
+        Ok(key.identifier(kind, raw, verified)?)
     }
 
     /// Identifies a customer at `till` and records the `identity_seen`: mergeable identifiers

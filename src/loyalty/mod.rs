@@ -170,6 +170,10 @@ mod tests {
             unit_minor: 1,
             offline_redeem_cap: 0,
         };
-        assert_eq!(generous.earned(i64::MAX), i64::MAX, "saturates, never wraps");
+        assert_eq!(
+            generous.earned(i64::MAX),
+            i64::MAX,
+            "saturates, never wraps"
+        );
     }
 }
