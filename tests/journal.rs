@@ -227,3 +227,66 @@ async fn a_retry_after_its_event_was_compacted_is_still_a_replay_or_a_duplicate(
     drop((journal, outbox));
     writer.join();
 }
+
+/// A coupon with no use left and a redemption beyond the balance are refused before anything
+/// is written: the refused request leaves no event, receipt or redemption behind, and the next
+/// append gets the next seq (a refusal that had written its event would have taken that seq
+/// and failed every later commit).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_decided_in_the_writer_write_nothing() {
+    use storegate::journal::{CouponUse, PointsUse};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.db");
+    let (journal, writer) = Journal::open(&path, Arc::new(SystemClock)).unwrap();
+    let coupon = |receipt: &str| NewEvent {
+        kind: EventKind::CouponRedeemed,
+        receipt: None,
+        coupon: Some(CouponUse {
+            coupon: "c-once".into(),
+            receipt: receipt.into(),
+            uses: 1,
+            mode: "offline".into(),
+            discount_minor: 100,
+        }),
+        ..purchase(receipt)
+    };
+    let spend = |receipt: &str, redeemed: i64| NewEvent {
+        points: Some(PointsUse {
+            customer: "prov:gw-1:01JD0000000000000000000000".into(),
+            members: vec!["prov:gw-1:01JD0000000000000000000000".into()],
+            earned: 10,
+            redeemed,
+            offline_cap: None,
+        }),
+        ..purchase(receipt)
+    };
+    assert_eq!(journal.append(coupon("r-1")).await.unwrap().seq, 1);
+    assert!(matches!(
+        journal.append(coupon("r-2")).await,
+        Err(AppendError::AlreadyRedeemed(_))
+    ));
+    assert_eq!(journal.append(spend("r-3", 0)).await.unwrap().seq, 2);
+    assert!(matches!(
+        journal.append(spend("r-4", 11)).await,
+        Err(AppendError::InsufficientPoints {
+            balance: 10,
+            asked: 11
+        })
+    ));
+    assert_eq!(
+        journal.append(spend("r-4", 10)).await.unwrap().seq,
+        3,
+        "r-4's receipt was not taken by the refusal"
+    );
+    assert_eq!(journal.append(purchase("r-5")).await.unwrap().seq, 4);
+    drop(journal);
+    writer.join();
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let events: i64 = conn
+        .query_row("SELECT COUNT(*) FROM events", [], |r| r.get(0))
+        .unwrap();
+    let redemptions: i64 = conn
+        .query_row("SELECT COUNT(*) FROM coupon_redemptions", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!((events, redemptions), (4, 1));
+}

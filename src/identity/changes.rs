@@ -161,6 +161,7 @@ impl IdentityChanges {
         for view in change.profiles {
             if self.concerns(&aliases, &view.profile).await? {
                 kept.views.push(CachedProfile {
+                    members: aliases.members(&view.profile),
                     profile: view.profile,
                     points: view.points,
                     rev: change.rev,
@@ -186,6 +187,7 @@ impl IdentityChanges {
             return Ok(());
         }
         kept.complete_upto = self.complete;
+        kept.rev = change.rev;
         let erasures = kept.erased.len();
         self.journal.record_identity_change(kept).await?;
         if erasures > 0 {

@@ -362,6 +362,7 @@ impl Identity {
             .map(|i| i.hash)
             .collect();
         Some(CachedProfile {
+            members: central.aliases.borrow().members(reference),
             profile: reference.to_string(),
             points,
             // The writer stamps a look-up with the newest rev applied here.

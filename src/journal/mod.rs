@@ -40,9 +40,10 @@
 //! - `aliases(from_ref, to_ref)` and the `identity_rev` counter (version 7): central's merges
 //!   and the rev up to which every identity change is applied.
 //! - `profile_views(ref PRIMARY KEY, points, rev)`, `points_pending(seq PRIMARY KEY, customer,
-//!   earned, redeemed)`, `erased(ref PRIMARY KEY)` (version 8): central's points for profiles
-//!   this box has seen, the points of purchases central has not acked (deleted with the ack),
-//!   and the profiles erased at central. The writer runs with `secure_delete` on, and an
+//!   earned, redeemed, covered_after_rev)`, `erased(ref PRIMARY KEY)` (version 8): central's
+//!   points for profiles this box has seen, the points of purchases central's view does not
+//!   hold yet (deleted by the first view newer than their ack), and the profiles erased at
+//!   central. The writer runs with `secure_delete` on, and an
 //!   erasure truncates the WAL, so an erased customer's identifiers leave the files.
 
 mod lock;
@@ -114,15 +115,17 @@ pub struct PointsUse {
 pub struct PointsBalance {
     /// Central's balance as last shared with this box.
     pub central: i64,
-    /// Earned here, not yet acked by central.
+    /// Earned here, not yet in central's view.
     pub pending_earned: i64,
-    /// Spent here, not yet acked by central.
+    /// Spent here, not yet in central's view.
     pub pending_redeemed: i64,
+    /// Spent here and not even acked by central: what the offline cap counts.
+    pub unacked_redeemed: i64,
 }
 
 impl PointsBalance {
-    /// What the customer may spend: central's balance plus this box's unsynced earnings minus
-    /// its unsynced redemptions.
+    /// What the customer may spend: central's balance plus this box's earnings minus its
+    /// redemptions that central's view does not hold yet.
     pub fn total(&self) -> i64 {
         self.central
             .saturating_add(self.pending_earned)
@@ -141,6 +144,8 @@ pub struct KeptChange {
     pub erased: Vec<Vec<String>>,
     /// Every change up to this rev is applied.
     pub complete_upto: u64,
+    /// This change's own rev.
+    pub rev: u64,
 }
 
 /// Central's view of a profile this box has seen.
@@ -154,6 +159,9 @@ pub struct CachedProfile {
     pub rev: u64,
     /// Its identifier hashes, cached so this box recognises the customer by any of them.
     pub hashes: Vec<String>,
+    /// Every ref this box knows that resolves to it: the points of their acked purchases are
+    /// in this view when it is newer than their ack.
+    pub members: Vec<String>,
 }
 
 /// A coupon accepted at this box (`coupon_redemptions`).

@@ -202,10 +202,9 @@ impl Outbox {
     }
 
     /// The points of the profile whose refs are `members` (the root first): central's view
-    /// plus what this box earned and spent that central has not acked.
+    /// plus what this box earned and spent that the view does not hold yet.
     pub fn points(&self, members: &[String]) -> Result<PointsBalance, JournalError> {
-        let acked = self.position()?.acked_upto;
-        Ok(super::writer::points_balance(&self.conn, members, acked)?)
+        Ok(super::writer::points_balance(&self.conn, members)?)
     }
 
     /// The committed and acked positions as on disk.

@@ -74,17 +74,20 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY(from_ref, to_ref)) WITHOUT ROWID;
     INSERT INTO counters(name, value) VALUES ('identity_rev', 0);",
     // 7 -> 8: loyalty and the customer cache. `profile_views`: central's points for profiles
-    // this box has seen (from identity changes and look-ups); `points_pending`: each unacked
-    // purchase's points, so the balance a till shows is central's plus what central has not
-    // seen yet; `erased`: profiles erased at central, whose identifiers this box never caches
+    // this box has seen (from identity changes and look-ups); `points_pending`: each purchase's
+    // points until a view from central includes them (`covered_after_rev`: set at the ack to
+    // the newest rev seen then; a view with a later rev was made after central applied the
+    // purchase), so the balance a till shows is central's plus what central's view does not
+    // hold yet; `erased`: profiles erased at central, whose identifiers this box never caches
     // again.
     "CREATE TABLE profile_views(ref TEXT PRIMARY KEY, points INTEGER NOT NULL, rev INTEGER NOT NULL)
         WITHOUT ROWID;
     CREATE TABLE points_pending(seq INTEGER PRIMARY KEY, customer TEXT NOT NULL,
-        earned INTEGER NOT NULL, redeemed INTEGER NOT NULL);
+        earned INTEGER NOT NULL, redeemed INTEGER NOT NULL, covered_after_rev INTEGER);
     CREATE INDEX points_pending_customer ON points_pending(customer);
     CREATE TABLE erased(ref TEXT PRIMARY KEY) WITHOUT ROWID;
     CREATE INDEX identity_refs_profile ON identity_refs(profile);
+    INSERT INTO counters(name, value) VALUES ('identity_rev_max', 0);
     INSERT INTO points_pending(seq, customer, earned, redeemed)
         SELECT seq, json_extract(body, '$.customer'), COALESCE(json_extract(body, '$.points'), 0),
             COALESCE(json_extract(body, '$.points_redeemed'), 0)

@@ -213,15 +213,14 @@ impl Writer {
                     Answer::Rev(counter(&tx, "identity_rev")?)
                 }
                 Command::CacheProfile { view, .. } => {
-                    // A look-up is central's state now: as new as the newest change applied.
-                    let rev = counter(&tx, "identity_rev")?;
-                    cache_profile(
-                        &tx,
-                        &CachedProfile {
-                            rev,
-                            ..view.clone()
-                        },
-                    )?;
+                    // A look-up is central's state now: as new as the newest change seen, and
+                    // it holds every purchase central has acked.
+                    let rev = counter(&tx, "identity_rev_max")?;
+                    let view = CachedProfile {
+                        rev,
+                        ..view.clone()
+                    };
+                    cache_profile(&tx, &view, true)?;
                     Answer::Rev(counter(&tx, "identity_rev")?)
                 }
             };
@@ -308,8 +307,12 @@ fn record_identity_change(tx: &Transaction<'_>, change: &KeptChange) -> rusqlite
                 .execute([member])?;
         }
     }
+    tx.execute(
+        "UPDATE counters SET value = MAX(value, ?1) WHERE name = 'identity_rev_max'",
+        [change.rev as i64],
+    )?;
     for view in &change.views {
-        cache_profile(tx, view)?;
+        cache_profile(tx, view, false)?;
     }
     for member in change.erased.iter().flatten() {
         tx.prepare_cached("DELETE FROM identity_refs WHERE profile = ?1")?
@@ -332,8 +335,13 @@ fn record_identity_change(tx: &Transaction<'_>, change: &KeptChange) -> rusqlite
 }
 
 /// Central's points for a profile (newer views win) and its identifiers, unless the profile
-/// was erased.
-fn cache_profile(tx: &Transaction<'_>, view: &CachedProfile) -> rusqlite::Result<()> {
+/// was erased. The pending points the view holds go: those acked before it was made (or, for
+/// a look-up, `current`, every acked one).
+fn cache_profile(
+    tx: &Transaction<'_>,
+    view: &CachedProfile,
+    current: bool,
+) -> rusqlite::Result<()> {
     let erased: bool = tx
         .prepare_cached("SELECT EXISTS(SELECT 1 FROM erased WHERE ref = ?1)")?
         .query_row([&view.profile], |r| r.get(0))?;
@@ -349,6 +357,13 @@ fn cache_profile(tx: &Transaction<'_>, view: &CachedProfile) -> rusqlite::Result
     for hash in &view.hashes {
         tx.prepare_cached("INSERT OR IGNORE INTO identity_refs(hash, profile) VALUES (?1, ?2)")?
             .execute([hash, &view.profile])?;
+    }
+    let held_before = if current { i64::MAX } else { view.rev as i64 };
+    for member in view.members.iter().chain([&view.profile]) {
+        tx.prepare_cached(
+            "DELETE FROM points_pending WHERE customer = ?1 AND covered_after_rev < ?2",
+        )?
+        .execute(params![member, held_before])?;
     }
     Ok(())
 }
@@ -389,6 +404,21 @@ fn append(
     else {
         return Ok(Err(AppendError::SeqExhausted));
     };
+    // Every refusal is decided before the first write: the group's transaction commits, so a
+    // refused append must have left nothing in it.
+    if let Some(points) = &event.points {
+        if let Err(refusal) = check_points(tx, points)? {
+            return Ok(Err(refusal));
+        }
+    }
+    if let Some(coupon) = &event.coupon {
+        let used: i64 = tx
+            .prepare_cached("SELECT COUNT(*) FROM coupon_redemptions WHERE coupon = ?1")?
+            .query_row([&coupon.coupon], |r| r.get(0))?;
+        if used.max(0) as u64 >= coupon.uses {
+            return Ok(Err(AppendError::AlreadyRedeemed(coupon.coupon.clone())));
+        }
+    }
     let id = ulid::Ulid::from_datetime(now.max(std::time::UNIX_EPOCH)).to_string();
     if let Some(receipt) = &event.receipt {
         // The receipts table's key is the check: a failed INSERT statement writes nothing, so
@@ -429,19 +459,6 @@ fn append(
             "INSERT INTO idempotency(key, fingerprint, seq, id) VALUES (?1, ?2, ?3, ?4)",
         )?
         .execute(params![idem.key, &idem.fingerprint[..], seq as i64, id])?;
-    }
-    if let Some(points) = &event.points {
-        if let Err(refusal) = check_points(tx, points, current.acked_upto)? {
-            return Ok(Err(refusal));
-        }
-    }
-    if let Some(coupon) = &event.coupon {
-        let used: i64 = tx
-            .prepare_cached("SELECT COUNT(*) FROM coupon_redemptions WHERE coupon = ?1")?
-            .query_row([&coupon.coupon], |r| r.get(0))?;
-        if used.max(0) as u64 >= coupon.uses {
-            return Ok(Err(AppendError::AlreadyRedeemed(coupon.coupon.clone())));
-        }
     }
     if let (Some(printer), Some(receipt)) = (&event.print_on, &event.receipt) {
         super::print_queue::enqueue(tx, printer, receipt, false, &event.body)?;
@@ -497,12 +514,11 @@ fn append(
 fn check_points(
     tx: &Transaction<'_>,
     points: &super::PointsUse,
-    acked_upto: u64,
 ) -> rusqlite::Result<Result<(), AppendError>> {
     if points.redeemed <= 0 {
         return Ok(Ok(()));
     }
-    let balance = points_balance(tx, &points.members, acked_upto)?;
+    let balance = points_balance(tx, &points.members)?;
     if points.redeemed > balance.total() {
         return Ok(Err(AppendError::InsufficientPoints {
             balance: balance.total(),
@@ -510,10 +526,10 @@ fn check_points(
         }));
     }
     if let Some(cap) = points.offline_cap {
-        if balance.pending_redeemed.saturating_add(points.redeemed) > cap {
+        if balance.unacked_redeemed.saturating_add(points.redeemed) > cap {
             return Ok(Err(AppendError::OfflinePointsCap {
                 cap,
-                spent: balance.pending_redeemed,
+                spent: balance.unacked_redeemed,
                 asked: points.redeemed,
             }));
         }
@@ -525,7 +541,6 @@ fn check_points(
 pub(crate) fn points_balance(
     conn: &Connection,
     members: &[String],
-    acked_upto: u64,
 ) -> rusqlite::Result<PointsBalance> {
     let mut balance = PointsBalance::default();
     let Some(root) = members.first() else {
@@ -537,16 +552,16 @@ pub(crate) fn points_balance(
         .optional()?
         .unwrap_or(0);
     for member in members {
-        let (earned, redeemed): (i64, i64) = conn
+        let (earned, redeemed, unacked): (i64, i64, i64) = conn
             .prepare_cached(
-                "SELECT COALESCE(SUM(earned), 0), COALESCE(SUM(redeemed), 0) FROM points_pending
-                 WHERE customer = ?1 AND seq > ?2",
+                "SELECT COALESCE(SUM(earned), 0), COALESCE(SUM(redeemed), 0),
+                    COALESCE(SUM(CASE WHEN covered_after_rev IS NULL THEN redeemed END), 0)
+                 FROM points_pending WHERE customer = ?1",
             )?
-            .query_row(params![member, acked_upto as i64], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?;
+            .query_row(params![member], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         balance.pending_earned = balance.pending_earned.saturating_add(earned);
         balance.pending_redeemed = balance.pending_redeemed.saturating_add(redeemed);
+        balance.unacked_redeemed = balance.unacked_redeemed.saturating_add(unacked);
     }
     Ok(balance)
 }
@@ -567,6 +582,13 @@ fn record_ack(
         "UPDATE counters SET value = ?1 WHERE name = 'acked_upto'",
         [upto as i64],
     )?;
+    // Central has applied these purchases; a view made after now holds their points.
+    tx.prepare_cached(
+        "UPDATE points_pending SET covered_after_rev =
+            (SELECT value FROM counters WHERE name = 'identity_rev_max')
+         WHERE seq <= ?1 AND covered_after_rev IS NULL",
+    )?
+    .execute([upto as i64])?;
     Ok(AckOutcome::Advanced)
 }
 
@@ -582,9 +604,6 @@ fn compact(tx: &Transaction<'_>, acked_upto: u64, retention: Retention) -> rusql
     let keys_cutoff = acked_upto.saturating_sub(retention.keep_keys);
     compact_table(tx, "idempotency", keys_cutoff)?;
     compact_table(tx, "receipts", keys_cutoff)?;
-    // Central has these purchases' points now; its next view carries them.
-    tx.prepare_cached("DELETE FROM points_pending WHERE seq <= ?1")?
-        .execute([acked_upto as i64])?;
     Ok(())
 }
 

@@ -262,12 +262,23 @@ pub fn wait_port(port: u16, within: Duration) {
 }
 
 pub fn start_central(dir: &Path, broker_url: &str) -> (Proc, PathBuf) {
+    start_central_with(dir, broker_url, "", "")
+}
+
+/// Central with more keys in its `[central]` table (`central_keys`, e.g. `api_listen`) and
+/// more sections after it (`sections`, e.g. `[identity]`).
+pub fn start_central_with(
+    dir: &Path,
+    broker_url: &str,
+    central_keys: &str,
+    sections: &str,
+) -> (Proc, PathBuf) {
     let db = dir.join("central.db");
     let config = dir.join("central.toml");
     std::fs::write(
         &config,
         format!(
-            "[mqtt]\nurl = \"{broker_url}\"\n[central]\ndb = \"{}\"\nclient_id = \"central-{}\"\n",
+            "[mqtt]\nurl = \"{broker_url}\"\n[central]\ndb = \"{}\"\nclient_id = \"central-{}\"\n{central_keys}\n{sections}",
             db.display(),
             ulid::Ulid::new().to_string().to_lowercase()
         ),
