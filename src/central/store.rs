@@ -959,6 +959,65 @@ mod tests {
         assert_eq!(applied, vec![1, 2, 3, 4]);
     }
 
+    fn raw(seq: u64, id: &str, kind: &str, body: serde_json::Value) -> WireEvent {
+        WireEvent {
+            kind: kind.into(),
+            body: RawValue::from_string(body.to_string()).unwrap(),
+            ..event(seq, id)
+        }
+    }
+
+    /// Points go into the ledger once per event id, however often a batch is re-sent, and a
+    /// profile's balance sums every ref merged into it.
+    #[test]
+    fn points_count_once_and_follow_merges() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("c.db")).unwrap();
+        let card = serde_json::json!({ "kind": "card", "hash": "ab".repeat(32) });
+        let seen = |seq, id, customer: &str| {
+            raw(
+                seq,
+                id,
+                "identity_seen",
+                serde_json::json!({ "customer": customer, "identifiers": [card] }),
+            )
+        };
+        let bought = |seq, id, customer: &str, points: i64, redeemed: i64| {
+            raw(
+                seq,
+                id,
+                "purchase",
+                serde_json::json!({
+                "receipt": format!("r-{id}"), "lines": [{ "sku": "a", "qty": 1, "unit_minor": 100 }],
+                "total_minor": 100, "currency": "EUR", "customer": customer,
+                "points": points, "points_redeemed": redeemed }),
+            )
+        };
+        let one = [
+            seen(1, "a1", "prov:g1:01A"),
+            bought(2, "a2", "prov:g1:01A", 10, 0),
+        ];
+        let outcome = store.store_batch("s1", "g1", &one).unwrap();
+        assert_eq!(outcome.acked_upto, 2);
+        store.store_batch("s1", "g1", &one).unwrap();
+        let two = [
+            seen(1, "b1", "prov:g2:01B"),
+            bought(2, "b2", "prov:g2:01B", 5, 3),
+        ];
+        store.store_batch("s2", "g2", &two).unwrap();
+        store.store_batch("s2", "g2", &two).unwrap();
+        let view = store
+            .lookup_profile(&[serde_json::from_value(card.clone()).unwrap()])
+            .unwrap()
+            .unwrap();
+        assert_eq!(view.points, 10 + 5 - 3, "{view:?}");
+        let entries: i64 = store
+            .conn
+            .query_row("SELECT COUNT(*) FROM points_ledger", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(entries, 2);
+    }
+
     #[test]
     fn coupon_reservation_is_first_wins_and_retry_safe() {
         let dir = tempfile::tempdir().unwrap();
