@@ -48,6 +48,16 @@ pub(super) async fn document() -> Json<serde_json::Value> {
                     "503": { "$ref": "#/components/responses/Error" }
                 }
             } },
+            "/v1/customers/{ref}": { "get": {
+                "summary": "The profile a ref resolves to here, and its points: central's view plus what this box earned and spent that the view does not hold yet",
+                "parameters": [{ "name": "ref", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "responses": {
+                    "200": { "description": "The customer", "content": { "application/json": {
+                        "schema": { "type": "object", "required": ["customer", "points"], "properties": {
+                            "customer": { "type": "string" }, "points": { "type": "integer" },
+                            "central_points": { "type": "integer" }, "pending_earned": { "type": "integer" },
+                            "pending_redeemed": { "type": "integer" } } } } } },
+                    "422": { "$ref": "#/components/responses/Error" } } } },
             "/v1/coupons/redeem": { "post": {
                 "summary": "Redeem a coupon: reserved at central when it answers in time, else under the offline policy; journalled as coupon_redeemed",
                 "description": "Refusal codes: malformed, invalid_field (400); already_redeemed (409); bad_signature, unknown_key, expired, not_yet_valid, wrong_store, wrong_customer, basket_too_small, offline_not_allowed, offline_budget_spent (422); central_refused (502).",
@@ -105,7 +115,12 @@ pub(super) async fn document() -> Json<serde_json::Value> {
                         "currency": { "type": "string", "pattern": "^[A-Z]{3}$" },
                         "customer": { "type": "string", "nullable": true },
                         "coupons": { "type": "array", "items": { "type": "string" } },
-                        "points": { "type": "integer", "minimum": 0 } } },
+                        "points": { "type": "integer", "minimum": 0,
+                                    "description": "Points earned; with [loyalty] configured the gateway's rule decides and this is ignored" },
+                        "points_redeemed": { "type": "integer", "minimum": 0,
+                                    "description": "Points spent on this sale: within the balance (409 insufficient_points) and, while central is unreachable, within [loyalty] offline_redeem_cap (409 offline_points_cap)" },
+                        "adjustment_minor": { "type": "integer",
+                                    "description": "The stated difference between total_minor and the lines' sum (a discount is negative)" } } },
                 "Device": { "type": "object", "required": ["name", "kind", "port", "state", "reconnects"],
                     "properties": {
                         "name": { "type": "string" },
@@ -116,7 +131,10 @@ pub(super) async fn document() -> Json<serde_json::Value> {
                         "reconnects": { "type": "integer", "minimum": 0 },
                         "firmware": { "type": "string" } } },
                 "Recorded": { "type": "object", "required": ["seq", "id"],
-                    "properties": { "seq": { "type": "integer" }, "id": { "type": "string" } } },
+                    "properties": { "seq": { "type": "integer" }, "id": { "type": "string" },
+                        "customer": { "type": "string", "description": "For an identified customer: the profile the ref resolves to" },
+                        "points": { "type": "integer" }, "points_redeemed": { "type": "integer" },
+                        "balance": { "type": "integer", "description": "The customer's points after this sale" } } },
                 "Error": { "type": "object", "required": ["error"], "properties": { "error": {
                     "type": "object", "required": ["code", "message"],
                     "properties": { "code": { "type": "string" }, "message": { "type": "string" },

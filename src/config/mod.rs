@@ -217,6 +217,28 @@ mod tests {
         assert!(config.mqtt.broker().unwrap().tls);
     }
 
+    /// Central's example, with its online channel's keys uncommented, loads.
+    #[test]
+    fn central_example_config_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        for f in ["central.pem", "central.key"] {
+            std::fs::write(dir.path().join(f), "x").unwrap();
+        }
+        let text: String = include_str!("../../config/central.example.toml")
+            .lines()
+            .map(|line| match line.strip_prefix("# ") {
+                Some(key) if key.starts_with("api_") || key.starts_with("hmac_key") => key,
+                _ => line,
+            })
+            .map(|line| format!("{line}\n"))
+            .collect();
+        let config =
+            parse_central(&on_this_machine(&text, dir.path())).unwrap_or_else(|e| panic!("{e}"));
+        assert!(config.central.api_listen.is_some());
+        assert!(config.identity.hmac_key.is_some());
+        assert_eq!(config.loyalty.earned(1050), 10);
+    }
+
     /// The device tables documented (commented out) in the example are valid as written.
     #[test]
     fn example_device_tables_parse_when_uncommented() {
