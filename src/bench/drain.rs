@@ -104,7 +104,9 @@ pub(super) async fn run(events: u64, broker: Option<&str>) -> anyhow::Result<ser
     }))
 }
 
-fn start_broker(
+/// The broker for a bench part: `broker` if given, else a private Mosquitto when installed,
+/// else the embedded broker. Returns its URL, the process to stop, and its name for the report.
+pub(super) fn start_broker(
     broker: Option<&str>,
     dir: &std::path::Path,
 ) -> anyhow::Result<(String, Option<Guard>, String)> {
@@ -120,7 +122,7 @@ fn start_broker(
             let conf = dir.join("mosquitto.conf");
             std::fs::write(
                 &conf,
-                format!("listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\n", addr.port()),
+                format!("listener {} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 100000\nset_tcp_nodelay true\n", addr.port()),
             )?;
             let child = Command::new(program)
                 .arg("-c")

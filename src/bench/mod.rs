@@ -8,12 +8,15 @@
 //! - QR decoding of 640x480 camera frames: the kiosk decoder vs plain rqrr, and zbar on the
 //!   same frames when installed;
 //! - serial scan to event on the API stream, vs the pseudo-terminal transport alone;
+//! - customer identification: resolved at central vs plain events through the same store, and
+//!   the till's identify latency offline and online vs the HTTP round trip alone;
 //! - cold start to ready and idle RSS of `storegate run`, and the binary's size (absolute
 //!   figures: a process start has no meaningful in-run baseline).
 //!
 //! Output: one JSON object on stdout; progress on stderr.
 
 mod drain;
+mod identity;
 mod ingest;
 mod qr;
 mod scan_latency;
@@ -47,6 +50,12 @@ pub struct BenchArgs {
     /// Scans timed from a pseudo-terminal scanner to the API event stream.
     #[arg(long, default_value_t = 1_000)]
     pub scans: usize,
+    /// `identity_seen` events resolved at central.
+    #[arg(long, default_value_t = 20_000)]
+    pub identifications: usize,
+    /// Identify calls timed at the till, offline and online each.
+    #[arg(long, default_value_t = 500)]
+    pub identify_calls: usize,
     /// Run only the QR decoding part.
     #[arg(long)]
     pub qr_only: bool,
@@ -65,6 +74,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     let startup = startup::run(10)?;
     eprintln!("bench: serial scan to API event, {} scans", args.scans);
     let scan = scan_latency::run(args.scans)?;
+    let identity = identity::run(
+        args.identifications,
+        args.identify_calls,
+        args.broker.as_deref(),
+    )?;
     let ingest = runtime.block_on(ingest::run(args.single_rows, args.grouped_rows))?;
     let drain = if args.skip_drain {
         serde_json::Value::Null
@@ -72,7 +86,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         runtime.block_on(drain::run(args.drain_events, args.broker.as_deref()))?
     };
     crate::cli::print_json(
-        &serde_json::json!({ "startup": startup, "scan": scan, "ingest": ingest, "drain": drain, "qr": qr }),
+        &serde_json::json!({ "startup": startup, "scan": scan, "identity": identity, "ingest": ingest, "drain": drain, "qr": qr }),
     );
     Ok(())
 }

@@ -148,7 +148,7 @@ fn pty_alone(scans: usize) -> anyhow::Result<Vec<Duration>> {
     Ok(times)
 }
 
-fn percentiles(mut times: Vec<Duration>) -> serde_json::Value {
+pub(super) fn percentiles(mut times: Vec<Duration>) -> serde_json::Value {
     times.sort();
     let at = |q: f64| {
         let i = ((times.len() as f64 * q).ceil() as usize).clamp(1, times.len().max(1)) - 1;

@@ -46,7 +46,7 @@ pub async fn run(
         &config.central.db,
     ))?));
     let options = options(&config)?;
-    let (client, eventloop) = AsyncClient::new(options, 1024);
+    let (client, eventloop) = crate::mqtt::client(options, 1024);
     let (net_tx, mut net_rx) = mpsc::channel(256);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));

@@ -23,6 +23,20 @@ pub const MAX_INCOMING_PACKET_BYTES: usize = 16 * 1024 * 1024;
 /// The largest packet a client sends: the protocol's payload cap plus topic and header room.
 pub const MAX_OUTGOING_PACKET_BYTES: usize = crate::protocol::MAX_PAYLOAD_BYTES + 4 * 1024;
 
+/// A client's event loop with the socket options every storegate client uses: no Nagle
+/// delay, so an rpc (a till waiting on `profile.lookup`, a coupon reservation) is not held
+/// back waiting for the peer's delayed ACK.
+pub fn client(
+    options: rumqttc::MqttOptions,
+    capacity: usize,
+) -> (rumqttc::AsyncClient, rumqttc::EventLoop) {
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(options, capacity);
+    let mut network = rumqttc::NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    eventloop.set_network_options(network);
+    (client, eventloop)
+}
+
 /// Applies the packet limits every storegate client uses.
 pub fn set_packet_limits(options: &mut rumqttc::MqttOptions) {
     options.set_max_packet_size(MAX_INCOMING_PACKET_BYTES, MAX_OUTGOING_PACKET_BYTES);

@@ -186,7 +186,8 @@ impl Syncer {
         let topics = GatewayTopics::new(&settings.name.store, &settings.name.gateway);
         let session = journal.next_session().await?;
         let options = connection::options(&settings, &topics, session)?;
-        let (client, eventloop) = AsyncClient::new(options, connection::REQUEST_CHANNEL_CAPACITY);
+        let (client, eventloop) =
+            crate::mqtt::client(options, connection::REQUEST_CHANNEL_CAPACITY);
         let (net_tx, mut net_rx) = mpsc::channel(64);
         let (stop_tx, stop_rx) = watch::channel(false);
         let backoff = Backoff::new(
