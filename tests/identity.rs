@@ -392,3 +392,129 @@ fn identification_decides_by_mergeable_identifiers_and_never_stores_raw_values()
         }
     }
 }
+
+/// A box killed (`kill -9`) in the middle of a long `identity.since` catch-up (three pages of
+/// changes missed while it was off) loses none of them: after its restart it asks again from
+/// the rev up to which it had applied everything, and ends with every merge and the newest
+/// balance.
+#[test]
+fn a_restart_in_the_middle_of_catch_up_loses_no_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = start_broker(BrokerKind::Embedded, dir.path(), port);
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let (_central, central_db) = start_central(dir.path(), &url);
+    let home = dir.path().join("box");
+    std::fs::create_dir_all(&home).unwrap();
+    let config = gateway_config(&home, &url, 0, IDENTITY_KEY);
+    let (mut gateway, api) = start_gateway(&home, &config);
+    wait_connected(&http(), api);
+    // Twenty customers of this box, each a profile at central.
+    let card = |n: u64| format!("40009876{n:05}");
+    let profiles: Vec<String> = (0..20)
+        .map(|n| {
+            let (_, seen) = identify(api, serde_json::json!([{"kind": "card", "value": card(n)}]));
+            let customer = seen["customer"].as_str().unwrap().to_string();
+            let mut profile = String::new();
+            eventually(
+                "central made the card a profile",
+                Duration::from_secs(10),
+                || {
+                    profile = central_root(&central_db, &customer);
+                    profile.starts_with("p:")
+                },
+            );
+            profile
+        })
+        .collect();
+    let journal = home.join("journal.db");
+    let box_rev = || -> u64 {
+        let conn = rusqlite::Connection::open_with_flags(
+            &journal,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        conn.query_row(
+            "SELECT value FROM counters WHERE name = 'identity_rev'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap() as u64
+    };
+    eventually(
+        "the box has central's change",
+        Duration::from_secs(10),
+        || box_rev() >= 20,
+    );
+    assert_eq!(gateway.terminate(Duration::from_secs(10)), Some(0));
+
+    // While the box is off, central records 3,000 changes for its customers: older profiles
+    // merged into them, each with a new balance.
+    const MISSED: u64 = 3000;
+    let start = {
+        let mut conn = rusqlite::Connection::open(&central_db).unwrap();
+        conn.busy_timeout(Duration::from_secs(10)).unwrap();
+        let tx = conn.transaction().unwrap();
+        let start: u64 = tx
+            .query_row(
+                "SELECT value FROM counters WHERE name = 'identity_rev'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .unwrap() as u64;
+        for i in 1..=MISSED {
+            let rev = start + i;
+            let profile = &profiles[(i % 20) as usize];
+            let change = serde_json::json!({
+                "rev": rev,
+                "merges": [{ "from": format!("p:missed-{i:05}"), "to": profile }],
+                "profiles": [{ "ref": profile, "identifiers": [], "points": i }],
+            });
+            tx.execute(
+                "INSERT INTO identity_changes(rev, change) VALUES (?1, ?2)",
+                rusqlite::params![rev as i64, change.to_string()],
+            )
+            .unwrap();
+        }
+        tx.execute(
+            "UPDATE counters SET value = ?1 WHERE name = 'identity_rev'",
+            [(start + MISSED) as i64],
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        start
+    };
+
+    let (mut gateway, _) = start_gateway(&home, &config);
+    eventually("the catch-up is under way", Duration::from_secs(30), || {
+        box_rev() > start + 10
+    });
+    gateway.kill9();
+    let stopped_at = box_rev();
+    assert!(
+        stopped_at < start + MISSED,
+        "the catch-up finished before the kill ({stopped_at}); the test proves nothing"
+    );
+
+    let (_gateway, api) = start_gateway(&home, &config);
+    eventually("the catch-up completed", Duration::from_secs(60), || {
+        box_rev() == start + MISSED
+    });
+    let conn = rusqlite::Connection::open_with_flags(
+        home.join("journal.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let merged: i64 = conn
+        .query_row(
+            "SELECT COUNT(*) FROM aliases WHERE from_ref LIKE 'p:missed-%'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(merged as u64, MISSED, "killed at rev {stopped_at}");
+    // Customer 0's last change was the 3,000th (3000 % 20 == 0): its balance is 3000.
+    let (_, again) = identify(api, serde_json::json!([{"kind": "card", "value": card(0)}]));
+    assert_eq!(again["customer"], profiles[0].as_str());
+    assert_eq!(again["points"], MISSED, "the newest balance: {again}");
+}

@@ -76,6 +76,11 @@ impl Aliases {
         seen
     }
 
+    /// Whether the table knows `profile` (it was merged, or merged into).
+    pub fn contains(&self, profile: &str) -> bool {
+        self.merged_into.contains_key(profile) || self.merged_from.contains_key(profile)
+    }
+
     /// Every ref this table knows.
     pub fn refs(&self) -> impl Iterator<Item = &String> {
         self.merged_into.keys().chain(self.merged_from.keys())

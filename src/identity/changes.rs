@@ -39,6 +39,8 @@ pub struct IdentityChanges {
     complete: u64,
     /// Applied changes above `complete`.
     ahead: BTreeSet<u64>,
+    /// Merges applied to `aliases` but not yet published to readers.
+    unpublished_edges: usize,
 }
 
 impl IdentityChanges {
@@ -69,6 +71,7 @@ impl IdentityChanges {
                 aliases,
                 complete,
                 ahead: BTreeSet::new(),
+                unpublished_edges: 0,
             },
             readers,
         ))
@@ -127,15 +130,19 @@ impl IdentityChanges {
                 .cloned()
                 .unwrap_or_default();
             let count = changes.len();
+            // A page is recorded in one transaction: a box back from a long absence catches
+            // up in a few commits, not one per change.
+            let mut kept = Vec::new();
             for change in changes {
                 match serde_json::from_value::<IdentityChange>(change) {
                     Ok(change) => match change.check() {
-                        Ok(()) => self.apply(change).await?,
+                        Ok(()) => kept.extend(self.keep(change).await?),
                         Err(error) => tracing::warn!(%error, "invalid identity change ignored"),
                     },
                     Err(error) => tracing::warn!(%error, "malformed identity change ignored"),
                 }
             }
+            self.record(kept).await?;
             if count < PAGE || self.complete == since {
                 return Ok(());
             }
@@ -144,7 +151,15 @@ impl IdentityChanges {
         Ok(())
     }
 
+    /// Applies one live change.
     async fn apply(&mut self, change: IdentityChange) -> Result<(), JournalError> {
+        let kept = self.keep(change).await?;
+        self.record(kept.into_iter().collect()).await
+    }
+
+    /// What `change` means for this box, already applied to the in-memory table (published to
+    /// readers only once recorded); `None` when there is nothing to record.
+    async fn keep(&mut self, change: IdentityChange) -> Result<Option<KeptChange>, JournalError> {
         let mut kept = KeptChange::default();
         for merge in &change.merges {
             if self.concerns_this_box(&merge.from).await?
@@ -153,15 +168,13 @@ impl IdentityChanges {
                 kept.merges.push((merge.from.clone(), merge.to.clone()));
             }
         }
-        let mut aliases = self.aliases.clone();
-        let mut new_edges = 0;
         for (from, to) in &kept.merges {
-            new_edges += usize::from(aliases.merge(from, to));
+            self.unpublished_edges += usize::from(self.aliases.merge(from, to));
         }
         for view in change.profiles {
-            if self.concerns(&aliases, &view.profile).await? {
+            if self.concerns(&view.profile).await? {
                 kept.views.push(CachedProfile {
-                    members: aliases.members(&view.profile),
+                    members: self.aliases.members(&view.profile),
                     profile: view.profile,
                     points: view.points,
                     rev: change.rev,
@@ -170,8 +183,8 @@ impl IdentityChanges {
             }
         }
         for erased in &change.erased {
-            if self.concerns(&aliases, erased).await? {
-                kept.erased.push(aliases.members(erased));
+            if self.concerns(erased).await? {
+                kept.erased.push(self.aliases.members(erased));
             }
         }
         let before = self.complete;
@@ -184,34 +197,40 @@ impl IdentityChanges {
         let nothing_kept =
             kept.merges.is_empty() && kept.views.is_empty() && kept.erased.is_empty();
         if nothing_kept && self.complete == before {
-            return Ok(());
+            return Ok(None);
         }
         kept.complete_upto = self.complete;
         kept.rev = change.rev;
-        let erasures = kept.erased.len();
-        self.journal.record_identity_change(kept).await?;
-        if erasures > 0 {
-            tracing::info!(
-                rev = change.rev,
-                erasures,
-                "erased customers removed from this box"
-            );
+        Ok(Some(kept))
+    }
+
+    /// Records kept changes in one journal transaction, then publishes the table. A failed
+    /// commit ends this part (and the daemon restarts from what is on disk).
+    async fn record(&mut self, kept: Vec<KeptChange>) -> Result<(), JournalError> {
+        if kept.is_empty() {
+            return Ok(());
         }
-        if new_edges > 0 {
-            self.aliases = aliases;
+        let erasures: usize = kept.iter().map(|k| k.erased.len()).sum();
+        let rev = kept.last().map_or(0, |k| k.rev);
+        self.journal.record_identity_changes(kept).await?;
+        if erasures > 0 {
+            tracing::info!(rev, erasures, "erased customers removed from this box");
+        }
+        if self.unpublished_edges > 0 {
             self.table.send_replace(Arc::new(self.aliases.clone()));
             tracing::info!(
-                rev = change.rev,
-                merges = new_edges,
+                rev,
+                merges = self.unpublished_edges,
                 "identity merges applied"
             );
+            self.unpublished_edges = 0;
         }
         Ok(())
     }
 
-    /// Whether `profile` is, or resolves through `aliases` with, a ref this box has seen.
-    async fn concerns(&self, aliases: &Aliases, profile: &str) -> Result<bool, JournalError> {
-        for member in aliases.members(profile) {
+    /// Whether `profile` is, or resolves through the table with, a ref this box has seen.
+    async fn concerns(&self, profile: &str) -> Result<bool, JournalError> {
+        for member in self.aliases.members(profile) {
             if self.concerns_this_box(&member).await? {
                 return Ok(true);
             }
@@ -220,7 +239,7 @@ impl IdentityChanges {
     }
 
     async fn concerns_this_box(&self, profile: &str) -> Result<bool, JournalError> {
-        if self.aliases.refs().any(|r| r == profile) {
+        if self.aliases.contains(profile) {
             return Ok(true);
         }
         let profile = profile.to_string();

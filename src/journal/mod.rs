@@ -352,7 +352,7 @@ pub(crate) enum Command {
         reply: oneshot::Sender<Result<i64, PrintRefusal>>,
     },
     IdentityChange {
-        change: Box<KeptChange>,
+        changes: Vec<KeptChange>,
         reply: oneshot::Sender<Result<u64, String>>,
     },
     CacheProfile {
@@ -469,17 +469,17 @@ impl Journal {
         self.request(|reply| Command::NextSession { reply }).await
     }
 
-    /// Records what an identity change meant for this box: merges, profile views (their
+    /// Records what identity changes meant for this box, in one transaction: merges, profile views (their
     /// identifiers cached, unless the profile was erased), erasures (every identifier and
     /// view of the profile deleted, its `identity_seen` bodies stripped of identifiers, the
     /// WAL truncated) and that every change up to `complete_upto` is applied; the stored rev
     /// only grows. Returns the stored rev.
-    pub async fn record_identity_change(&self, change: KeptChange) -> Result<u64, JournalError> {
-        self.request(|reply| Command::IdentityChange {
-            change: Box::new(change),
-            reply,
-        })
-        .await
+    pub async fn record_identity_changes(
+        &self,
+        changes: Vec<KeptChange>,
+    ) -> Result<u64, JournalError> {
+        self.request(|reply| Command::IdentityChange { changes, reply })
+            .await
     }
 
     /// Caches central's view of a profile found by `profile.lookup`.

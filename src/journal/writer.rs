@@ -208,8 +208,10 @@ impl Writer {
                 Command::Print { command, .. } => {
                     Answer::Print(super::print_queue::apply(&tx, command)?)
                 }
-                Command::IdentityChange { change, .. } => {
-                    record_identity_change(&tx, change)?;
+                Command::IdentityChange { changes, .. } => {
+                    for change in changes {
+                        record_identity_change(&tx, change)?;
+                    }
                     Answer::Rev(counter(&tx, "identity_rev")?)
                 }
                 Command::CacheProfile { view, .. } => {
@@ -291,7 +293,7 @@ fn refuse_command(command: Command, refusal: &AppendError, error: &rusqlite::Err
 }
 
 fn erases(command: &Command) -> bool {
-    matches!(command, Command::IdentityChange { change, .. } if !change.erased.is_empty())
+    matches!(command, Command::IdentityChange { changes, .. } if changes.iter().any(|c| !c.erased.is_empty()))
 }
 
 /// Merges, profile views and erasures of one identity change, in that order: a view in the

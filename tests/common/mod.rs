@@ -619,8 +619,11 @@ pub struct Subscription {
 
 impl Subscription {
     pub fn start(port: u16, filter: &str) -> Subscription {
-        let options =
+        let mut options =
             rumqttc::MqttOptions::new(format!("sub-{}", ulid::Ulid::new()), "127.0.0.1", port);
+        // Tests publish oversized garbage on the topics they watch: a 10 KiB limit (rumqttc's
+        // default) would cut this client off and make it miss what follows.
+        options.set_max_packet_size(4 * 1024 * 1024, 4 * 1024 * 1024);
         let (client, mut connection) = rumqttc::Client::new(options, 16);
         let (tx, messages) = mpsc::channel();
         let (subscribed_tx, subscribed) = mpsc::channel();
