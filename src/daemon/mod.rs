@@ -8,6 +8,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 mod device_events;
+pub mod service_manager;
 
 use crate::api::{self, ApiState, LiveEvents};
 use crate::clock::Clock;
@@ -178,6 +179,7 @@ pub async fn run(
         loyalty,
     };
     let position = *journal.position().borrow();
+    let sync_state = sync.state();
 
     let (stop_api, api_stopped) = watch::channel(false);
     let (stop_sync, sync_stopped) = watch::channel(false);
@@ -207,8 +209,11 @@ pub async fn run(
         acked_upto: position.acked_upto,
     });
     tracing::info!(%api_addr, last_seq = position.last_seq, acked = position.acked_upto, "gateway ready");
+    let manager = service_manager::ServiceManager::from_env();
+    manager.ready(&position, &sync_state.borrow());
 
-    let failure = supervise(shutdown, &journal, &mut parts).await;
+    let failure = supervise(shutdown, &journal, &mut parts, &manager, &sync_state).await;
+    manager.stopping();
     drop(journal);
     if let Some(failure) = &failure {
         tracing::error!(%failure, "a part of the daemon failed");
@@ -253,7 +258,12 @@ async fn supervise(
     shutdown: impl std::future::Future<Output = ()>,
     journal: &Journal,
     parts: &mut Parts,
+    manager: &service_manager::ServiceManager,
+    sync_state: &watch::Receiver<crate::sync::SyncState>,
 ) -> Option<DaemonError> {
+    let every = manager.tick();
+    let mut ticks = tokio::time::interval(every.unwrap_or(std::time::Duration::from_secs(3600)));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let ended = |part: &'static str, reason: String| Some(DaemonError::PartEnded { part, reason });
     let joined = |result: Result<String, tokio::task::JoinError>| match result {
         Ok(reason) => reason,
@@ -283,6 +293,17 @@ async fn supervise(
                 Ok(()) => continue,
                 Err(error) => ended("the device event router", joined(Err(error))),
             },
+            // The watchdog is fed from this loop, and only once the journal writer answered:
+            // a hung writer or a wedged loop both stop the pings.
+            _ = ticks.tick(), if every.is_some() => {
+                let wait = every.unwrap_or_default();
+                match tokio::time::timeout(wait, journal.ping()).await {
+                    Ok(Ok(())) => manager.alive(&journal.position().borrow(), &sync_state.borrow()),
+                    Ok(Err(error)) => tracing::warn!(%error, "journal writer refused the watchdog ping"),
+                    Err(_) => tracing::warn!(?wait, "journal writer did not answer the watchdog ping in time"),
+                }
+                continue;
+            }
         };
     }
 }

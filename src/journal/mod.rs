@@ -359,6 +359,9 @@ pub(crate) enum Command {
         view: CachedProfile,
         reply: oneshot::Sender<Result<u64, String>>,
     },
+    Ping {
+        reply: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 /// What recording an ack did.
@@ -480,6 +483,13 @@ impl Journal {
     ) -> Result<u64, JournalError> {
         self.request(|reply| Command::IdentityChange { changes, reply })
             .await
+    }
+
+    /// Answers once the writer thread has taken this request in turn: a writer stuck in a
+    /// commit (a dying SD card) never answers, which is what the service manager's watchdog
+    /// needs to see.
+    pub async fn ping(&self) -> Result<(), JournalError> {
+        self.request(|reply| Command::Ping { reply }).await
     }
 
     /// Caches central's view of a profile found by `profile.lookup`.

@@ -85,6 +85,7 @@ enum Answer {
     Session(u64),
     Print(Result<i64, super::PrintRefusal>),
     Rev(u64),
+    Pong,
 }
 
 impl Writer {
@@ -214,6 +215,7 @@ impl Writer {
                     }
                     Answer::Rev(counter(&tx, "identity_rev")?)
                 }
+                Command::Ping { .. } => Answer::Pong,
                 Command::CacheProfile { view, .. } => {
                     // A look-up is central's state now: as new as the newest change seen, and
                     // it holds every purchase central has acked.
@@ -260,6 +262,9 @@ fn answer_command(command: Command, answer: Answer) {
         (Command::Print { reply, .. }, Answer::Print(result)) => {
             let _ = reply.send(result);
         }
+        (Command::Ping { reply }, Answer::Pong) => {
+            let _ = reply.send(Ok(()));
+        }
         (Command::IdentityChange { reply, .. }, Answer::Rev(rev))
         | (Command::CacheProfile { reply, .. }, Answer::Rev(rev)) => {
             let _ = reply.send(Ok(rev));
@@ -287,6 +292,9 @@ fn refuse_command(command: Command, refusal: &AppendError, error: &rusqlite::Err
             let _ = reply.send(Err(super::PrintRefusal::Storage(error.to_string())));
         }
         Command::IdentityChange { reply, .. } | Command::CacheProfile { reply, .. } => {
+            let _ = reply.send(Err(error.to_string()));
+        }
+        Command::Ping { reply } => {
             let _ = reply.send(Err(error.to_string()));
         }
     }

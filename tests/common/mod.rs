@@ -40,12 +40,23 @@ pub struct Proc {
 
 impl Proc {
     pub fn spawn(name: &str, program: &str, args: &[&str], dir: &Path) -> Proc {
-        Self::spawn_inner(name, program, args, dir, false)
+        Self::spawn_inner(name, program, args, dir, false, &[])
+    }
+
+    /// Like `spawn`, with more environment variables.
+    pub fn spawn_with_env(
+        name: &str,
+        program: &str,
+        args: &[&str],
+        dir: &Path,
+        env: &[(&str, &str)],
+    ) -> Proc {
+        Self::spawn_inner(name, program, args, dir, false, env)
     }
 
     /// Like `spawn`, with a pipe to the child's stdin for `send_line`.
     pub fn spawn_interactive(name: &str, program: &str, args: &[&str], dir: &Path) -> Proc {
-        Self::spawn_inner(name, program, args, dir, true)
+        Self::spawn_inner(name, program, args, dir, true, &[])
     }
 
     fn spawn_inner(
@@ -54,6 +65,7 @@ impl Proc {
         args: &[&str],
         dir: &Path,
         interactive: bool,
+        env: &[(&str, &str)],
     ) -> Proc {
         let log = dir.join(format!("{name}-{}.log", ulid::Ulid::new()));
         let stderr = std::fs::File::create(&log).expect("create log");
@@ -62,6 +74,7 @@ impl Proc {
         for (var, _) in std::env::vars().filter(|(v, _)| v.starts_with("STOREGATE_")) {
             command.env_remove(var);
         }
+        command.envs(env.iter().copied());
         let mut child = command
             .args(args)
             .stdin(if interactive {
