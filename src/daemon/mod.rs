@@ -357,6 +357,15 @@ mod tests {
         (dir, journal, writer)
     }
 
+    /// Not under systemd: the supervision loop never ticks.
+    fn no_manager() -> service_manager::ServiceManager {
+        service_manager::ServiceManager::disabled()
+    }
+
+    fn no_sync() -> watch::Receiver<crate::sync::SyncState> {
+        watch::channel(crate::sync::SyncState::default()).1
+    }
+
     fn idle<T: Send + 'static>() -> Task<T> {
         Some(tokio::spawn(std::future::pending()))
     }
@@ -371,7 +380,14 @@ mod tests {
             router: Some(tokio::spawn(async {})),
             identity: idle(),
         };
-        let failure = supervise(std::future::pending(), &journal, &mut parts).await;
+        let failure = supervise(
+            std::future::pending(),
+            &journal,
+            &mut parts,
+            &no_manager(),
+            &no_sync(),
+        )
+        .await;
         match failure {
             Some(DaemonError::PartEnded { part, reason }) => {
                 assert_eq!(part, "sync");
@@ -394,12 +410,19 @@ mod tests {
             router: idle(),
             identity: idle(),
         };
-        let failure = supervise(std::future::pending(), &journal, &mut parts).await;
+        let failure = supervise(
+            std::future::pending(),
+            &journal,
+            &mut parts,
+            &no_manager(),
+            &no_sync(),
+        )
+        .await;
         assert!(
             matches!(&failure, Some(DaemonError::PartEnded { part: "the API server", reason }) if reason == "it panicked"),
             "{failure:?}"
         );
-        let clean = supervise(async {}, &journal, &mut parts).await;
+        let clean = supervise(async {}, &journal, &mut parts, &no_manager(), &no_sync()).await;
         assert!(clean.is_none());
     }
 }

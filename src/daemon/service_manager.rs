@@ -36,6 +36,14 @@ impl ServiceManager {
         }
     }
 
+    /// No service manager: every call does nothing.
+    pub fn disabled() -> ServiceManager {
+        ServiceManager {
+            ping_every: None,
+            listening: false,
+        }
+    }
+
     /// How often the supervision loop should call [`ServiceManager::alive`]; `None`: never.
     pub fn tick(&self) -> Option<Duration> {
         match (self.ping_every, self.listening) {
