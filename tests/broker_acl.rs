@@ -73,8 +73,21 @@ fn start_fleet_broker(dir: &Path, ca: &Ca, port: u16) -> Proc {
     let ca_file = write(dir, "ca.pem", &ca.pem);
     let cert_file = write(dir, "broker.pem", &cert);
     let key_file = write(dir, "broker.key", &key);
-    let acl = std::fs::read_to_string("config/mosquitto-acl.conf").unwrap();
-    let acl_file = write(dir, "acl.conf", &acl);
+    // The ACL as `storegate config acl` prints it for this fleet: the shipped file plus each
+    // gateway's store layer.
+    let acl = std::process::Command::new(bin())
+        .args([
+            "config",
+            "acl",
+            "--gateway",
+            "s-test/gw-1",
+            "--gateway",
+            "s-other/gw-9",
+        ])
+        .output()
+        .unwrap();
+    assert!(acl.status.success(), "{acl:?}");
+    let acl_file = write(dir, "acl.conf", &String::from_utf8(acl.stdout).unwrap());
     let shipped = std::fs::read_to_string("config/mosquitto.conf").unwrap();
     let mut conf = String::new();
     for line in shipped.lines() {
@@ -250,7 +263,35 @@ fn the_shipped_broker_config_lets_only_central_ack_binds_client_ids_and_isolates
     gateway.messages_until("storegate/v1/s-test/gw-1/ack");
     central.messages_until("storegate/v1/s-test/gw-1/ack");
 
-    // 4. A packet above the cap is refused at the broker: it never reaches central.
+    // 4. Config layers: a gateway reads the fleet's and its own store's and gateway's, never
+    //    another store's; it cannot write one.
+    let publisher = TlsClient::connect(&ca, "config-publisher", "config-publisher", port);
+    let layers = &gateway;
+    layers.subscribe("storegate/v1/config/fleet");
+    layers.subscribe("storegate/v1/s-test/config");
+    layers.subscribe("storegate/v1/s-other/config");
+    layers.subscribe("storegate/v1/s-test/gw-1/config");
+    layers.publish("storegate/v1/s-test/config", b"forged");
+    for topic in [
+        "storegate/v1/s-other/config",
+        "storegate/v1/s-test/config",
+        "storegate/v1/config/fleet",
+        "storegate/v1/s-test/gw-1/config",
+    ] {
+        publisher.publish(topic, b"{}");
+    }
+    let reached = layers.messages_until("storegate/v1/s-test/gw-1/config");
+    assert_eq!(
+        reached,
+        vec![
+            "storegate/v1/s-test/config".to_string(),
+            "storegate/v1/config/fleet".to_string()
+        ],
+        "its store's and the fleet's layer, once each (its own forgery was dropped)"
+    );
+    central.messages_until("storegate/v1/s-test/gw-1/config");
+
+    // 5. A packet above the cap is refused at the broker: it never reaches central.
     let other = TlsClient::connect(&ca, "s-other/gw-9", "storegate-s-other-gw-9", port);
     other.publish("storegate/v1/s-other/gw-9/events", &vec![b' '; 300 * 1024]);
     other.expect("the broker closing an oversized publisher", |s| {

@@ -79,6 +79,9 @@ pub enum Command {
     /// Coupon keys and signed coupon tokens (docs/protocol.md "Coupons").
     #[command(subcommand)]
     Coupon(CouponCommand),
+    /// Fleet configuration tools.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Print the running gateway's health as JSON (exit 1 when a part is broken).
     Status {
         /// The gateway's config: its `[api] listen` address and first token are used.
@@ -93,6 +96,20 @@ pub enum Command {
         /// A bearer token (when `[api] tokens` are configured); defaults to the config's.
         #[arg(long, env = "STOREGATE_API_TOKEN")]
         token: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the fleet broker's Mosquitto ACL file: config/mosquitto-acl.conf plus, for each
+    /// gateway, the grant to read its own store's config layer.
+    Acl {
+        /// A gateway as its certificate names it, `<store>/<gateway>`; repeat for each.
+        #[arg(long = "gateway")]
+        gateways: Vec<String>,
+        /// A file with one `<store>/<gateway>` per line (`#` comments), e.g. the fleet list.
+        #[arg(long = "gateways-file")]
+        file: Option<PathBuf>,
     },
 }
 
@@ -142,6 +159,33 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Decode { data, strict } => run_decode(&data, strict),
         Command::ScanImage { files } => run_scan_image(&files),
         Command::Coupon(command) => run_coupon(command),
+        Command::Config(command) => run_config(command),
+    }
+}
+
+fn run_config(command: ConfigCommand) -> anyhow::Result<()> {
+    match command {
+        ConfigCommand::Acl { mut gateways, file } => {
+            if let Some(file) = file {
+                let text = std::fs::read_to_string(&file)
+                    .with_context(|| format!("reading {}", file.display()))?;
+                gateways.extend(
+                    text.lines()
+                        .map(|l| l.split('#').next().unwrap_or_default().trim())
+                        .filter(|l| !l.is_empty())
+                        .map(str::to_string),
+                );
+            }
+            if gateways.is_empty() {
+                anyhow::bail!("name the fleet's gateways with --gateway or --gateways-file");
+            }
+            // The file itself is the machine-readable output here (it goes to the broker).
+            print!(
+                "{}",
+                storegate::config::broker_acl::mosquitto_acl(&gateways)?
+            );
+            Ok(())
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 //! are marked local-only here so that merge can refuse them.
 
 mod api;
+pub mod broker_acl;
 mod central;
 mod env;
 mod gateway;
