@@ -47,7 +47,7 @@ mod tests {
             "s-042/gw-1".into(),
         ])
         .unwrap();
-        assert_eq!(acl.matches("user s-042/gw-1\n").count(), 1);
+        assert_eq!(acl.lines().filter(|l| *l == "user s-042/gw-1").count(), 1);
         assert!(acl.contains("user s-042/gw-2\ntopic read storegate/v1/s-042/config\n"));
         assert!(acl.contains("user s-7/gw-1\ntopic read storegate/v1/s-7/config\n"));
         assert!(acl.contains("pattern write storegate/v1/%u/events"));
