@@ -78,6 +78,18 @@ pub(super) async fn run(events: u64, broker: Option<&str>) -> anyhow::Result<ser
     let central_peak = proc_status_kib(central_pid, "VmHWM");
     drop((gateway, central));
     drop(acks);
+    // A drain that central stored as conflicts would measure the wrong thing: every event
+    // must have been applied.
+    let unapplied: i64 = rusqlite::Connection::open(dir.path().join("central.db"))?.query_row(
+        "SELECT COUNT(*) FROM events WHERE applied IS NULL",
+        [],
+        |r| r.get(0),
+    )?;
+    anyhow::ensure!(
+        unapplied == 0,
+        "central applied {} of {events} events",
+        events as i64 - unapplied
+    );
 
     let batch_bytes = sample_batch_bytes(&journal)?;
     // A few hundred messages give a steady rate; the baseline is a rate, not a second drain.
