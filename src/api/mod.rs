@@ -15,6 +15,7 @@ mod server;
 
 pub use errors::ApiError;
 pub use live::LiveEvents;
+pub(crate) use openapi::with_version as openapi_with_version;
 pub use printing::Printing;
 pub use server::{serve as serve_router, Limits, MAX_CONNECTIONS};
 

@@ -455,59 +455,9 @@ async fn kpis(
     Ok(Json(report).into_response())
 }
 
+/// The document lives in `docs/openapi/central.json`.
 async fn openapi() -> Json<serde_json::Value> {
-    let error = serde_json::json!({ "$ref": "#/components/responses/Error" });
-    Json(serde_json::json!({
-        "openapi": "3.0.3",
-        "info": { "title": "storegate central online channel", "version": env!("CARGO_PKG_VERSION") },
-        "security": [{ "bearer": [] }],
-        "paths": {
-            "/v1/customers": { "post": {
-                "summary": "Register or find a customer by a verified email or phone, a card or an app token",
-                "requestBody": { "required": true, "content": { "application/json": { "schema": {
-                    "type": "object", "required": ["identifiers"], "properties": {
-                        "identifiers": { "type": "array", "minItems": 1, "maxItems": 8, "items": {
-                            "type": "object", "required": ["kind", "value"], "properties": {
-                                "kind": { "type": "string", "enum": ["card", "phone", "email", "app"] },
-                                "value": { "type": "string" },
-                                "verified": { "type": "boolean" } } } } } } } } },
-                "responses": {
-                    "200": { "description": "Found", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Registered" } } } },
-                    "201": { "description": "Created", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Registered" } } } },
-                    "422": error, "401": error, "503": error } } },
-            "/v1/customers/{ref}": {
-                "get": { "summary": "The profile a ref resolves to: identifier kinds, points, timeline",
-                         "responses": { "200": { "description": "The profile" }, "404": error, "410": error } },
-                "delete": { "summary": "Erase the customer (right to erasure), broadcast to every box",
-                            "responses": { "200": { "description": "Erased" }, "404": error, "410": error } } },
-            "/v1/customers/{ref}/app-token": { "post": {
-                "summary": "A new app identity token (SGA1.…) for the customer's QR code",
-                "responses": { "200": { "description": "`{\"customer\",\"token\"}`" }, "404": error, "410": error } } },
-            "/v1/online-purchases": { "post": {
-                "summary": "Record a web shop or app purchase once per order; it earns points",
-                "requestBody": { "required": true, "content": { "application/json": { "schema": {
-                    "type": "object", "required": ["customer", "order", "lines", "total_minor", "currency"] } } } },
-                "responses": { "201": { "description": "`{\"customer\",\"points\",\"balance\",\"replayed\"}`" },
-                               "200": { "description": "Already recorded (a retry)" },
-                               "409": error, "404": error, "410": error, "422": error } } },
-            "/v1/coupons": { "post": {
-                "summary": "Sign a coupon payload (docs/protocol.md fields) → {\"token\":\"SGC1.…\"}",
-                "responses": { "201": { "description": "Signed" }, "422": error, "503": error } } },
-            "/v1/reports/kpis": { "get": {
-                "summary": "Sales, identification, loyalty and coupon figures for a period",
-                "parameters": [
-                    { "name": "from", "in": "query", "required": true, "schema": { "type": "string", "format": "date-time" } },
-                    { "name": "to", "in": "query", "required": true, "schema": { "type": "string", "format": "date-time" } },
-                    { "name": "store", "in": "query", "schema": { "type": "string" } },
-                    { "name": "channel", "in": "query", "schema": { "type": "string", "enum": ["store", "online"] } } ],
-                "responses": { "200": { "description": "The figures" }, "422": error } } }
-        },
-        "components": {
-            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
-            "schemas": {
-                "Registered": { "type": "object", "required": ["customer", "created"], "properties": {
-                    "customer": { "type": "string" }, "created": { "type": "boolean" } } } },
-            "responses": { "Error": { "description": "`{\"error\":{\"code\",\"message\"[,\"field\"]}}`" } }
-        }
-    }))
+    Json(crate::api::openapi_with_version(include_str!(
+        "../../docs/openapi/central.json"
+    )))
 }
