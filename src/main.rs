@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 
 use clap::Parser;
 
-#[cfg(all(feature = "embedded-broker", feature = "test-support"))]
+#[cfg(feature = "bench")]
 mod bench;
 mod cli;
 #[cfg(feature = "embedded-broker")]

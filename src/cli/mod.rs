@@ -56,7 +56,7 @@ pub enum Command {
         listen: SocketAddr,
     },
     /// Measure journal ingest and backlog drain against baselines in the same run.
-    #[cfg(all(feature = "embedded-broker", feature = "test-support"))]
+    #[cfg(feature = "bench")]
     Bench(crate::bench::BenchArgs),
     /// Print what scanned data means, as JSON: an optional AIM identifier (`]E0`, `]C1`, …),
     /// then EAN/UPC with check digit, GS1 element strings (GS = \x1d, or bracketed), coupon
@@ -154,7 +154,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             url,
             token,
         } => run_status(config, api, url, token),
-        #[cfg(all(feature = "embedded-broker", feature = "test-support"))]
+        #[cfg(feature = "bench")]
         Command::Bench(args) => crate::bench::run(args),
         Command::Decode { data, strict } => run_decode(&data, strict),
         Command::ScanImage { files } => run_scan_image(&files),
