@@ -445,3 +445,40 @@ fn two_boxes_with_one_gateway_id_say_so_in_their_logs() {
         || first.log_text().contains(hint) || second.log_text().contains(hint),
     );
 }
+
+/// Central never sends an ack outside the protocol's range: a batch that leaves a gap before
+/// the first stored seq (the gateway's first batch was lost) is answered by nothing, and the
+/// missing batch then moves the ack over both.
+#[test]
+fn central_sends_no_ack_of_zero_while_the_first_seq_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = start_broker(BrokerKind::Embedded, dir.path(), port);
+    let central_status = Subscription::start(port, "storegate/v1/central/status");
+    let (_central, _db) = start_central(dir.path(), &format!("mqtt://127.0.0.1:{port}"));
+    // Central says it is online once it has subscribed.
+    central_status.next_matching(Duration::from_secs(10), |s| s["state"] == "online");
+    let acks = Subscription::start(port, ACK_TOPIC);
+    let (gateway, _thread) = publisher(port);
+    let batch = |seq: u64| {
+        serde_json::json!({
+            "gateway": GATEWAY, "store": STORE, "sent_at": "2026-11-26T10:00:00.000Z",
+            "events": [{
+                "seq": seq, "id": ulid::Ulid::new().to_string(), "kind": "purchase",
+                "at": "2026-11-26T10:00:00.000Z", "clock_synced": true, "till": "t1",
+                "body": { "receipt": format!("r-{seq}"), "total_minor": 100, "currency": "EUR",
+                          "customer": null, "lines": [{ "sku": "a", "qty": 1, "unit_minor": 100 }] }
+            }]
+        })
+        .to_string()
+        .into_bytes()
+    };
+    gateway
+        .publish(EVENTS_TOPIC, QoS::AtLeastOnce, false, batch(2))
+        .unwrap();
+    gateway
+        .publish(EVENTS_TOPIC, QoS::AtLeastOnce, false, batch(1))
+        .unwrap();
+    let first = acks.next_matching(Duration::from_secs(10), |_| true);
+    assert_eq!(first["upto_seq"], 2, "the first ack central sent: {first}");
+}

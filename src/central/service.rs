@@ -246,6 +246,16 @@ impl Service {
         // Central answers every batch, duplicates and refused ones too, with its current ack:
         // a gateway whose ack was lost moves on.
         match result {
+            // Nothing of this gateway's stored from seq 1 on (its first batch was lost, say, and
+            // a later one arrived): there is no ack to send, since 0 is outside the protocol's
+            // range. The gateway re-sends from its acked position after its ack timeout.
+            Ok(Ok((0, _))) => {
+                tracing::debug!(
+                    store,
+                    gateway,
+                    "central: nothing to ack yet (a gap before the first stored seq)"
+                );
+            }
             Ok(Ok((upto, identity_changes))) => {
                 let ack = serde_json::to_vec(&Ack { upto_seq: upto }).unwrap_or_default();
                 let topic = GatewayTopics::new(store, gateway).ack();
