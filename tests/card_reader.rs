@@ -227,3 +227,30 @@ fn a_reader_that_is_unplugged_is_reported_down_and_reopened_when_it_is_back() {
     assert!(metric(&agent, api, "storegate_device_input_invalid_total") >= 1.0);
     assert!(metric(&agent, api, "storegate_events_committed_total") >= 1.0);
 }
+
+/// A reader configured on the Pi's SPI header where this machine has none: the device is down
+/// with the reason on `/v1/devices`, retried, and the rest of the daemon serves on.
+#[test]
+fn an_spi_reader_without_its_spidev_is_down_with_the_reason_and_sales_go_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let unused = free_port();
+    let config = gateway_config(
+        dir.path(),
+        &format!("mqtt://127.0.0.1:{unused}"),
+        0,
+        "[identity]\nhmac_key = \"c3RvcmVnYXRlLXRlc3QtaWRlbnRpdHkta2V5IQ==\"\n[[devices.nfc_readers]]\nname = \"pi-reader\"\nspi = \"/dev/spidev-not-here.0\"\ntill = \"t1\"\n",
+    );
+    let (_gateway, api) = start_gateway(dir.path(), &config);
+    let agent = http();
+    let device = wait_device(&agent, api, 0, Duration::from_secs(10), |d| {
+        d["state"] == "down" && d["reconnects"].as_u64() >= Some(1)
+    });
+    assert_eq!(device["kind"], "nfc_reader");
+    assert!(
+        device["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("/dev/spidev-not-here.0")),
+        "{device}"
+    );
+    post_purchase(&agent, api, "r-1").expect("sales go on");
+}

@@ -262,6 +262,7 @@ mod tests {
         let text = on_this_machine(&text, dir.path());
         let config = parse_gateway(&text).unwrap_or_else(|e| panic!("{e}"));
         let devices = &config.devices;
+        assert_eq!(devices.nfc_readers.len(), 1);
         assert_eq!(
             (
                 devices.card_readers.len(),

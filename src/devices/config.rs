@@ -6,6 +6,7 @@ use serde::Deserialize;
 pub use super::camera::config::{CameraConfig, SourceSpec};
 pub use super::card_number::CardNumberRule;
 pub use super::card_reader::config::CardReaderConfig;
+pub use super::nfc_reader::config::NfcReaderConfig;
 pub use super::printer::config::{PrinterAddress, PrinterConfig};
 pub use super::scanner::config::ScannerConfig;
 pub use super::wedge::config::WedgeConfig;
@@ -18,6 +19,10 @@ pub struct DevicesSection {
     /// storegate loyalty readers (`firmware/PROTOCOL.md` over a serial / USB-CDC port).
     #[serde(default)]
     pub card_readers: Vec<CardReaderConfig>,
+    /// MFRC522 loyalty readers on the box's own SPI header (a Raspberry Pi), no
+    /// microcontroller between.
+    #[serde(default)]
+    pub nfc_readers: Vec<NfcReaderConfig>,
     /// Kiosk cameras reading QR codes.
     #[serde(default)]
     pub cameras: Vec<CameraConfig>,
@@ -92,6 +97,28 @@ impl DevicesSection {
                 return Err(InvalidKey::new(
                     key("silence_timeout_ms"),
                     "must be between 500 and 600000 (the reader sends a heartbeat every second)",
+                ));
+            }
+            if !has_identity_key {
+                return Err(InvalidKey::new(
+                    "identity.hmac_key",
+                    "card readers identify customers, which needs the fleet identity key; set identity.hmac_key",
+                ));
+            }
+        }
+        for (i, reader) in self.nfc_readers.iter().enumerate() {
+            let key = |field: &str| format!("devices.nfc_readers[{i}].{field}");
+            check_device(&key, &reader.name, &reader.till, &mut names)?;
+            if !(100_000..=10_000_000).contains(&reader.spi_hz) {
+                return Err(InvalidKey::new(
+                    key("spi_hz"),
+                    "must be between 100000 and 10000000 (the MFRC522 takes up to 10 MHz)",
+                ));
+            }
+            if !(10..=1_000).contains(&reader.poll_ms) {
+                return Err(InvalidKey::new(
+                    key("poll_ms"),
+                    "must be between 10 and 1000",
                 ));
             }
             if !has_identity_key {

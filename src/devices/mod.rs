@@ -11,6 +11,7 @@ pub mod camera;
 pub mod card_number;
 pub mod card_reader;
 pub mod config;
+pub mod nfc_reader;
 pub mod port;
 pub mod printer;
 pub mod scanner;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use super::camera::Camera;
 use super::card_reader::CardReader;
 use super::config::DevicesSection;
+use super::nfc_reader::NfcReader;
 use super::printer::Printer;
 use super::scanner::SerialScanner;
 use super::wedge::KeyboardWedge;
@@ -68,6 +69,10 @@ impl Devices {
             .card_readers
             .iter()
             .map(|reader| Box::new(CardReader::new(reader.clone())) as Box<dyn Driver>);
+        let spi_readers = config
+            .nfc_readers
+            .iter()
+            .map(|reader| Box::new(NfcReader::new(reader.clone())) as Box<dyn Driver>);
         let cameras = config
             .cameras
             .iter()
@@ -84,6 +89,7 @@ impl Devices {
             .iter()
             .map(|wedge| Box::new(KeyboardWedge::new(wedge.clone())) as Box<dyn Driver>);
         let drivers: Vec<Box<dyn Driver>> = readers
+            .chain(spi_readers)
             .chain(scanners)
             .chain(wedges)
             .chain(printers)
