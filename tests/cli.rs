@@ -22,6 +22,7 @@ fn every_command_has_help() {
         vec!["coupon", "--help"],
         vec!["coupon", "issue", "--help"],
         vec!["config", "acl", "--help"],
+        vec!["config", "sign", "--help"],
     ] {
         let out = Command::new(bin()).args(&args).output().unwrap();
         assert!(out.status.success(), "{args:?}");
@@ -451,4 +452,58 @@ fn coupon_issue_writes_a_qr_png_that_scans_back_to_the_token() {
     );
     let scanned: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(scanned["codes"][0]["text"], token, "{scanned}");
+}
+
+/// `storegate config keygen` and `config sign`: the printed payload verifies with the public
+/// key and carries the body as given; a body that sets a local-only section is refused.
+#[test]
+fn config_sign_prints_a_layer_that_verifies_and_refuses_local_only_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let keygen = Command::new(bin())
+        .args(["config", "keygen"])
+        .output()
+        .unwrap();
+    assert!(keygen.status.success());
+    let key: serde_json::Value = serde_json::from_slice(&keygen.stdout).unwrap();
+    let private = dir.path().join("it.key");
+    std::fs::write(&private, key["private_key"].as_str().unwrap()).unwrap();
+    let body = dir.path().join("body.toml");
+    std::fs::write(&body, "[coupons]\noffline_budget_hour_minor = 2000\n").unwrap();
+    let sign = |body: &std::path::Path| {
+        Command::new(bin())
+            .args([
+                "config",
+                "sign",
+                "--key",
+                private.to_str().unwrap(),
+                "--layer",
+                "store",
+                "--version",
+                "8",
+            ])
+            .arg(body)
+            .output()
+            .unwrap()
+    };
+    let signed = sign(&body);
+    assert!(signed.status.success(), "{signed:?}");
+    let signed: storegate::protocol::SignedLayer = serde_json::from_slice(&signed.stdout).unwrap();
+    let public = storegate::codes::coupon::PublicKey::try_from(
+        key["public_key"].as_str().unwrap().to_string(),
+    )
+    .unwrap();
+    let layer = storegate::config::layers::verify(&signed, &[public]).unwrap();
+    assert_eq!(
+        (layer.layer, layer.version),
+        (storegate::config::layers::LayerName::Store, 8)
+    );
+    assert_eq!(layer.body["coupons"]["offline_budget_hour_minor"], 2000);
+
+    std::fs::write(&body, "[gateway]\nid = \"gw-9\"\n").unwrap();
+    let refused = sign(&body);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("local_only_key"),
+        "{refused:?}"
+    );
 }

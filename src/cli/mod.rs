@@ -101,6 +101,26 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
+    /// Print a new Ed25519 key for signing config layers as JSON: `private_key` (base64
+    /// PKCS#8; stays with store IT) and `public_key` (for the boxes' `config.trusted_keys`).
+    Keygen,
+    /// Sign a config layer and print the MQTT payload (docs/protocol.md "Config layers").
+    Sign {
+        /// File holding the base64 PKCS#8 private key (`keygen`'s `private_key`).
+        #[arg(long)]
+        key: PathBuf,
+        /// The key's id in the payload (a label for people).
+        #[arg(long, default_value = "it")]
+        key_id: String,
+        /// fleet, store or gateway.
+        #[arg(long)]
+        layer: String,
+        /// Higher than every earlier version of this layer.
+        #[arg(long)]
+        version: u64,
+        /// The layer's body: a TOML file with the sections and keys it sets.
+        body: PathBuf,
+    },
     /// Print the fleet broker's Mosquitto ACL file: config/mosquitto-acl.conf plus, for each
     /// gateway, the grant to read its own store's config layer.
     Acl {
@@ -164,7 +184,44 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn run_config(command: ConfigCommand) -> anyhow::Result<()> {
+    use storegate::config::layers;
     match command {
+        ConfigCommand::Keygen => {
+            let key = storegate::codes::coupon::generate_key()?;
+            print_json(&serde_json::json!(key));
+            Ok(())
+        }
+        ConfigCommand::Sign {
+            key,
+            key_id,
+            layer,
+            version,
+            body,
+        } => {
+            let private_key = std::fs::read_to_string(&key)
+                .with_context(|| format!("reading the private key {}", key.display()))?;
+            let layer: layers::LayerName =
+                serde_json::from_value(serde_json::Value::String(layer.clone())).map_err(|_| {
+                    anyhow::anyhow!("--layer must be fleet, store or gateway, not `{layer}`")
+                })?;
+            let text = std::fs::read_to_string(&body)
+                .with_context(|| format!("reading the layer body {}", body.display()))?;
+            let table: toml::Table = text
+                .parse()
+                .with_context(|| format!("{} is not TOML", body.display()))?;
+            let layer = layers::Layer {
+                layer,
+                version,
+                issued_at: storegate::protocol::timestamp(std::time::SystemTime::now()),
+                body: serde_json::to_value(table)?,
+            };
+            print_json(&serde_json::json!(layers::sign(
+                &private_key,
+                &key_id,
+                &layer
+            )?));
+            Ok(())
+        }
         ConfigCommand::Acl { mut gateways, file } => {
             if let Some(file) = file {
                 let text = std::fs::read_to_string(&file)

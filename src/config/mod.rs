@@ -16,6 +16,7 @@ mod central;
 mod env;
 mod gateway;
 mod journal;
+pub mod layers;
 mod mqtt;
 mod sync;
 
