@@ -17,6 +17,7 @@ mod env;
 mod gateway;
 mod journal;
 pub mod layers;
+pub mod live;
 mod mqtt;
 mod sync;
 

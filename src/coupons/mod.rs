@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 
 use crate::clock::Clock;
-use crate::codes::coupon::{CouponKeys, Refusal as TokenRefusal};
+use crate::codes::coupon::Refusal as TokenRefusal;
 use crate::identity::alias::Aliases;
 use crate::journal::{AppendError, AsyncOutbox, CouponUse, Journal, JournalError, NewEvent};
 use crate::protocol::{CouponRedeemed, EventKind, FieldError};
@@ -129,7 +129,9 @@ pub struct Redeemer {
 }
 
 struct Inner {
-    keys: CouponKeys,
+    /// The coupon keys and offline budgets, read per redemption (a remote layer may change
+    /// them).
+    settings: crate::config::live::Live,
     store: String,
     journal: Journal,
     /// Reads of this box's redemptions, over one connection kept for them.
@@ -138,7 +140,6 @@ struct Inner {
     /// Central's merges as this box has them: a personal coupon follows its customer's merges.
     aliases: watch::Receiver<Arc<Aliases>>,
     clock: Arc<dyn Clock>,
-    policy: Policy,
 }
 
 /// The payload fields redemption reads (docs/protocol.md "Coupons").
@@ -167,24 +168,22 @@ impl Redeemer {
     /// Redemption for `store`, reserving online through `rpc` when there is one; personal
     /// coupons are matched through `aliases`.
     pub fn new(
-        keys: CouponKeys,
+        settings: crate::config::live::Live,
         store: &str,
         journal: Journal,
         rpc: Option<RpcClient>,
         aliases: watch::Receiver<Arc<Aliases>>,
         clock: Arc<dyn Clock>,
-        policy: Policy,
     ) -> Result<Redeemer, JournalError> {
         Ok(Redeemer {
             inner: Arc::new(Inner {
-                keys,
+                settings,
                 store: store.to_string(),
                 redemptions: AsyncOutbox::new(journal.outbox()?),
                 journal,
                 rpc,
                 aliases,
                 clock,
-                policy,
             }),
         })
     }
@@ -227,7 +226,8 @@ enum Reserved {
 
 impl Inner {
     fn payload(&self, token: &str) -> Result<Payload, Refusal> {
-        let payload = self.keys.check(token).map_err(|refusal| match refusal {
+        let keys = self.settings.borrow().coupon_keys.clone();
+        let payload = keys.check(token).map_err(|refusal| match refusal {
             TokenRefusal::Malformed(error) => Refusal::Malformed(error.to_string()),
             TokenRefusal::UnknownKey => Refusal::UnknownKey(refusal.to_string()),
             TokenRefusal::BadSignature => Refusal::BadSignature(refusal.to_string()),
@@ -316,17 +316,10 @@ impl Inner {
             return Err(Refusal::OfflineNotAllowed);
         }
         let now = self.clock.now();
+        let policy = self.settings.borrow().coupon_policy;
         for (window, budget, name) in [
-            (
-                Duration::from_secs(3600),
-                self.policy.budget_hour_minor,
-                "hour",
-            ),
-            (
-                Duration::from_secs(86_400),
-                self.policy.budget_day_minor,
-                "day",
-            ),
+            (Duration::from_secs(3600), policy.budget_hour_minor, "hour"),
+            (Duration::from_secs(86_400), policy.budget_day_minor, "day"),
         ] {
             let since = crate::protocol::timestamp(
                 now.checked_sub(window).unwrap_or(SystemTime::UNIX_EPOCH),

@@ -11,7 +11,6 @@ use storegate_firmware::message::Led;
 use tokio::sync::mpsc;
 
 use crate::api::LiveEvents;
-use crate::codes::coupon::CouponKeys;
 use crate::codes::{Aim, Interpretation};
 use crate::devices::{DeviceCommand, DeviceEvent, DeviceHandle};
 use crate::identity::{card_number_from_uid, Identity, Recorded};
@@ -26,7 +25,8 @@ pub struct Router {
     /// Magnetic loyalty card number rule per device.
     pub card_rules: std::collections::HashMap<String, crate::devices::config::CardNumberRule>,
     /// A scanned coupon reaches a till only if its signature verifies with one of these.
-    pub coupon_keys: CouponKeys,
+    /// The coupon keys scanned coupons are checked with (read per scan).
+    pub settings: crate::config::live::Live,
     pub metrics: Arc<Metrics>,
 }
 
@@ -120,10 +120,11 @@ impl Router {
         // A forged or altered coupon is refused here, like a broken barcode: the till never
         // sees it as a coupon.
         let interpreted = match crate::codes::interpret_scan(aim, &text) {
-            Ok(Interpretation::CouponToken { token, .. }) => self
-                .coupon_keys
-                .verify(&token)
-                .map(|payload| Interpretation::CouponToken { token, payload }),
+            Ok(Interpretation::CouponToken { token, .. }) => {
+                let keys = self.settings.borrow().coupon_keys.clone();
+                keys.verify(&token)
+                    .map(|payload| Interpretation::CouponToken { token, payload })
+            }
             other => other,
         };
         match interpreted {

@@ -116,6 +116,10 @@ pub async fn run(
             aliases.clone(),
         ),
     );
+    // The settings a signed remote layer may change while the daemon runs.
+    let (_settings_writer, settings) = watch::channel(Arc::new(
+        crate::config::live::LiveSettings::from_config(&config),
+    ));
     let printing = api::Printing::new(journal.clone(), &config.devices.printers);
     let (devices, device_events) =
         Devices::start(&config.devices, &journal, metrics.clone()).map_err(DaemonError::Devices)?;
@@ -144,27 +148,23 @@ pub async fn run(
                     .map(|w| (w.name.clone(), w.card_number.clone())),
             )
             .collect(),
-        coupon_keys: crate::codes::coupon::CouponKeys::new(&config.coupons.public_keys),
+        settings: settings.clone(),
         metrics: metrics.clone(),
     };
     let router_task = tokio::spawn(router.run(device_events));
     let loyalty = Arc::new(crate::loyalty::Loyalty::new(
-        config.loyalty.clone(),
+        settings.clone(),
         crate::journal::AsyncOutbox::new(journal.outbox()?),
         aliases.clone(),
         sync.state(),
     ));
     let coupons = crate::coupons::Redeemer::new(
-        crate::codes::coupon::CouponKeys::new(&config.coupons.public_keys),
+        settings.clone(),
         &config.gateway.store,
         journal.clone(),
         Some(sync.rpc()),
         aliases,
         clock,
-        crate::coupons::Policy {
-            budget_hour_minor: config.coupons.offline_budget_hour_minor,
-            budget_day_minor: config.coupons.offline_budget_day_minor,
-        },
     )?;
     let state = ApiState {
         journal: journal.clone(),

@@ -85,24 +85,25 @@ impl LoyaltySection {
 
 /// The loyalty part's owner on the gateway.
 pub struct Loyalty {
-    /// `None`: no `[loyalty]` section, the till's own `points` are recorded as sent.
-    rule: Option<LoyaltySection>,
+    /// The rule, read per purchase (a remote layer may change it); `None` in it: no
+    /// `[loyalty]` section, the till's own `points` are recorded as sent.
+    settings: crate::config::live::Live,
     reads: AsyncOutbox,
     aliases: watch::Receiver<Arc<Aliases>>,
     sync: watch::Receiver<SyncState>,
 }
 
 impl Loyalty {
-    /// `reads` is a journal view, `aliases` central's merges, `sync` tells whether central is
-    /// reachable.
+    /// `settings` holds the rule, `reads` is a journal view, `aliases` central's merges, `sync`
+    /// tells whether central is reachable.
     pub fn new(
-        rule: Option<LoyaltySection>,
+        settings: crate::config::live::Live,
         reads: AsyncOutbox,
         aliases: watch::Receiver<Arc<Aliases>>,
         sync: watch::Receiver<SyncState>,
     ) -> Loyalty {
         Loyalty {
-            rule,
+            settings,
             reads,
             aliases,
             sync,
@@ -135,12 +136,12 @@ impl Loyalty {
         till_points: i64,
         redeemed: i64,
     ) -> PointsUse {
-        let earned = self
-            .rule
+        let rule = self.settings.borrow().loyalty.clone();
+        let earned = rule
             .as_ref()
             .map_or(till_points, |rule| rule.earned(total_minor));
         let offline = !self.sync.borrow().connected;
-        let cap = self.rule.as_ref().map_or(0, |rule| rule.offline_redeem_cap);
+        let cap = rule.as_ref().map_or(0, |rule| rule.offline_redeem_cap);
         PointsUse {
             customer: customer.to_string(),
             members: self.members(customer),
