@@ -36,4 +36,5 @@ pub mod loyalty;
 pub mod metrics;
 pub mod mqtt;
 pub mod protocol;
+pub mod remote_config;
 pub mod sync;

@@ -113,6 +113,12 @@ impl TryFrom<String> for PublicKey {
     }
 }
 
+impl serde::Serialize for PublicKey {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&B64.encode(&self.0))
+    }
+}
+
 impl PublicKey {
     /// The 32 key bytes.
     pub fn bytes(&self) -> &[u8] {

@@ -73,8 +73,8 @@ fn default_lookup_timeout_ms() -> u64 {
     300
 }
 
-/// Coupon verification and the offline redemption policy.
-#[derive(Debug, Clone, Deserialize)]
+/// Coupon verification and the offline redemption policy. A remote layer may set it.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct CouponsSection {
     /// Ed25519 public keys (base64, 32 bytes) whose coupons are honoured.
@@ -95,6 +95,21 @@ impl Default for CouponsSection {
             offline_budget_hour_minor: default_offline_budget_hour_minor(),
             offline_budget_day_minor: default_offline_budget_day_minor(),
         }
+    }
+}
+
+impl CouponsSection {
+    /// Budgets that make sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.offline_budget_hour_minor < 0
+            || self.offline_budget_day_minor < self.offline_budget_hour_minor
+        {
+            return Err(ConfigError::key(
+                "coupons.offline_budget_day_minor",
+                "budgets must not be negative, and the day's at least the hour's",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -200,14 +215,7 @@ impl GatewayConfig {
                 "must be between 10 and 10000 (300 is the default)",
             ));
         }
-        if self.coupons.offline_budget_hour_minor < 0
-            || self.coupons.offline_budget_day_minor < self.coupons.offline_budget_hour_minor
-        {
-            return Err(ConfigError::key(
-                "coupons.offline_budget_day_minor",
-                "budgets must not be negative, and the day's at least the hour's",
-            ));
-        }
+        self.coupons.validate()?;
         self.devices
             .validate(self.identity.hmac_key.is_some())
             .map_err(|e| ConfigError::key(e.key, e.message))

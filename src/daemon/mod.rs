@@ -117,9 +117,11 @@ pub async fn run(
         ),
     );
     // The settings a signed remote layer may change while the daemon runs.
-    let (_settings_writer, settings) = watch::channel(Arc::new(
-        crate::config::live::LiveSettings::from_config(&config),
-    ));
+    let (layers_tx, layers_rx) = tokio::sync::mpsc::channel(16);
+    sync.send_config_layers_to(layers_tx);
+    let (remote_config, settings, config_reports) =
+        crate::remote_config::RemoteConfig::load(&config, journal.clone(), layers_rx)?;
+    sync.publish_config_state_from(config_reports);
     let printing = api::Printing::new(journal.clone(), &config.devices.printers);
     let (devices, device_events) =
         Devices::start(&config.devices, &journal, metrics.clone()).map_err(DaemonError::Devices)?;
@@ -188,7 +190,11 @@ pub async fn run(
         per_peer: config.api.connections_per_peer,
     };
     let (stop_identity, identity_stopped) = watch::channel(false);
+    let (stop_remote_config, remote_config_stopped) = watch::channel(false);
     let mut parts = Parts {
+        remote_config: Some(tokio::spawn(
+            remote_config.run(signalled(remote_config_stopped)),
+        )),
         api: Some(tokio::spawn(api::serve(
             listener,
             state,
@@ -228,6 +234,10 @@ pub async fn run(
     if let Some(task) = parts.api {
         task.await?.map_err(DaemonError::Api)?;
     }
+    let _ = stop_remote_config.send(true);
+    if let Some(task) = parts.remote_config {
+        task.await??;
+    }
     // The identity part calls central through sync: it stops first.
     let _ = stop_identity.send(true);
     if let Some(task) = parts.identity {
@@ -250,6 +260,7 @@ struct Parts {
     sync: Task<Result<(), SyncError>>,
     router: Task<()>,
     identity: Task<Result<(), JournalError>>,
+    remote_config: Task<Result<(), JournalError>>,
 }
 
 /// Waits for `shutdown`, or for the first long-lived part to end on its own; that part's
@@ -286,6 +297,10 @@ async fn supervise(
             // The router ends by itself once no device can send (none configured): only a
             // panic is a failure.
             result = join(&mut parts.identity) => ended("the identity part", joined(result.map(|r| match r {
+                Ok(()) => "it returned".to_string(),
+                Err(error) => error.to_string(),
+            }))),
+            result = join(&mut parts.remote_config) => ended("the remote config part", joined(result.map(|r| match r {
                 Ok(()) => "it returned".to_string(),
                 Err(error) => error.to_string(),
             }))),
@@ -379,6 +394,7 @@ mod tests {
             // A router with no devices ends at once: that is not a failure.
             router: Some(tokio::spawn(async {})),
             identity: idle(),
+            remote_config: idle(),
         };
         let failure = supervise(
             std::future::pending(),
@@ -409,6 +425,7 @@ mod tests {
             sync: idle(),
             router: idle(),
             identity: idle(),
+            remote_config: idle(),
         };
         let failure = supervise(
             std::future::pending(),

@@ -24,7 +24,7 @@
 //! - A purchase at a till with a printer gets its print job in the same transaction; print
 //!   jobs change only through the writer (`PrintCommand`), like everything else here.
 //!
-//! # On-disk format (schema version 8, `PRAGMA user_version`)
+//! # On-disk format (schema version 9, `PRAGMA user_version`)
 //! - `events(seq INTEGER PRIMARY KEY, id, kind, at, clock_synced, till, receipt, body)`.
 //! - `receipts(receipt PRIMARY KEY, seq, id)` (version 4): every purchase's receipt, unique
 //!   per gateway (docs/protocol.md), indexed by `seq` for retention.
@@ -45,6 +45,8 @@
 //!   hold yet (deleted by the first view newer than their ack), and the profiles erased at
 //!   central. The writer runs with `secure_delete` on, and an
 //!   erasure truncates the WAL, so an erased customer's identifiers leave the files.
+//! - `config_layers(layer PRIMARY KEY, version, signed, applied_at)` (version 9): the signed
+//!   remote config layers this box accepted, as received.
 
 mod lock;
 mod outbox;
@@ -362,6 +364,12 @@ pub(crate) enum Command {
     Ping {
         reply: oneshot::Sender<Result<(), String>>,
     },
+    RecordLayer {
+        layer: String,
+        version: u64,
+        signed: String,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 /// What recording an ack did.
@@ -490,6 +498,24 @@ impl Journal {
     /// needs to see.
     pub async fn ping(&self) -> Result<(), JournalError> {
         self.request(|reply| Command::Ping { reply }).await
+    }
+
+    /// Records an accepted config layer (`signed` as received), replacing the layer's earlier
+    /// version.
+    pub async fn record_config_layer(
+        &self,
+        layer: &str,
+        version: u64,
+        signed: String,
+    ) -> Result<(), JournalError> {
+        let layer = layer.to_string();
+        self.request(|reply| Command::RecordLayer {
+            layer,
+            version,
+            signed,
+            reply,
+        })
+        .await
     }
 
     /// Caches central's view of a profile found by `profile.lookup`.

@@ -207,6 +207,17 @@ impl Outbox {
         Ok(super::writer::points_balance(&self.conn, members)?)
     }
 
+    /// The accepted config layers: (layer, version, the signed message as received).
+    pub fn config_layers(&self) -> Result<Vec<(String, u64, String)>, JournalError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT layer, version, signed FROM config_layers")?
+            .query_map([], |r| {
+                Ok((r.get(0)?, r.get::<_, i64>(1)?.max(0) as u64, r.get(2)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?)
+    }
+
     /// The committed and acked positions as on disk.
     pub fn position(&self) -> Result<Position, JournalError> {
         super::writer::read_position(&self.conn)

@@ -94,6 +94,10 @@ const MIGRATIONS: &[&str] = &[
         FROM events
         WHERE kind = 'purchase' AND json_extract(body, '$.customer') IS NOT NULL
             AND seq > (SELECT value FROM counters WHERE name = 'acked_upto');",
+    // 8 -> 9: the signed config layers this box accepted (fleet, store, gateway): a restart
+    // applies them before it can reach the broker, and a replayed older version is refused.
+    "CREATE TABLE config_layers(layer TEXT PRIMARY KEY, version INTEGER NOT NULL,
+        signed TEXT NOT NULL, applied_at TEXT NOT NULL) WITHOUT ROWID;",
 ];
 
 pub(super) fn open_and_migrate(path: &Path) -> Result<Connection, JournalError> {

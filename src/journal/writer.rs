@@ -216,6 +216,26 @@ impl Writer {
                     Answer::Rev(counter(&tx, "identity_rev")?)
                 }
                 Command::Ping { .. } => Answer::Pong,
+                Command::RecordLayer {
+                    layer,
+                    version,
+                    signed,
+                    ..
+                } => {
+                    tx.prepare_cached(
+                        "INSERT INTO config_layers(layer, version, signed, applied_at)
+                         VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT(layer) DO UPDATE SET version = excluded.version,
+                            signed = excluded.signed, applied_at = excluded.applied_at",
+                    )?
+                    .execute(params![
+                        layer,
+                        *version as i64,
+                        signed,
+                        timestamp(self.clock.now())
+                    ])?;
+                    Answer::Pong
+                }
                 Command::CacheProfile { view, .. } => {
                     // A look-up is central's state now: as new as the newest change seen, and
                     // it holds every purchase central has acked.
@@ -262,7 +282,8 @@ fn answer_command(command: Command, answer: Answer) {
         (Command::Print { reply, .. }, Answer::Print(result)) => {
             let _ = reply.send(result);
         }
-        (Command::Ping { reply }, Answer::Pong) => {
+        (Command::Ping { reply }, Answer::Pong)
+        | (Command::RecordLayer { reply, .. }, Answer::Pong) => {
             let _ = reply.send(Ok(()));
         }
         (Command::IdentityChange { reply, .. }, Answer::Rev(rev))
@@ -294,7 +315,7 @@ fn refuse_command(command: Command, refusal: &AppendError, error: &rusqlite::Err
         Command::IdentityChange { reply, .. } | Command::CacheProfile { reply, .. } => {
             let _ = reply.send(Err(error.to_string()));
         }
-        Command::Ping { reply } => {
+        Command::Ping { reply } | Command::RecordLayer { reply, .. } => {
             let _ = reply.send(Err(error.to_string()));
         }
     }

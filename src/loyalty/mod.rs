@@ -17,7 +17,7 @@ use crate::journal::{AsyncOutbox, JournalError, PointsBalance, PointsUse};
 use crate::sync::SyncState;
 
 /// `[loyalty]`: how purchases earn points, and the offline spending cap.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct LoyaltySection {
     /// Points earned per `unit_minor` of a purchase's total.

@@ -14,7 +14,12 @@ pub(super) enum Inbound {
     Ack(Ack),
     RpcResponse(RpcResponse),
     Identity(IdentityChange),
-    /// A valid message for a part that applies it itself (identity, orders, config).
+    /// A signed config layer, by the topic it came on (checked further by `remote_config`).
+    Layer {
+        layer: crate::config::layers::LayerName,
+        signed: SignedLayer,
+    },
+    /// A valid message for a part that applies it itself (orders).
     Accepted {
         family: &'static str,
     },
@@ -88,15 +93,29 @@ pub(super) fn parse(
             Ok(Inbound::Identity(change))
         }
         "config" => {
-            let layer: SignedLayer = decode(payload).map_err(|d| refuse("invalid_message", d))?;
+            let layer_message: SignedLayer =
+                decode(payload).map_err(|d| refuse("invalid_message", d))?;
             let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-            if b64.decode(&layer.payload).is_err() || b64.decode(&layer.sig).is_err() {
+            if b64.decode(&layer_message.payload).is_err()
+                || b64.decode(&layer_message.sig).is_err()
+            {
                 return Err(refuse(
                     "invalid_message",
                     "payload or sig is not base64url".into(),
                 ));
             }
-            Ok(Inbound::Accepted { family })
+            use crate::config::layers::LayerName;
+            let layer = if topic == CONFIG_FLEET {
+                LayerName::Fleet
+            } else if topic == topics.config_store() {
+                LayerName::Store
+            } else {
+                LayerName::Gateway
+            };
+            Ok(Inbound::Layer {
+                layer,
+                signed: layer_message,
+            })
         }
         _ => Err(refuse("unexpected_topic", topic.to_string())),
     }

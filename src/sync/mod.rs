@@ -59,6 +59,7 @@ pub fn check_inbound(
         Ok(inbound::Inbound::Ack(_)) => Ok("ack"),
         Ok(inbound::Inbound::RpcResponse(_)) => Ok("rpc_res"),
         Ok(inbound::Inbound::Identity(_)) => Ok("identity"),
+        Ok(inbound::Inbound::Layer { .. }) => Ok("config"),
         Ok(inbound::Inbound::Accepted { family }) => Ok(family),
         Err(refusal) => Err(refusal.reason),
     }
@@ -124,6 +125,8 @@ impl SyncSettings {
 /// The owner of the MQTT session and the outbox position.
 pub struct Syncer {
     identity_changes: Option<mpsc::Sender<crate::protocol::IdentityChange>>,
+    config_layers: Option<mpsc::Sender<ConfigLayer>>,
+    config_report: Option<watch::Receiver<Option<serde_json::Value>>>,
     settings: SyncSettings,
     journal: Journal,
     metrics: Arc<Metrics>,
@@ -140,6 +143,8 @@ impl Syncer {
             RpcClient::channel(Duration::from_millis(settings.sync.rpc_timeout_ms));
         Syncer {
             identity_changes: None,
+            config_layers: None,
+            config_report: None,
             settings,
             journal,
             metrics,
@@ -163,6 +168,21 @@ impl Syncer {
         self.identity_changes = Some(changes);
     }
 
+    /// Where signed config layers go (the remote-config part), with the layer their topic
+    /// names; without it they are checked and dropped.
+    pub fn send_config_layers_to(&mut self, layers: mpsc::Sender<ConfigLayer>) {
+        self.config_layers = Some(layers);
+    }
+
+    /// The config report to keep published (retained) on `…/config/state`, re-published after
+    /// every reconnect; its `applied` versions also go into the status message.
+    pub fn publish_config_state_from(
+        &mut self,
+        report: watch::Receiver<Option<serde_json::Value>>,
+    ) {
+        self.config_report = Some(report);
+    }
+
     /// A handle other parts use for rpc calls to central.
     pub fn rpc(&self) -> RpcClient {
         self.rpc_client.clone()
@@ -175,6 +195,8 @@ impl Syncer {
     ) -> Result<(), SyncError> {
         let Syncer {
             identity_changes,
+            config_layers,
+            config_report,
             settings,
             journal,
             metrics,
@@ -228,7 +250,10 @@ impl Syncer {
             rpc: rpc::Pending::default(),
             session,
             identity_changes,
+            config_layers,
+            config_report,
         };
+        let mut report_open = owner.config_report.is_some();
         owner.metrics.acked(start.acked_upto);
         owner.metrics.set_last_seq(start.last_seq);
         let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -270,6 +295,13 @@ impl Syncer {
                     owner.on_tick(last_seq).await;
                 }
                 _ = status_tick.tick() => owner.publish_status(),
+                changed = config_report_changed(&mut owner.config_report), if report_open => {
+                    if changed {
+                        owner.publish_config_state();
+                    } else {
+                        report_open = false;
+                    }
+                }
             }
         }
         owner.go_offline();
@@ -301,6 +333,24 @@ struct Owner {
     rpc: rpc::Pending,
     session: u64,
     identity_changes: Option<mpsc::Sender<crate::protocol::IdentityChange>>,
+    config_layers: Option<mpsc::Sender<ConfigLayer>>,
+    config_report: Option<watch::Receiver<Option<serde_json::Value>>>,
+}
+
+/// A signed config layer and the layer its topic names.
+pub type ConfigLayer = (
+    crate::config::layers::LayerName,
+    crate::protocol::SignedLayer,
+);
+
+/// Waits for the next config report; false once its writer is gone.
+async fn config_report_changed(
+    report: &mut Option<watch::Receiver<Option<serde_json::Value>>>,
+) -> bool {
+    match report {
+        Some(report) => report.changed().await.is_ok(),
+        None => std::future::pending().await,
+    }
 }
 
 impl Owner {
@@ -322,6 +372,7 @@ impl Owner {
                     tracing::warn!(error = %e, "subscribe request not queued");
                 }
                 self.publish_status();
+                self.publish_config_state();
                 let from = self.pump.restart();
                 let last_seq = self.journal.position().borrow().last_seq;
                 if from <= last_seq {
@@ -360,6 +411,11 @@ impl Owner {
                     // A closed receiver means the identity part is gone; the daemon's
                     // supervisor deals with that.
                     let _ = changes.send(change).await;
+                }
+            }
+            inbound::Inbound::Layer { layer, signed } => {
+                if let Some(layers) = &self.config_layers {
+                    let _ = layers.send((layer, signed)).await;
                 }
             }
             inbound::Inbound::Accepted { family } => {
@@ -472,7 +528,10 @@ impl Owner {
             session: self.session,
             version: Some(env!("CARGO_PKG_VERSION").to_string()),
             backlog: Some(position.backlog()),
-            config: None,
+            config: self
+                .config_report
+                .as_ref()
+                .and_then(|r| r.borrow().as_ref().map(|r| r["applied"].clone())),
             alarms: self
                 .state
                 .borrow()
@@ -480,6 +539,24 @@ impl Owner {
                 .iter()
                 .map(|a| a.to_string())
                 .collect(),
+        }
+    }
+
+    /// The remote-config part's latest report, retained on `…/config/state`.
+    fn publish_config_state(&self) {
+        if !self.state.borrow().connected {
+            return;
+        }
+        let Some(report) = self.config_report.as_ref().and_then(|r| r.borrow().clone()) else {
+            return;
+        };
+        if let Ok(payload) = serde_json::to_vec(&report) {
+            if let Err(e) =
+                self.client
+                    .try_publish(self.topics.config_state(), QoS::AtLeastOnce, true, payload)
+            {
+                tracing::debug!(error = %e, "config state not queued");
+            }
         }
     }
 
