@@ -23,6 +23,7 @@ fn every_command_has_help() {
         vec!["coupon", "issue", "--help"],
         vec!["config", "acl", "--help"],
         vec!["config", "sign", "--help"],
+        vec!["config", "push", "--help"],
     ] {
         let out = Command::new(bin()).args(&args).output().unwrap();
         assert!(out.status.success(), "{args:?}");

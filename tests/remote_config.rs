@@ -227,3 +227,89 @@ fn signed_layers_apply_live_and_everything_else_is_refused_with_its_reason() {
         "the layers outlive a restart offline"
     );
 }
+
+/// Store IT's commands end to end: `config keygen`, `config sign` on a TOML body, `config push`
+/// through the broker (retained, on the store's topic); the running gateway applies it.
+#[test]
+fn config_sign_and_push_reach_a_running_gateway() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = start_broker(BrokerKind::Embedded, dir.path(), port);
+    let run = |args: &[&str], stdin: Option<&[u8]>| -> std::process::Output {
+        use std::io::Write;
+        let mut child = std::process::Command::new(bin())
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.unwrap_or_default()).unwrap();
+        drop(input);
+        child.wait_with_output().unwrap()
+    };
+    let key: Value = serde_json::from_slice(&run(&["config", "keygen"], None).stdout).unwrap();
+    let key_file = dir.path().join("it.key");
+    std::fs::write(&key_file, key["private_key"].as_str().unwrap()).unwrap();
+    let extra = format!(
+        "[identity]\nhmac_key = \"c3RvcmVnYXRlLXRlc3QtaWRlbnRpdHkta2V5IQ==\"\nlookup_timeout_ms = 50\n[loyalty]\npoints_per_unit = 1\n[config]\ntrusted_keys = [\"{}\"]\n",
+        key["public_key"].as_str().unwrap()
+    );
+    let config = gateway_config(dir.path(), &format!("mqtt://127.0.0.1:{port}"), 0, &extra);
+    let (_gateway, api) = start_gateway(dir.path(), &config);
+    wait_connected(&http(), api);
+    let states = Subscription::start(port, STATE_TOPIC);
+
+    let body = dir.path().join("store-layer.toml");
+    std::fs::write(&body, "[loyalty]\npoints_per_unit = 3\n").unwrap();
+    let signed = run(
+        &[
+            "config",
+            "sign",
+            "--key",
+            key_file.to_str().unwrap(),
+            "--layer",
+            "store",
+            "--version",
+            "1",
+            body.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(signed.status.success(), "{signed:?}");
+    let config_path = config.to_str().unwrap();
+    // The wrong layer is refused before anything is sent.
+    let wrong = run(
+        &[
+            "config",
+            "push",
+            "--config",
+            config_path,
+            "--layer",
+            "fleet",
+        ],
+        Some(&signed.stdout),
+    );
+    assert_eq!(wrong.status.code(), Some(1), "{wrong:?}");
+    let pushed = run(
+        &[
+            "config",
+            "push",
+            "--config",
+            config_path,
+            "--layer",
+            "store",
+            "--store",
+            "s-test",
+        ],
+        Some(&signed.stdout),
+    );
+    assert!(pushed.status.success(), "{pushed:?}");
+    let answer: Value = serde_json::from_slice(&pushed.stdout).unwrap();
+    assert_eq!(answer["pushed"]["topic"], STORE_TOPIC);
+
+    let report = states.next_matching(Duration::from_secs(10), |r| r["applied"]["store"] == 1);
+    assert_eq!(report["status"], "ok", "{report}");
+    assert_eq!(points_for_ten(api, 1), 30);
+}

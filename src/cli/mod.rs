@@ -121,6 +121,25 @@ pub enum ConfigCommand {
         /// The layer's body: a TOML file with the sections and keys it sets.
         body: PathBuf,
     },
+    /// Publish a signed layer (`config sign`'s output) retained on its topic through the
+    /// fleet's broker, and wait for the broker to confirm it.
+    Push {
+        /// A config file whose `[mqtt]` section reaches the fleet's broker.
+        #[arg(long)]
+        config: PathBuf,
+        /// fleet, store or gateway (must be the layer the payload carries).
+        #[arg(long)]
+        layer: String,
+        /// The store, for a store or gateway layer.
+        #[arg(long)]
+        store: Option<String>,
+        /// The gateway, for a gateway layer.
+        #[arg(long)]
+        gateway: Option<String>,
+        /// The signed payload (`config sign`'s output); `-` reads stdin.
+        #[arg(default_value = "-")]
+        payload: PathBuf,
+    },
     /// Print the fleet broker's Mosquitto ACL file: config/mosquitto-acl.conf plus, for each
     /// gateway, the grant to read its own store's config layer.
     Acl {
@@ -186,6 +205,55 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 fn run_config(command: ConfigCommand) -> anyhow::Result<()> {
     use storegate::config::layers;
     match command {
+        ConfigCommand::Push {
+            config,
+            layer,
+            store,
+            gateway,
+            payload,
+        } => {
+            let name = parse_layer_name(&layer)?;
+            let text = if payload.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())
+                    .context("reading the payload from stdin")?
+            } else {
+                std::fs::read_to_string(&payload)
+                    .with_context(|| format!("reading {}", payload.display()))?
+            };
+            let signed: storegate::protocol::SignedLayer = serde_json::from_str(text.trim())
+                .context(
+                    "the payload is not a signed layer (`storegate config sign` prints one)",
+                )?;
+            // The payload's own layer must be the one it is pushed as: a store layer on the
+            // fleet topic would be refused by every box anyway.
+            let bytes = base64::Engine::decode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                &signed.payload,
+            )
+            .context("the payload's `payload` is not base64url")?;
+            let inner: layers::Layer =
+                serde_json::from_slice(&bytes).context("the payload does not hold a layer")?;
+            if inner.layer != name {
+                anyhow::bail!("the payload is a {:?} layer, not {layer}", inner.layer);
+            }
+            let topic =
+                storegate::remote_config::push::topic(name, store.as_deref(), gateway.as_deref())
+                    .map_err(anyhow::Error::msg)?;
+            let mqtt = storegate::config::load_mqtt(&config)?;
+            let body = serde_json::to_vec(&signed)?;
+            runtime()?
+                .block_on(storegate::remote_config::push::push(
+                    &mqtt,
+                    &topic,
+                    body,
+                    std::time::Duration::from_secs(15),
+                ))
+                .map_err(anyhow::Error::msg)?;
+            print_json(
+                &serde_json::json!({ "pushed": { "topic": topic, "layer": layer, "version": inner.version } }),
+            );
+            Ok(())
+        }
         ConfigCommand::Keygen => {
             let key = storegate::codes::coupon::generate_key()?;
             print_json(&serde_json::json!(key));
@@ -200,10 +268,7 @@ fn run_config(command: ConfigCommand) -> anyhow::Result<()> {
         } => {
             let private_key = std::fs::read_to_string(&key)
                 .with_context(|| format!("reading the private key {}", key.display()))?;
-            let layer: layers::LayerName =
-                serde_json::from_value(serde_json::Value::String(layer.clone())).map_err(|_| {
-                    anyhow::anyhow!("--layer must be fleet, store or gateway, not `{layer}`")
-                })?;
+            let layer = parse_layer_name(&layer)?;
             let text = std::fs::read_to_string(&body)
                 .with_context(|| format!("reading the layer body {}", body.display()))?;
             let table: toml::Table = text
@@ -244,6 +309,11 @@ fn run_config(command: ConfigCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn parse_layer_name(layer: &str) -> anyhow::Result<storegate::config::layers::LayerName> {
+    serde_json::from_value(serde_json::Value::String(layer.to_string()))
+        .map_err(|_| anyhow::anyhow!("--layer must be fleet, store or gateway, not `{layer}`"))
 }
 
 fn run_coupon(command: CouponCommand) -> anyhow::Result<()> {

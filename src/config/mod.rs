@@ -143,6 +143,18 @@ pub fn load_central(path: &Path) -> Result<CentralConfig, ConfigError> {
     Ok(config)
 }
 
+/// The `[mqtt]` section of any storegate config file (a gateway's, central's, or a tool's with
+/// only that section): how `storegate config push` reaches the fleet's broker.
+pub fn load_mqtt(path: &Path) -> Result<MqttSection, ConfigError> {
+    #[derive(serde::Deserialize)]
+    struct OnlyMqtt {
+        mqtt: MqttSection,
+    }
+    let config: OnlyMqtt = load(path)?;
+    config.mqtt.validate()?;
+    Ok(config.mqtt)
+}
+
 fn load<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T, ConfigError> {
     let table = read_table(path)?;
     from_table(env::apply_overrides(table, std::env::vars())?)

@@ -12,6 +12,8 @@
 //! untouched, or `rolled_back`). Accepted layers are kept in the journal, so a box that
 //! restarts offline runs with them; they are checked against the trust list again at start.
 
+pub mod push;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
