@@ -24,6 +24,7 @@ fn every_command_has_help() {
         vec!["config", "acl", "--help"],
         vec!["config", "sign", "--help"],
         vec!["config", "push", "--help"],
+        vec!["config", "show", "--help"],
     ] {
         let out = Command::new(bin()).args(&args).output().unwrap();
         assert!(out.status.success(), "{args:?}");

@@ -312,4 +312,21 @@ fn config_sign_and_push_reach_a_running_gateway() {
     let report = states.next_matching(Duration::from_secs(10), |r| r["applied"]["store"] == 1);
     assert_eq!(report["status"], "ok", "{report}");
     assert_eq!(points_for_ten(api, 1), 30);
+
+    // `config show` names the layer that set the key, and the file for the rest.
+    let shown = run(&["config", "show", "--config", config_path], None);
+    assert!(shown.status.success(), "{shown:?}");
+    let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["config"]["loyalty"]["points_per_unit"], 3, "{shown}");
+    assert_eq!(
+        shown["origins"]["loyalty.points_per_unit"], "layer store v1",
+        "{shown}"
+    );
+    assert!(
+        shown["origins"]["journal.path"]
+            .as_str()
+            .unwrap()
+            .starts_with("file "),
+        "{shown}"
+    );
 }

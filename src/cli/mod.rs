@@ -121,6 +121,13 @@ pub enum ConfigCommand {
         /// The layer's body: a TOML file with the sections and keys it sets.
         body: PathBuf,
     },
+    /// Print the config a gateway runs with (file, environment, applied layers) and which of
+    /// them set each key, as JSON.
+    Show {
+        /// The gateway's config file.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Publish a signed layer (`config sign`'s output) retained on its topic through the
     /// fleet's broker, and wait for the broker to confirm it.
     Push {
@@ -252,6 +259,10 @@ fn run_config(command: ConfigCommand) -> anyhow::Result<()> {
             print_json(
                 &serde_json::json!({ "pushed": { "topic": topic, "layer": layer, "version": inner.version } }),
             );
+            Ok(())
+        }
+        ConfigCommand::Show { config } => {
+            print_json(&storegate::remote_config::show(&config).map_err(anyhow::Error::msg)?);
             Ok(())
         }
         ConfigCommand::Keygen => {

@@ -102,6 +102,8 @@ pub struct Loaded<T> {
     pub config: T,
     /// Dotted key (`mqtt.url`) → where its value came from.
     pub origins: std::collections::BTreeMap<String, Origin>,
+    /// The keys as set (file, then environment), before defaults.
+    pub table: toml::Table,
 }
 
 /// Loads a gateway config from a file, applies environment overrides and validates it.
@@ -131,9 +133,13 @@ pub fn load_gateway_with_origins(path: &Path) -> Result<Loaded<GatewayConfig>, C
     let table = env::apply_overrides_noting(table, std::env::vars(), &mut |key, var| {
         origins.insert(key, Origin::Env { var });
     })?;
-    let config: GatewayConfig = from_table(table)?;
+    let config: GatewayConfig = from_table(table.clone())?;
     config.validate()?;
-    Ok(Loaded { config, origins })
+    Ok(Loaded {
+        config,
+        origins,
+        table,
+    })
 }
 
 /// Loads the reference central's config (`[mqtt]` and `[central]`).

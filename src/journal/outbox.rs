@@ -63,7 +63,9 @@ impl AsyncOutbox {
 }
 
 impl Outbox {
-    pub(super) fn open(path: &Path) -> Result<Outbox, JournalError> {
+    /// A read-only view of the journal at `path` (a running daemon's too: WAL lets it read
+    /// beside the writer); for tools such as `storegate config show`.
+    pub fn open(path: &Path) -> Result<Outbox, JournalError> {
         Ok(Outbox {
             conn: super::schema::open_read_only(path)?,
         })

@@ -301,6 +301,54 @@ impl RemoteConfig {
     }
 }
 
+/// `storegate config show`: the config a gateway runs with — its file, environment overrides,
+/// and the layers its journal holds (those its trust list still verifies) — and where each key
+/// set came from. Keys not listed have their documented defaults.
+pub fn show(path: &std::path::Path) -> Result<serde_json::Value, String> {
+    let loaded = crate::config::load_gateway_with_origins(path).map_err(|e| e.to_string())?;
+    let mut effective = serde_json::to_value(&loaded.table).map_err(|e| e.to_string())?;
+    let mut origins: BTreeMap<String, String> = loaded
+        .origins
+        .iter()
+        .map(|(key, origin)| {
+            let origin = match origin {
+                crate::config::Origin::File { path } => format!("file {path}"),
+                crate::config::Origin::Env { var } => format!("env {var}"),
+            };
+            (key.clone(), origin)
+        })
+        .collect();
+    let journal = &loaded.config.journal.path;
+    let mut layers = Vec::new();
+    if journal.exists() {
+        // A journal no daemon has opened since before layers existed holds none.
+        let stored = crate::journal::Outbox::open(journal)
+            .and_then(|outbox| outbox.config_layers())
+            .unwrap_or_default();
+        for (_, version, signed) in stored {
+            let Ok(signed) = serde_json::from_str::<SignedLayer>(&signed) else {
+                continue;
+            };
+            if let Ok(layer) = layers::verify(&signed, &loaded.config.config.trusted_keys) {
+                layers.push((layer.layer, version, layer.body));
+            }
+        }
+    }
+    layers.sort_by_key(|(name, _, _)| *name);
+    for (name, version, body) in &layers {
+        overlay(&mut effective, body);
+        for (section, keys) in body.as_object().into_iter().flatten() {
+            for key in keys.as_object().into_iter().flat_map(|k| k.keys()) {
+                origins.insert(
+                    format!("{section}.{key}"),
+                    format!("layer {} v{version}", layer_name(*name)),
+                );
+            }
+        }
+    }
+    Ok(serde_json::json!({ "config": effective, "origins": origins }))
+}
+
 fn layer_name(layer: LayerName) -> &'static str {
     match layer {
         LayerName::Fleet => "fleet",
