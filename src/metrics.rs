@@ -79,6 +79,7 @@ pub struct Metrics {
     printer_ready: Family<Labels, Gauge>,
     connected: Gauge,
     last_seq: Gauge,
+    storage_low: Gauge,
     acked_seq: Gauge,
 }
 
@@ -110,6 +111,7 @@ impl Metrics {
             printer_ready: Family::default(),
             connected: Gauge::default(),
             last_seq: Gauge::default(),
+            storage_low: Gauge::default(),
             acked_seq: Gauge::default(),
             registry: Registry::default(),
             log_limiter: LogLimiter::default(),
@@ -195,6 +197,11 @@ impl Metrics {
             m.connected.clone(),
         );
         registry.register("journal_last_seq", "Last committed seq", m.last_seq.clone());
+        registry.register(
+            "journal_storage_low",
+            "1: free space below journal.low_space_mb (identifications refused); 2: down to journal.reserve_mb or full (intake refused)",
+            m.storage_low.clone(),
+        );
         registry.register(
             "sync_acked_seq",
             "Highest seq central has acked",
@@ -360,6 +367,11 @@ impl Metrics {
     /// The journal's newest seq.
     pub fn set_last_seq(&self, seq: u64) {
         self.last_seq.set(seq as i64);
+    }
+
+    /// The journal's free-space state: 0 plenty, 1 low (sales only), 2 full or reserve.
+    pub fn set_storage(&self, low: bool, full: bool) {
+        self.storage_low.set(if full { 2 } else { i64::from(low) });
     }
 }
 

@@ -264,6 +264,27 @@ impl SmallDisk {
         })
     }
 
+    /// Free bytes on the disk now.
+    fn free(&self) -> u64 {
+        let stat = nix::sys::statvfs::statvfs(&self.path).unwrap();
+        #[allow(clippy::useless_conversion)] // u32 on some 32-bit targets
+        let free = u64::from(stat.blocks_available()) * u64::from(stat.fragment_size());
+        free
+    }
+
+    /// Grows the filler file at `filler` until at most `left` bytes are free.
+    fn fill_leaving(&self, filler: &std::path::Path, left: u64) {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(filler)
+            .unwrap();
+        let block = vec![0u8; 64 * 1024];
+        while self.free() > left {
+            file.write_all(&block).unwrap();
+        }
+    }
+
     /// Writes a filler file until the disk is full.
     fn fill(&self) -> std::path::PathBuf {
         let filler = self.path.join("filler");
@@ -297,7 +318,13 @@ fn a_full_disk_answers_507_and_once_space_is_back_intake_and_sync_resume() {
     let mut broker = start_broker(BrokerKind::Embedded, dir.path(), port);
     let url = format!("mqtt://127.0.0.1:{port}");
     let (_central, db) = start_central(dir.path(), &url);
-    let config = gateway_config(&disk.path, &url, 0, "");
+    // No thresholds: this is SQLite's own full disk (the reserve is the next test's).
+    let config = gateway_config(
+        &disk.path,
+        &url,
+        0,
+        "[journal]\nlow_space_mb = 0\nreserve_mb = 0\n",
+    );
     let (mut gateway, api) = start_gateway(dir.path(), &config);
     let agent = http();
     wait_connected(&agent, api);
@@ -481,4 +508,81 @@ fn central_sends_no_ack_of_zero_while_the_first_seq_is_missing() {
         .unwrap();
     let first = acks.next_matching(Duration::from_secs(10), |_| true);
     assert_eq!(first["upto_seq"], 2, "the first ack central sent: {first}");
+}
+
+/// Guarantee 7 on a small real filesystem: below `low_space_mb` identifications stop (507
+/// `storage_low`, alarm, metric) while sales go on into the reserve; down to `reserve_mb` every
+/// write is refused with 507 `storage_full` before SQLite could fail in the middle of one; once
+/// space is freed both resume by themselves, and the journal is intact.
+#[test]
+#[ignore = "mounts a tmpfs (needs root); .ci/run runs it"]
+fn low_space_stops_identifications_first_and_the_reserve_keeps_sales_going() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = SmallDisk::mount(&dir.path().join("small"), "16m")
+        .expect("cannot mount a tmpfs here: run as root");
+    let unused = free_port();
+    let config = gateway_config(
+        &disk.path,
+        &format!("mqtt://127.0.0.1:{unused}"),
+        0,
+        "[journal]\nlow_space_mb = 8\nreserve_mb = 4\n[identity]\nhmac_key = \"c3RvcmVnYXRlLXRlc3QtaWRlbnRpdHkta2V5IQ==\"\nlookup_timeout_ms = 10\n",
+    );
+    let (gateway, api) = start_gateway(dir.path(), &config);
+    let agent = http();
+    let identify = |n: u32| -> u16 {
+        agent
+            .post(&format!("http://{api}/v1/customers/identify"))
+            .send_json(serde_json::json!({ "till": "t1", "identifiers": [{ "kind": "card", "value": format!("6001000{n:05}") }] }))
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(identify(1), 200);
+    post_purchase(&agent, api, "r-1").unwrap();
+    let alarms = || health(&agent, api)["alarms"].clone();
+
+    let filler = disk.path.join("filler");
+    const MIB: u64 = 1024 * 1024;
+    disk.fill_leaving(&filler, 6 * MIB);
+    assert_eq!(identify(2), 507, "identifications stop below low_space_mb");
+    post_purchase(&agent, api, "r-2").expect("sales go on into the reserve");
+    assert!(
+        alarms().as_array().unwrap().contains(&"storage_low".into()),
+        "{}",
+        alarms()
+    );
+    assert_eq!(metric(&agent, api, "storegate_journal_storage_low"), 1.0);
+
+    disk.fill_leaving(&filler, 3 * MIB);
+    let refused = post_purchase(&agent, api, "r-3").unwrap_err();
+    assert!(
+        refused.starts_with("507") && refused.contains("storage_full"),
+        "{refused}"
+    );
+    assert!(
+        alarms()
+            .as_array()
+            .unwrap()
+            .contains(&"storage_full".into()),
+        "{}",
+        alarms()
+    );
+    assert_eq!(metric(&agent, api, "storegate_journal_storage_low"), 2.0);
+
+    std::fs::remove_file(&filler).unwrap();
+    post_purchase(&agent, api, "r-4").expect("intake resumes by itself");
+    assert_eq!(identify(3), 200);
+    assert_eq!(alarms(), serde_json::json!([]));
+    assert_eq!(
+        health(&agent, api)["journal"]["last_seq"],
+        5,
+        "identify 1, r-1, r-2, r-4 and identify 3; the refused two left nothing"
+    );
+
+    drop(gateway);
+    let journal = rusqlite::Connection::open(disk.path.join("journal.db")).unwrap();
+    let check: String = journal
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
 }

@@ -65,6 +65,9 @@ impl From<AppendError> for ApiError {
             AppendError::DiskFull => {
                 ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "storage_full", message)
             }
+            AppendError::StorageLow => {
+                ApiError::new(StatusCode::INSUFFICIENT_STORAGE, "storage_low", message)
+            }
             AppendError::AlreadyRedeemed(_) => {
                 ApiError::new(StatusCode::CONFLICT, "already_redeemed", message)
             }

@@ -29,6 +29,8 @@ pub(super) fn report(state: &ApiState) -> Report {
     let mut alarms: Vec<&str> = sync.alarms.iter().copied().collect();
     if position.disk_full {
         alarms.push("storage_full");
+    } else if position.storage_low {
+        alarms.push("storage_low");
     }
     let part = |ok: bool| if ok { "ok" } else { "broken" };
     let detail = serde_json::json!({

@@ -184,6 +184,15 @@ impl GatewayConfig {
                 ),
             ));
         }
+        if self.journal.reserve_mb > self.journal.low_space_mb {
+            return Err(ConfigError::key(
+                "journal.reserve_mb",
+                format!(
+                    "must not exceed journal.low_space_mb ({}): sales use the reserve after identifications stop",
+                    self.journal.low_space_mb
+                ),
+            ));
+        }
         if !(100..=300_000).contains(&self.api.header_timeout_ms) {
             return Err(ConfigError::key(
                 "api.header_timeout_ms",

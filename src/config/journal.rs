@@ -19,6 +19,22 @@ pub struct JournalSection {
     /// `keep_acked`.
     #[serde(default = "default_keep_keys")]
     pub keep_keys: u64,
+    /// Below this much free space (MiB) on the journal's filesystem, identifications are
+    /// refused (507 `storage_low`, alarm `storage_low`) and sales go on into the reserve.
+    #[serde(default = "default_low_space_mb")]
+    pub low_space_mb: u64,
+    /// Below this much (MiB), every write is refused (507 `storage_full`) before SQLite could
+    /// fail in the middle of one. 0 and 0 turn both off.
+    #[serde(default = "default_reserve_mb")]
+    pub reserve_mb: u64,
+}
+
+fn default_low_space_mb() -> u64 {
+    64
+}
+
+fn default_reserve_mb() -> u64 {
+    16
 }
 
 fn default_keep_acked() -> u64 {
@@ -33,6 +49,15 @@ fn default_keep_keys() -> u64 {
 }
 
 impl JournalSection {
+    /// The free-space thresholds.
+    pub fn disk_limits(&self) -> crate::journal::DiskLimits {
+        const MIB: u64 = 1024 * 1024;
+        crate::journal::DiskLimits::new(
+            self.low_space_mb.saturating_mul(MIB),
+            self.reserve_mb.saturating_mul(MIB),
+        )
+    }
+
     /// What the journal keeps once central acked it.
     pub fn retention(&self) -> crate::journal::Retention {
         crate::journal::Retention {

@@ -79,10 +79,11 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), DaemonError> {
     let metrics = Arc::new(Metrics::new());
-    let (journal, writer) = Journal::open_with_retention(
+    let (journal, writer) = Journal::open_with(
         &config.journal.path,
         clock.clone(),
         config.journal.retention(),
+        config.journal.disk_limits(),
     )?;
     let listener = TcpListener::bind(config.api.listen)
         .await

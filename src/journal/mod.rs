@@ -233,6 +233,9 @@ pub enum AppendError {
     /// The next seq would pass 2^53 − 1.
     #[error("the journal reached the protocol's largest seq (2^53 - 1); nothing was recorded")]
     SeqExhausted,
+    /// Free space is low: only sales are recorded until space is freed.
+    #[error("the journal's disk is nearly full; only sales are recorded until space is freed")]
+    StorageLow,
     /// The coupon has no use left at this box.
     #[error("coupon {0} was already redeemed at this gateway")]
     AlreadyRedeemed(String),
@@ -326,8 +329,12 @@ pub struct Position {
     /// The last commit failed (its error is in `Journal::health`); the next one that succeeds
     /// clears it.
     pub failing: bool,
-    /// The last commit failed because the disk is full: intake answers 507 until it is not.
+    /// The last commit failed because the disk is full, or free space is down to the reserve:
+    /// intake answers 507 until it is not.
     pub disk_full: bool,
+    /// Free space is below `[journal] low_space_mb`: identifications are refused, sales go
+    /// on into the reserve.
+    pub storage_low: bool,
 }
 
 impl Position {
@@ -420,6 +427,42 @@ impl Default for Retention {
     }
 }
 
+/// Free-space thresholds on the journal's filesystem (guarantee 7). Below `low_free_bytes`
+/// low-value events (identifications: the customer is identified again at the next visit)
+/// are refused and `storage_low` is raised, while sales go on into the reserve; below
+/// `reserve_free_bytes` every append is refused with `DiskFull` before SQLite could fail in
+/// the middle of a write. Zero turns a threshold off (the library's default; the daemon
+/// takes them from `[journal]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DiskLimits {
+    /// Below this, only sales.
+    pub low_free_bytes: u64,
+    /// Below this, nothing.
+    pub reserve_free_bytes: u64,
+    /// The directory whose filesystem is measured.
+    dir: PathBuf,
+}
+
+impl DiskLimits {
+    /// Thresholds in bytes.
+    pub fn new(low_free_bytes: u64, reserve_free_bytes: u64) -> DiskLimits {
+        DiskLimits {
+            low_free_bytes,
+            reserve_free_bytes,
+            dir: PathBuf::new(),
+        }
+    }
+
+    fn with_dir(mut self, journal: &Path) -> DiskLimits {
+        self.dir = journal
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf();
+        self
+    }
+}
+
 /// Appends queued beyond this wait for room, which is back-pressure on intake rather than
 /// unbounded memory.
 const QUEUE_DEPTH: usize = 4096;
@@ -440,13 +483,31 @@ impl Journal {
         clock: Arc<dyn Clock>,
         retention: Retention,
     ) -> Result<(Journal, WriterThread), JournalError> {
+        Self::open_with(path, clock, retention, DiskLimits::default())
+    }
+
+    /// Opens the journal with a retention policy and free-space thresholds.
+    pub fn open_with(
+        path: &Path,
+        clock: Arc<dyn Clock>,
+        retention: Retention,
+        disk: DiskLimits,
+    ) -> Result<(Journal, WriterThread), JournalError> {
         let lock = JournalLock::acquire(path)?;
         let conn = schema::open_and_migrate(path)?;
         print_queue::import_legacy(&conn, path)?;
         let (commands, receiver) = mpsc::channel(QUEUE_DEPTH);
         let start = writer::read_position(&conn)?;
         let (position_tx, position) = watch::channel(start);
-        let thread = writer::spawn(conn, lock, clock, retention, receiver, position_tx)?;
+        let thread = writer::spawn(
+            conn,
+            lock,
+            clock,
+            retention,
+            disk.with_dir(path),
+            receiver,
+            position_tx,
+        )?;
         Ok((
             Journal {
                 commands,

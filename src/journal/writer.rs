@@ -7,9 +7,43 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use tokio::sync::{mpsc, watch};
 
 use super::{
-    AckOutcome, AppendError, Appended, CachedProfile, Command, JournalError, KeptChange, NewEvent,
-    PointsBalance, Position, Retention,
+    AckOutcome, AppendError, Appended, CachedProfile, Command, DiskLimits, JournalError,
+    KeptChange, NewEvent, PointsBalance, Position, Retention,
 };
+
+/// How much room the journal's filesystem has, against the thresholds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Space {
+    Plenty,
+    /// Below the low-space threshold: sales only.
+    Low,
+    /// Down to the reserve: nothing more.
+    Reserve,
+}
+
+impl DiskLimits {
+    fn space(&self) -> Space {
+        if self.low_free_bytes == 0 && self.reserve_free_bytes == 0 {
+            return Space::Plenty;
+        }
+        // A filesystem that cannot be measured is not refused on that account: SQLite's own
+        // full-disk error still stops intake cleanly.
+        let Ok(stat) = nix::sys::statvfs::statvfs(&self.dir) else {
+            return Space::Plenty;
+        };
+        // The block counts are u32 on some 32-bit targets (an armv7 Pi OS), u64 here.
+        #[allow(clippy::useless_conversion)]
+        let free =
+            u64::from(stat.blocks_available()).saturating_mul(u64::from(stat.fragment_size()));
+        if free < self.reserve_free_bytes {
+            Space::Reserve
+        } else if free < self.low_free_bytes {
+            Space::Low
+        } else {
+            Space::Plenty
+        }
+    }
+}
 use crate::clock::{self, Clock};
 use crate::protocol::timestamp;
 
@@ -38,6 +72,7 @@ pub(super) fn read_position(conn: &Connection) -> Result<Position, JournalError>
         commits: 0,
         failing: false,
         disk_full: false,
+        storage_low: false,
     })
 }
 
@@ -53,10 +88,12 @@ pub(super) fn spawn(
     lock: super::JournalLock,
     clock: Arc<dyn Clock>,
     retention: Retention,
+    disk: DiskLimits,
     commands: mpsc::Receiver<Command>,
     position: watch::Sender<Position>,
 ) -> Result<WriterThread, JournalError> {
     let mut writer = Writer::new(conn, clock, retention, position)?;
+    writer.disk = disk;
     let handle = std::thread::Builder::new()
         .name("journal-writer".into())
         .spawn(move || {
@@ -72,6 +109,7 @@ struct Writer {
     conn: Connection,
     clock: Arc<dyn Clock>,
     retention: Retention,
+    disk: DiskLimits,
     position: watch::Sender<Position>,
     current: Position,
     /// The newest `at` committed so far: a clock that goes backwards is flagged unsynced.
@@ -106,6 +144,7 @@ impl Writer {
             conn,
             clock,
             retention,
+            disk: DiskLimits::default(),
             position,
             current,
             last_at,
@@ -132,10 +171,19 @@ impl Writer {
     fn commit_group(&mut self, group: &mut Vec<Command>) {
         let before = self.current;
         let before_at = self.last_at;
-        match self.apply_group(group) {
+        let space = self.disk.space();
+        if (space != Space::Plenty) != self.current.storage_low {
+            match space {
+                Space::Plenty => tracing::info!("journal disk space is back above the low-space threshold"),
+                Space::Low => tracing::warn!("journal disk space is low: identifications refused, sales go on into the reserve"),
+                Space::Reserve => tracing::error!("journal disk space is down to the reserve: intake refused (507) until space is freed"),
+            }
+        }
+        match self.apply_group(group, space) {
             Ok(answers) => {
                 self.current.failing = false;
-                self.current.disk_full = false;
+                self.current.disk_full = space == Space::Reserve;
+                self.current.storage_low = space != Space::Plenty;
                 self.position.send_replace(self.current);
                 if group.iter().any(erases) {
                     self.truncate_wal();
@@ -181,7 +229,7 @@ impl Writer {
         }
     }
 
-    fn apply_group(&mut self, group: &[Command]) -> rusqlite::Result<Vec<Answer>> {
+    fn apply_group(&mut self, group: &[Command], space: Space) -> rusqlite::Result<Vec<Answer>> {
         let tx = self.conn.transaction()?;
         let mut answers = Vec::with_capacity(group.len());
         let mut current = self.current;
@@ -190,6 +238,15 @@ impl Writer {
         let synchronised = self.clock.synchronised();
         for command in group {
             let answer = match command {
+                Command::Append { event, .. } if space == Space::Reserve => {
+                    Answer::Append(Err(AppendError::DiskFull))
+                }
+                Command::Append { event, .. }
+                    if space == Space::Low
+                        && event.kind == crate::protocol::EventKind::IdentitySeen =>
+                {
+                    Answer::Append(Err(AppendError::StorageLow))
+                }
                 Command::Append { event, .. } => Answer::Append(append(
                     &tx,
                     &*self.clock,

@@ -282,6 +282,7 @@ impl Syncer {
                     }
                     let now = *position.borrow_and_update();
                     owner.metrics.set_last_seq(now.last_seq);
+                    owner.metrics.set_storage(now.storage_low, now.disk_full);
                     owner.pump_outbox(now.last_seq).await;
                 }
                 // Once every RpcClient is dropped the channel yields None at once, forever; the
@@ -538,6 +539,11 @@ impl Owner {
                 .alarms
                 .iter()
                 .map(|a| a.to_string())
+                .chain(
+                    (position.disk_full)
+                        .then(|| "storage_full".to_string())
+                        .or_else(|| position.storage_low.then(|| "storage_low".to_string())),
+                )
                 .collect(),
         }
     }
