@@ -20,6 +20,47 @@ pub struct NfcReaderConfig {
     /// How often the chip is asked for a card.
     #[serde(default = "default_poll_ms")]
     pub poll_ms: u64,
+    /// The GPIO line wired to the chip's NRSTPD pin, as `<chip>:<line>` (e.g.
+    /// `/dev/gpiochip0:25`, the GPIO character device): pulsed low at every open, so a chip
+    /// that hangs is reset in hardware, not only re-initialised over SPI.
+    #[serde(default)]
+    pub reset_gpio: Option<GpioLine>,
+}
+
+/// A GPIO line by its character device and offset, checked when config loads.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub struct GpioLine {
+    /// The chip's character device.
+    pub chip: std::path::PathBuf,
+    /// The line's offset on the chip.
+    pub line: u32,
+}
+
+impl TryFrom<String> for GpioLine {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<GpioLine, String> {
+        let (chip, line) = text
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{text}` is not <chip>:<line>, e.g. /dev/gpiochip0:25"))?;
+        let line = line
+            .parse()
+            .map_err(|_| format!("`{line}` in `{text}` is not a line number"))?;
+        if chip.is_empty() {
+            return Err(format!("`{text}` names no GPIO chip"));
+        }
+        Ok(GpioLine {
+            chip: chip.into(),
+            line,
+        })
+    }
+}
+
+impl std::fmt::Display for GpioLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.chip.display(), self.line)
+    }
 }
 
 fn default_spi_hz() -> u32 {
@@ -28,4 +69,19 @@ fn default_spi_hz() -> u32 {
 
 fn default_poll_ms() -> u64 {
     storegate_firmware::bridge::POLL_INTERVAL_MS as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gpio_line_is_a_chip_and_an_offset() {
+        let line = GpioLine::try_from("/dev/gpiochip0:25".to_string()).unwrap();
+        assert_eq!((line.chip.to_str(), line.line), (Some("/dev/gpiochip0"), 25));
+        assert_eq!(line.to_string(), "/dev/gpiochip0:25");
+        for bad in ["/dev/gpiochip0", "/dev/gpiochip0:x", ":25", "/dev/gpiochip0:-1"] {
+            assert!(GpioLine::try_from(bad.to_string()).is_err(), "{bad}");
+        }
+    }
 }

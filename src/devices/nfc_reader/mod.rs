@@ -66,8 +66,34 @@ impl NfcReader {
     }
 }
 
+/// Pulses the chip's reset line low, then leaves it high (running), through the GPIO character
+/// device; the line stays requested only for the pulse.
+fn hard_reset(line: &config::GpioLine) -> Result<(), String> {
+    use embedded_hal::digital::OutputPin;
+    use linux_embedded_hal::gpio_cdev::{Chip, LineRequestFlags};
+    let mut chip =
+        Chip::new(&line.chip).map_err(|e| format!("cannot open GPIO chip {line}: {e}"))?;
+    let handle = chip
+        .get_line(line.line)
+        .and_then(|l| l.request(LineRequestFlags::OUTPUT, 1, "storegate-nfc-reset"))
+        .map_err(|e| format!("cannot request GPIO line {line}: {e}"))?;
+    let mut pin =
+        linux_embedded_hal::CdevPin::new(handle).map_err(|e| format!("GPIO line {line}: {e}"))?;
+    pin.set_low()
+        .map_err(|e| format!("GPIO line {line}: {e:?}"))?;
+    std::thread::sleep(Duration::from_millis(10));
+    pin.set_high()
+        .map_err(|e| format!("GPIO line {line}: {e:?}"))?;
+    // The datasheet's oscillator start-up after a hard power-down.
+    std::thread::sleep(Duration::from_millis(50));
+    Ok(())
+}
+
 fn open_spidev(config: &NfcReaderConfig) -> Result<Box<dyn FrontEnd>, String> {
     use linux_embedded_hal::spidev::{SpiModeFlags, SpidevOptions};
+    if let Some(line) = &config.reset_gpio {
+        hard_reset(line)?;
+    }
     let mut spi = linux_embedded_hal::SpidevDevice::open(&config.spi)
         .map_err(|e| format!("cannot open {}: {e}", config.spi.display()))?;
     spi.configure(
@@ -219,6 +245,7 @@ mod tests {
             till: "t1".into(),
             spi_hz: 1_000_000,
             poll_ms: 5,
+            reset_gpio: None,
         };
         let mut reader = NfcReader::with_opener(
             config,
