@@ -269,10 +269,9 @@ impl RemoteConfig {
                 object.remove("loyalty");
             }
         }
-        let remote: RemoteSettings = serde_path_to_error::deserialize(merged).map_err(|e| {
-            let path = e.path().to_string();
-            format!("{path}: {}", e.into_inner())
-        })?;
+        // Keys were checked against REMOTE_KEYS already; what is left is a value's type.
+        let remote: RemoteSettings =
+            serde_json::from_value(merged).map_err(|e| e.to_string())?;
         remote.coupons.validate().map_err(|e| e.to_string())?;
         if let Some(loyalty) = &remote.loyalty {
             loyalty.validate().map_err(|e| e.to_string())?;
