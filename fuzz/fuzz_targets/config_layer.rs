@@ -13,7 +13,10 @@ fuzz_target!(|payload: &[u8]| {
         .expect("a valid key");
     if let Ok(signed) = serde_json::from_slice::<SignedLayer>(payload) {
         if let Ok(layer) = verify(&signed, std::slice::from_ref(&trusted)) {
-            let body = layer.body.as_object().expect("a checked layer's body is a table");
+            let body = layer
+                .body
+                .as_object()
+                .expect("a checked layer's body is a table");
             assert!(body.keys().all(|k| !LOCAL_ONLY.contains(&k.as_str())));
         }
     }
