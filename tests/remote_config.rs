@@ -313,13 +313,70 @@ fn config_sign_and_push_reach_a_running_gateway() {
     assert_eq!(report["status"], "ok", "{report}");
     assert_eq!(points_for_ten(api, 1), 30);
 
+    // The same push again (a retry, or the retained layer after a reconnect) changes nothing
+    // and is not reported as a replay: the next report is the next layer's.
+    let again = run(
+        &[
+            "config",
+            "push",
+            "--config",
+            config_path,
+            "--layer",
+            "store",
+            "--store",
+            "s-test",
+        ],
+        Some(&signed.stdout),
+    );
+    assert!(again.status.success(), "{again:?}");
+    std::fs::write(&body, "[loyalty]\npoints_per_unit = 4\n").unwrap();
+    let gateway_layer = run(
+        &[
+            "config",
+            "sign",
+            "--key",
+            key_file.to_str().unwrap(),
+            "--layer",
+            "gateway",
+            "--version",
+            "1",
+            body.to_str().unwrap(),
+        ],
+        None,
+    );
+    let pushed = run(
+        &[
+            "config",
+            "push",
+            "--config",
+            config_path,
+            "--layer",
+            "gateway",
+            "--store",
+            "s-test",
+            "--gateway",
+            "gw-1",
+        ],
+        Some(&gateway_layer.stdout),
+    );
+    assert!(pushed.status.success(), "{pushed:?}");
+    let next = states.next_matching(Duration::from_secs(10), |r| {
+        r["status"] != "ok" || r["applied"]["gateway"] == 1
+    });
+    assert_eq!(
+        next["status"], "ok",
+        "the repeated push was reported: {next}"
+    );
+    assert_eq!(points_for_ten(api, 2), 40);
+
     // `config show` names the layer that set the key, and the file for the rest.
     let shown = run(&["config", "show", "--config", config_path], None);
     assert!(shown.status.success(), "{shown:?}");
     let shown: Value = serde_json::from_slice(&shown.stdout).unwrap();
-    assert_eq!(shown["config"]["loyalty"]["points_per_unit"], 3, "{shown}");
+    // Store and gateway layer both set it: the gateway's wins.
+    assert_eq!(shown["config"]["loyalty"]["points_per_unit"], 4, "{shown}");
     assert_eq!(
-        shown["origins"]["loyalty.points_per_unit"], "layer store v1",
+        shown["origins"]["loyalty.points_per_unit"], "layer gateway v1",
         "{shown}"
     );
     assert!(

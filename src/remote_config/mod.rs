@@ -90,9 +90,12 @@ pub struct RemoteConfig {
     layers: mpsc::Receiver<ConfigLayer>,
 }
 
-/// Why applying a layer went wrong.
+/// Why applying a layer went wrong, or that there was nothing to apply.
 #[derive(Debug)]
 enum Outcome {
+    /// The layer already applied, delivered again (the retained message after a reconnect, or
+    /// a push repeated): nothing to do, nothing to report.
+    Unchanged,
     Rejected(String),
     RolledBack(String),
 }
@@ -186,6 +189,9 @@ impl RemoteConfig {
                 tracing::info!(layer = ?topic_layer, version, "config layer applied");
                 self.publish("ok", None);
             }
+            Err(Outcome::Unchanged) => {
+                tracing::debug!(layer = ?topic_layer, "config layer already applied");
+            }
             Err(Outcome::Rejected(error)) => {
                 tracing::warn!(layer = ?topic_layer, %error, "config layer rejected; running config untouched");
                 self.publish("rejected", Some(error));
@@ -212,7 +218,10 @@ impl RemoteConfig {
             )));
         }
         check_keys(&layer.body).map_err(Outcome::Rejected)?;
-        if let Some((applied, _)) = self.applied.get(&layer.layer) {
+        if let Some((applied, body)) = self.applied.get(&layer.layer) {
+            if layer.version == *applied && layer.body == *body {
+                return Err(Outcome::Unchanged);
+            }
             if layer.version <= *applied {
                 return Err(Outcome::Rejected(format!(
                     "replayed: version {} is not above the applied version {applied}",
@@ -270,8 +279,7 @@ impl RemoteConfig {
             }
         }
         // Keys were checked against REMOTE_KEYS already; what is left is a value's type.
-        let remote: RemoteSettings =
-            serde_json::from_value(merged).map_err(|e| e.to_string())?;
+        let remote: RemoteSettings = serde_json::from_value(merged).map_err(|e| e.to_string())?;
         remote.coupons.validate().map_err(|e| e.to_string())?;
         if let Some(loyalty) = &remote.loyalty {
             loyalty.validate().map_err(|e| e.to_string())?;

@@ -78,9 +78,17 @@ mod tests {
     #[test]
     fn a_gpio_line_is_a_chip_and_an_offset() {
         let line = GpioLine::try_from("/dev/gpiochip0:25".to_string()).unwrap();
-        assert_eq!((line.chip.to_str(), line.line), (Some("/dev/gpiochip0"), 25));
+        assert_eq!(
+            (line.chip.to_str(), line.line),
+            (Some("/dev/gpiochip0"), 25)
+        );
         assert_eq!(line.to_string(), "/dev/gpiochip0:25");
-        for bad in ["/dev/gpiochip0", "/dev/gpiochip0:x", ":25", "/dev/gpiochip0:-1"] {
+        for bad in [
+            "/dev/gpiochip0",
+            "/dev/gpiochip0:x",
+            ":25",
+            "/dev/gpiochip0:-1",
+        ] {
             assert!(GpioLine::try_from(bad.to_string()).is_err(), "{bad}");
         }
     }
