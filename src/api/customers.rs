@@ -11,23 +11,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::{ApiError, ApiState};
-use crate::identity::IdentityError;
-use crate::protocol::{FieldError, IdentifierKind};
+use crate::identity::{IdentityError, RawIdentifier};
+use crate::protocol::FieldError;
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct IdentifyRequest {
     till: String,
     identifiers: Vec<RawIdentifier>,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawIdentifier {
-    kind: IdentifierKind,
-    value: String,
-    #[serde(default)]
-    verified: Option<bool>,
 }
 
 /// More identifiers than any customer carries is a client bug.

@@ -17,7 +17,7 @@ use rumqttc::{AsyncClient, QoS};
 
 use super::store::{ChannelError, Store};
 use crate::api::ApiError;
-use crate::identity::HmacKey;
+use crate::identity::{HmacKey, RawIdentifier};
 use crate::loyalty::LoyaltySection;
 use crate::protocol::{topics, FieldError, Identifier, IdentifierKind, Line};
 
@@ -180,15 +180,6 @@ fn profile_ref(customer: &str) -> Result<(), ApiError> {
 #[serde(deny_unknown_fields)]
 struct RegisterRequest {
     identifiers: Vec<RawIdentifier>,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawIdentifier {
-    kind: IdentifierKind,
-    value: String,
-    #[serde(default)]
-    verified: Option<bool>,
 }
 
 /// `POST /v1/customers`: the profile these identifiers belong to, created if none does.

@@ -130,6 +130,21 @@ pub fn card_number_from_uid(uid: &[u8]) -> String {
     format!("{number:0width$}")
 }
 
+/// An identifier as a till or the web shop sends it, before hashing: the raw value, which is
+/// hashed at once and never stored, logged or published (the HTTP bodies of
+/// `POST /v1/customers/identify` and central's `POST /v1/customers`).
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentifier {
+    /// What kind of identifier.
+    pub kind: IdentifierKind,
+    /// The value as entered or read.
+    pub value: String,
+    /// For phones and emails: whether the customer proved they own it.
+    #[serde(default)]
+    pub verified: Option<bool>,
+}
+
 /// What an identification recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recorded {
