@@ -28,7 +28,8 @@ pub fn mosquitto_acl(gateways: &[String]) -> Result<String, ConfigError> {
     for name in &names {
         let store = name.split('/').next().unwrap_or_default();
         acl.push_str(&format!(
-            "user {name}\ntopic read storegate/v1/{store}/config\n"
+            "user {name}\ntopic read {}\n",
+            crate::protocol::topics::store_config(store)
         ));
     }
     Ok(acl)

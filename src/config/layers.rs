@@ -34,6 +34,17 @@ pub enum LayerName {
     Gateway,
 }
 
+impl LayerName {
+    /// The wire name (`fleet`, `store`, `gateway`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LayerName::Fleet => "fleet",
+            LayerName::Store => "store",
+            LayerName::Gateway => "gateway",
+        }
+    }
+}
+
 /// A layer's signed content.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

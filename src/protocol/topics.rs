@@ -48,7 +48,7 @@ impl GatewayTopics {
     }
     /// `storegate/v1/{store}/config`: the store's config layer.
     pub fn config_store(&self) -> String {
-        format!("{PREFIX}/{}/config", self.store)
+        store_config(&self.store)
     }
     /// `…/config/state`: the applied config report.
     pub fn config_state(&self) -> String {
@@ -66,6 +66,11 @@ impl GatewayTopics {
             self.config_gateway(),
         ]
     }
+}
+
+/// `storegate/v1/{store}/config`: store `store`'s config layer, read by each of its gateways.
+pub fn store_config(store: &str) -> String {
+    format!("{PREFIX}/{store}/config")
 }
 
 /// Identity changes, central to every gateway.

@@ -248,7 +248,7 @@ impl RemoteConfig {
         let record = serde_json::to_string(signed).unwrap_or_default();
         if let Err(error) = self
             .journal
-            .record_config_layer(layer_name(layer.layer), layer.version, record)
+            .record_config_layer(layer.layer.as_str(), layer.version, record)
             .await
         {
             self.settings.send_replace(previous);
@@ -298,7 +298,7 @@ impl RemoteConfig {
         let applied: serde_json::Map<String, serde_json::Value> = self
             .applied
             .iter()
-            .map(|(name, (version, _))| (layer_name(*name).to_string(), (*version).into()))
+            .map(|(name, (version, _))| (name.as_str().to_string(), (*version).into()))
             .collect();
         let mut report = serde_json::json!({ "applied": applied, "status": status });
         if let Some(error) = error {
@@ -348,20 +348,12 @@ pub fn show(path: &std::path::Path) -> Result<serde_json::Value, String> {
             for key in keys.as_object().into_iter().flat_map(|k| k.keys()) {
                 origins.insert(
                     format!("{section}.{key}"),
-                    format!("layer {} v{version}", layer_name(*name)),
+                    format!("layer {} v{version}", name.as_str()),
                 );
             }
         }
     }
     Ok(serde_json::json!({ "config": effective, "origins": origins }))
-}
-
-fn layer_name(layer: LayerName) -> &'static str {
-    match layer {
-        LayerName::Fleet => "fleet",
-        LayerName::Store => "store",
-        LayerName::Gateway => "gateway",
-    }
 }
 
 /// Sets every key of `layer` in `into`: tables merge key by key, anything else replaces.

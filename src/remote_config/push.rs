@@ -27,12 +27,11 @@ pub fn topic(
     };
     Ok(match layer {
         LayerName::Fleet => topics::CONFIG_FLEET.to_string(),
-        LayerName::Store => format!("storegate/v1/{}/config", id("store", store)?),
-        LayerName::Gateway => format!(
-            "storegate/v1/{}/{}/config",
-            id("store", store)?,
-            id("gateway", gateway)?
-        ),
+        LayerName::Store => topics::store_config(&id("store", store)?),
+        LayerName::Gateway => {
+            topics::GatewayTopics::new(&id("store", store)?, &id("gateway", gateway)?)
+                .config_gateway()
+        }
     })
 }
 
