@@ -27,13 +27,21 @@ pub type Live = watch::Receiver<Arc<LiveSettings>>;
 impl LiveSettings {
     /// The settings as the config file (and any applied layers merged into it) has them.
     pub fn from_config(config: &GatewayConfig) -> LiveSettings {
+        LiveSettings::from_sections(&config.coupons, config.loyalty.clone())
+    }
+
+    /// The settings of these sections (the file's, or the file's overlaid with layers).
+    pub fn from_sections(
+        coupons: &super::CouponsSection,
+        loyalty: Option<crate::loyalty::LoyaltySection>,
+    ) -> LiveSettings {
         LiveSettings {
-            coupon_keys: CouponKeys::new(&config.coupons.public_keys),
+            coupon_keys: CouponKeys::new(&coupons.public_keys),
             coupon_policy: crate::coupons::Policy {
-                budget_hour_minor: config.coupons.offline_budget_hour_minor,
-                budget_day_minor: config.coupons.offline_budget_day_minor,
+                budget_hour_minor: coupons.offline_budget_hour_minor,
+                budget_day_minor: coupons.offline_budget_day_minor,
             },
-            loyalty: config.loyalty.clone(),
+            loyalty,
         }
     }
 

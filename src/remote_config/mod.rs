@@ -284,14 +284,7 @@ impl RemoteConfig {
         if let Some(loyalty) = &remote.loyalty {
             loyalty.validate().map_err(|e| e.to_string())?;
         }
-        Ok(LiveSettings {
-            coupon_keys: crate::codes::coupon::CouponKeys::new(&remote.coupons.public_keys),
-            coupon_policy: crate::coupons::Policy {
-                budget_hour_minor: remote.coupons.offline_budget_hour_minor,
-                budget_day_minor: remote.coupons.offline_budget_day_minor,
-            },
-            loyalty: remote.loyalty,
-        })
+        Ok(LiveSettings::from_sections(&remote.coupons, remote.loyalty))
     }
 
     fn publish(&self, status: &str, error: Option<String>) {
