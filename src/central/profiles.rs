@@ -352,6 +352,8 @@ fn create(tx: &Transaction<'_>) -> rusqlite::Result<String> {
 /// The profile as gateways see it: its identifiers and the points of every ref merged into it.
 pub(super) fn view(tx: &Transaction<'_>, profile: &str) -> rusqlite::Result<ProfileView> {
     let mut points = 0i64;
+    let mut identifiers = Vec::new();
+    // One walk of the merges serves both the points and the identifiers.
     for member in members(tx, profile)? {
         let sum: i64 = tx
             .prepare_cached(
@@ -359,29 +361,25 @@ pub(super) fn view(tx: &Transaction<'_>, profile: &str) -> rusqlite::Result<Prof
             )?
             .query_row([&member], |r| r.get(0))?;
         points = points.saturating_add(sum);
-    }
-    let identifiers = tx
-        .prepare_cached(
-            "WITH RECURSIVE members(ref) AS (
-                SELECT ?1
-                UNION SELECT from_ref FROM profile_aliases JOIN members ON to_ref = members.ref)
-             SELECT kind, hash, verified FROM profile_identifiers
-             WHERE profile IN (SELECT ref FROM members) ORDER BY hash",
-        )?
-        .query_map([profile], |r| {
-            let kind: String = r.get(0)?;
-            Ok((kind, r.get::<_, String>(1)?, r.get::<_, Option<bool>>(2)?))
-        })?
-        .filter_map(|row| {
-            let (kind, hash, verified) = row.ok()?;
+        let rows = tx
+            .prepare_cached(
+                "SELECT kind, hash, verified FROM profile_identifiers WHERE profile = ?1",
+            )?
+            .query_map([&member], |r| {
+                let kind: String = r.get(0)?;
+                Ok((kind, r.get::<_, String>(1)?, r.get::<_, Option<bool>>(2)?))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        identifiers.extend(rows.into_iter().filter_map(|(kind, hash, verified)| {
             let kind = serde_json::from_value(serde_json::Value::String(kind)).ok()?;
             Some(Identifier {
                 kind,
                 hash,
                 verified,
             })
-        })
-        .collect();
+        }));
+    }
+    identifiers.sort_by(|a, b| a.hash.cmp(&b.hash));
     Ok(ProfileView {
         profile: profile.to_string(),
         identifiers,
