@@ -14,7 +14,6 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
@@ -22,7 +21,7 @@ use storegate::central::Store;
 use storegate::identity::HmacKey;
 use storegate::protocol::{IdentifierKind, WireEvent};
 
-use super::{spawn_ready, write_gateway_config};
+use super::{spawn_gateway, write_gateway_config};
 
 const KEY: &str = "c3RvcmVnYXRlLWJlbmNoLWlkZW50aXR5LWtleQ==";
 /// Events per batch, as a gateway sends them.
@@ -158,11 +157,7 @@ fn till_latency(key: &HmacKey, calls: usize, broker: Option<&str>) -> anyhow::Re
         &dir.path().join("offline.db"),
         &identity,
     )?;
-    let (daemon, ready) = spawn_ready(&exe, &["run", "--config", &config.display().to_string()])?;
-    let api = ready["ready"]["api"]
-        .as_str()
-        .context("no API address")?
-        .to_string();
+    let (daemon, api) = spawn_gateway(&exe, &config)?;
     let mut offline = Vec::with_capacity(calls);
     for i in 0..WARM_UP + calls {
         // Even calls meet a new card, odd ones the card of the call before.
@@ -206,11 +201,7 @@ fn till_latency(key: &HmacKey, calls: usize, broker: Option<&str>) -> anyhow::Re
         &dir.path().join("online.db"),
         &identity,
     )?;
-    let (daemon, ready) = spawn_ready(&exe, &["run", "--config", &config.display().to_string()])?;
-    let api = ready["ready"]["api"]
-        .as_str()
-        .context("no API address")?
-        .to_string();
+    let (daemon, api) = spawn_gateway(&exe, &config)?;
     wait_connected(&agent, &api)?;
     let mut online = Vec::with_capacity(calls);
     let mut found = 0;

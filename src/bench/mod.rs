@@ -136,6 +136,16 @@ pub(super) fn write_gateway_config(
     Ok(path.to_path_buf())
 }
 
+/// Starts `storegate run` on `config` and waits until it is ready; its API address.
+pub(super) fn spawn_gateway(exe: &Path, config: &Path) -> anyhow::Result<(Guard, String)> {
+    let (daemon, ready) = spawn_ready(exe, &["run", "--config", &config.display().to_string()])?;
+    let api = ready["ready"]["api"]
+        .as_str()
+        .context("the ready line names no API address")?
+        .to_string();
+    Ok((daemon, api))
+}
+
 /// Starts `storegate ARGS` and waits for its first stdout line (the ready line), as JSON.
 pub(super) fn spawn_ready(exe: &Path, args: &[&str]) -> anyhow::Result<(Guard, serde_json::Value)> {
     let mut child = Command::new(exe)

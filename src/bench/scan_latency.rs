@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serialport::{SerialPort, TTYPort};
 
-use super::{spawn_ready, write_gateway_config};
+use super::{spawn_gateway, write_gateway_config};
 
 /// Scans before the measured ones: the first ones pay for page faults and lazy setup.
 const WARM_UP: usize = 20;
@@ -30,14 +30,7 @@ pub(super) fn run(scans: usize) -> anyhow::Result<serde_json::Value> {
         &dir.path().join("journal.db"),
         &format!("[[devices.scanners]]\nname = \"bench-scanner\"\nport = \"{port}\"\ntill = \"bench-till\"\n"),
     )?;
-    let (daemon, ready) = spawn_ready(
-        &std::env::current_exe()?,
-        &["run", "--config", &config.display().to_string()],
-    )?;
-    let api = ready["ready"]["api"]
-        .as_str()
-        .context("the ready line names no API address")?
-        .to_string();
+    let (daemon, api) = spawn_gateway(&std::env::current_exe()?, &config)?;
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(Duration::from_secs(5)))
         .build()
