@@ -89,6 +89,13 @@ impl DevicesSection {
     /// Checks what the types alone cannot: unique names, till ids, ranges, one printer per
     /// till, and that card readers have the identity key they need.
     pub fn validate(&self, has_identity_key: bool) -> Result<(), InvalidKey> {
+        let has_readers = !self.card_readers.is_empty() || !self.nfc_readers.is_empty();
+        if has_readers && !has_identity_key {
+            return Err(InvalidKey::new(
+                "identity.hmac_key",
+                "card readers identify customers, which needs the fleet identity key; set identity.hmac_key",
+            ));
+        }
         let mut names = std::collections::HashSet::new();
         for (i, reader) in self.card_readers.iter().enumerate() {
             let key = |field: &str| format!("devices.card_readers[{i}].{field}");
@@ -97,12 +104,6 @@ impl DevicesSection {
                 return Err(InvalidKey::new(
                     key("silence_timeout_ms"),
                     "must be between 500 and 600000 (the reader sends a heartbeat every second)",
-                ));
-            }
-            if !has_identity_key {
-                return Err(InvalidKey::new(
-                    "identity.hmac_key",
-                    "card readers identify customers, which needs the fleet identity key; set identity.hmac_key",
                 ));
             }
         }
@@ -119,12 +120,6 @@ impl DevicesSection {
                 return Err(InvalidKey::new(
                     key("poll_ms"),
                     "must be between 10 and 1000",
-                ));
-            }
-            if !has_identity_key {
-                return Err(InvalidKey::new(
-                    "identity.hmac_key",
-                    "card readers identify customers, which needs the fleet identity key; set identity.hmac_key",
                 ));
             }
         }
