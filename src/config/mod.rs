@@ -369,6 +369,10 @@ mod tests {
             ),
             (format!("{base}{READER}"), "identity.hmac_key"),
             (
+                format!("{base}[[devices.nfc_readers]]\nname = \"pi\"\nspi = \"/dev/spidev0.0\"\ntill = \"t1\"\n"),
+                "identity.hmac_key",
+            ),
+            (
                 format!("{base}{KEY}{READER}{READER}"),
                 "devices.card_readers[1].name",
             ),
