@@ -172,9 +172,10 @@ impl IdentityChanges {
             self.unpublished_edges += usize::from(self.aliases.merge(from, to));
         }
         for view in change.profiles {
-            if self.concerns(&view.profile).await? {
+            let members = self.aliases.members(&view.profile);
+            if self.concerns(&members).await? {
                 kept.views.push(CachedProfile {
-                    members: self.aliases.members(&view.profile),
+                    members,
                     profile: view.profile,
                     points: view.points,
                     rev: change.rev,
@@ -183,8 +184,9 @@ impl IdentityChanges {
             }
         }
         for erased in &change.erased {
-            if self.concerns(erased).await? {
-                kept.erased.push(self.aliases.members(erased));
+            let members = self.aliases.members(erased);
+            if self.concerns(&members).await? {
+                kept.erased.push(members);
             }
         }
         let before = self.complete;
@@ -228,10 +230,11 @@ impl IdentityChanges {
         Ok(())
     }
 
-    /// Whether `profile` is, or resolves through the table with, a ref this box has seen.
-    async fn concerns(&self, profile: &str) -> Result<bool, JournalError> {
-        for member in self.aliases.members(profile) {
-            if self.concerns_this_box(&member).await? {
+    /// Whether any of a profile's `members` (the refs that resolve to it) is a ref this box
+    /// has seen.
+    async fn concerns(&self, members: &[String]) -> Result<bool, JournalError> {
+        for member in members {
+            if self.concerns_this_box(member).await? {
                 return Ok(true);
             }
         }
