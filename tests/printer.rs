@@ -22,6 +22,8 @@ struct Paper {
     drop_after: Option<usize>,
     /// (receipt id, printed as COPY)
     printed: Vec<(String, bool)>,
+    /// Each printed receipt's bytes, as text.
+    texts: Vec<String>,
 }
 
 #[derive(Clone)]
@@ -53,6 +55,10 @@ impl SimPrinter {
 
     fn printed(&self) -> Vec<(String, bool)> {
         self.state.0.lock().unwrap().printed.clone()
+    }
+
+    fn texts(&self) -> Vec<String> {
+        self.state.0.lock().unwrap().texts.clone()
     }
 
     fn wait_printed(&self, count: usize, within: Duration) -> Vec<(String, bool)> {
@@ -112,6 +118,7 @@ fn serve(mut stream: impl Read + Write + Hangup, state: &(Mutex<Paper>, Condvar)
                     .to_string();
                 let mut paper = state.0.lock().unwrap();
                 paper.printed.push((receipt, text.contains("COPY")));
+                paper.texts.push(text);
                 let drop = paper.drop_after == Some(paper.printed.len());
                 if drop {
                     paper.drop_after = None;
@@ -419,4 +426,120 @@ fn kill_9_at_random_points_never_loses_a_committed_purchases_receipt() {
             other => panic!("{receipt}: {other:?} (seed {seed})"),
         }
     }
+}
+
+/// Store IT pushes the store's receipt header, footer and lookup URL as a signed layer: the
+/// next receipt carries them, with no restart and the printer never reopened; a later version
+/// replaces them; a header with an ESC/POS control byte in it is rolled back, and receipts
+/// keep the last good settings.
+#[test]
+fn a_pushed_receipts_layer_shows_on_the_next_receipt_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let broker = start_broker(BrokerKind::Embedded, dir.path(), port);
+    let printer = SimPrinter::start(Paper::default());
+    let it = storegate::codes::coupon::generate_key().unwrap();
+    let extra = format!(
+        "[receipts]\nheader = [\"Store 042\"]\n[config]\ntrusted_keys = [\"{}\"]\n[[devices.printers]]\nname = \"till-1-printer\"\naddress = \"tcp:{}\"\ntill = \"till-1\"\npaper_mm = 58\n",
+        it.public_key, printer.addr
+    );
+    let config = gateway_config(dir.path(), &format!("mqtt://127.0.0.1:{port}"), 0, &extra);
+    let (gateway, api) = start_gateway(dir.path(), &config);
+    let agent = http();
+    common::scenarios::wait_connected(&agent, api);
+    let states = Subscription::start(port, "storegate/v1/s-test/gw-1/config/state");
+    let (publisher, _thread) = publisher(port);
+    let push = |version: u64, body: serde_json::Value| {
+        let layer = storegate::config::layers::Layer {
+            layer: storegate::config::layers::LayerName::Store,
+            version,
+            issued_at: "2026-11-26T09:00:00Z".into(),
+            body,
+        };
+        let signed = storegate::config::layers::sign(&it.private_key, "it-2026", &layer).unwrap();
+        publisher
+            .publish(
+                "storegate/v1/s-test/config",
+                rumqttc::QoS::AtLeastOnce,
+                true,
+                serde_json::to_vec(&signed).unwrap(),
+            )
+            .unwrap();
+    };
+
+    purchase(&agent, api, "r-1");
+    printer.wait_printed(1, Duration::from_secs(10));
+    assert!(
+        printer.texts()[0].contains("Store 042"),
+        "the file's header"
+    );
+
+    push(
+        1,
+        serde_json::json!({ "receipts": {
+            "header": ["Store 042 Harbour Street", "Open till 22:00"],
+            "footer": ["Returns within 30 days"],
+            "qr_url": "https://shop.example/r/{receipt}",
+        } }),
+    );
+    let report = states.next_matching(Duration::from_secs(10), |r| r["applied"]["store"] == 1);
+    assert_eq!(report["status"], "ok", "{report}");
+    purchase(&agent, api, "r-2");
+    printer.wait_printed(2, Duration::from_secs(10));
+    let second = &printer.texts()[1];
+    for shown in [
+        "Store 042 Harbour Street",
+        "Open till 22:00",
+        "Returns within 30 days",
+        "https://shop.example/r/r-2",
+    ] {
+        assert!(second.contains(shown), "{shown:?} missing from {second:?}");
+    }
+
+    push(
+        2,
+        serde_json::json!({ "receipts": { "header": ["\u{1b}@Store 042"] } }),
+    );
+    let report = states.next_matching(Duration::from_secs(10), |r| r["status"] == "rolled_back");
+    assert!(
+        report["error"]
+            .as_str()
+            .unwrap()
+            .contains("receipts.header"),
+        "{report}"
+    );
+    purchase(&agent, api, "r-3");
+    printer.wait_printed(3, Duration::from_secs(10));
+    assert!(printer.texts()[2].contains("Store 042 Harbour Street"));
+
+    push(
+        3,
+        serde_json::json!({ "receipts": { "header": ["Store 042 Quay"] } }),
+    );
+    let report = states.next_matching(Duration::from_secs(10), |r| r["applied"]["store"] == 3);
+    assert_eq!(report["status"], "ok", "{report}");
+    purchase(&agent, api, "r-4");
+    printer.wait_printed(4, Duration::from_secs(10));
+    let fourth = &printer.texts()[3];
+    assert!(fourth.contains("Store 042 Quay"), "{fourth:?}");
+    assert!(
+        !fourth.contains("Returns within 30 days"),
+        "a layer's new version replaces its old one, not adds to it: {fourth:?}"
+    );
+
+    let devices: serde_json::Value = agent
+        .get(&format!("http://{api}/v1/devices"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_json()
+        .unwrap();
+    let reconnects = devices["devices"][0]["reconnects"].as_u64();
+    assert_eq!(
+        reconnects,
+        Some(0),
+        "the printer was not reopened: {devices}"
+    );
+    drop(gateway);
+    drop(broker);
 }

@@ -30,6 +30,9 @@ pub struct GatewayConfig {
     /// Loyalty points (`[loyalty]`); without it the till's own `points` are recorded.
     #[serde(default)]
     pub loyalty: Option<crate::loyalty::LoyaltySection>,
+    /// What every receipt carries (`[receipts]`); a remote layer may set it.
+    #[serde(default)]
+    pub receipts: crate::devices::config::ReceiptsSection,
     /// Remote config trust (`[config]`).
     #[serde(default)]
     pub config: TrustSection,
@@ -225,6 +228,9 @@ impl GatewayConfig {
             ));
         }
         self.coupons.validate()?;
+        self.receipts
+            .validate()
+            .map_err(|(key, message)| ConfigError::key(key, message))?;
         self.devices
             .validate(self.identity.hmac_key.is_some())
             .map_err(|e| ConfigError::key(e.key, e.message))

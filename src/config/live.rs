@@ -1,6 +1,6 @@
 //! The settings a running gateway re-reads on every use, so a signed remote layer can change
-//! them without a restart: the coupon keys (rotation), the offline coupon budgets and the
-//! loyalty rule. Each part that uses them holds a [`Live`] watch and reads the current value
+//! them without a restart: the coupon keys (rotation), the offline coupon budgets, the
+//! loyalty rule and what receipts carry. Each part that uses them holds a [`Live`] watch and reads the current value
 //! per request; `remote_config` is the only writer.
 
 use std::sync::Arc;
@@ -19,6 +19,8 @@ pub struct LiveSettings {
     pub coupon_policy: crate::coupons::Policy,
     /// The loyalty rule (`None`: the till's own points are recorded).
     pub loyalty: Option<crate::loyalty::LoyaltySection>,
+    /// What every receipt carries, unless its printer sets its own.
+    pub receipts: crate::devices::config::ReceiptsSection,
 }
 
 /// A reader of the live settings.
@@ -27,13 +29,18 @@ pub type Live = watch::Receiver<Arc<LiveSettings>>;
 impl LiveSettings {
     /// The settings as the config file (and any applied layers merged into it) has them.
     pub fn from_config(config: &GatewayConfig) -> LiveSettings {
-        LiveSettings::from_sections(&config.coupons, config.loyalty.clone())
+        LiveSettings::from_sections(
+            &config.coupons,
+            config.loyalty.clone(),
+            config.receipts.clone(),
+        )
     }
 
     /// The settings of these sections (the file's, or the file's overlaid with layers).
     pub fn from_sections(
         coupons: &super::CouponsSection,
         loyalty: Option<crate::loyalty::LoyaltySection>,
+        receipts: crate::devices::config::ReceiptsSection,
     ) -> LiveSettings {
         LiveSettings {
             coupon_keys: CouponKeys::new(&coupons.public_keys),
@@ -42,6 +49,7 @@ impl LiveSettings {
                 budget_day_minor: coupons.offline_budget_day_minor,
             },
             loyalty,
+            receipts,
         }
     }
 

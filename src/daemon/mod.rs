@@ -125,7 +125,8 @@ pub async fn run(
     sync.publish_config_state_from(config_reports);
     let printing = api::Printing::new(journal.clone(), &config.devices.printers);
     let (devices, device_events) =
-        Devices::start(&config.devices, &journal, metrics.clone()).map_err(DaemonError::Devices)?;
+        Devices::start(&config.devices, &journal, &settings, metrics.clone())
+            .map_err(DaemonError::Devices)?;
     let beeps: std::collections::HashMap<String, u16> = config
         .devices
         .card_readers

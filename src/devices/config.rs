@@ -7,7 +7,7 @@ pub use super::camera::config::{CameraConfig, SourceSpec};
 pub use super::card_number::CardNumberRule;
 pub use super::card_reader::config::CardReaderConfig;
 pub use super::nfc_reader::config::NfcReaderConfig;
-pub use super::printer::config::{PrinterAddress, PrinterConfig};
+pub use super::printer::config::{PrinterAddress, PrinterConfig, ReceiptsSection};
 pub use super::scanner::config::ScannerConfig;
 pub use super::wedge::config::WedgeConfig;
 

@@ -59,10 +59,12 @@ pub struct Devices {
 
 impl Devices {
     /// Starts a thread per configured device. Events arrive on the returned receiver.
-    /// Printers take their jobs from `journal`'s print queue.
+    /// Printers take their jobs from `journal`'s print queue and their receipts' header,
+    /// footer and URL from `settings`, per receipt.
     pub fn start(
         config: &DevicesSection,
         journal: &crate::journal::Journal,
+        settings: &crate::config::live::Live,
         metrics: Arc<Metrics>,
     ) -> std::io::Result<(Devices, tokio::sync::mpsc::Receiver<DeviceEvent>)> {
         let readers = config
@@ -82,7 +84,11 @@ impl Devices {
             .iter()
             .map(|scanner| Box::new(SerialScanner::new(scanner.clone())) as Box<dyn Driver>);
         let printers = config.printers.iter().map(|printer| {
-            Box::new(Printer::new(printer.clone(), journal.clone())) as Box<dyn Driver>
+            Box::new(Printer::new(
+                printer.clone(),
+                journal.clone(),
+                settings.clone(),
+            )) as Box<dyn Driver>
         });
         let wedges = config
             .keyboard_wedges

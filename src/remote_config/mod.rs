@@ -5,7 +5,7 @@
 //! A layer is applied only if a key in `[config] trusted_keys` signed it, it came on its own
 //! layer's topic, its version is above the last applied version of that layer, and it sets
 //! only what a remote layer may set (the live settings: `[coupons]` keys and budgets,
-//! `[loyalty]`). The settings are then the config file's, overlaid fleet < store < gateway,
+//! `[loyalty]`, `[receipts]`). The settings are then the config file's, overlaid fleet < store < gateway,
 //! and must validate like the file's. Once applied, the journal writer must answer within
 //! the health check's time or the previous settings come back. Every outcome is reported,
 //! retained, on `…/config/state` (`ok`, `rejected` with the reason and the running config
@@ -45,6 +45,7 @@ const REMOTE_KEYS: &[(&str, &[&str])] = &[
         "loyalty",
         &["points_per_unit", "unit_minor", "offline_redeem_cap"],
     ),
+    ("receipts", &["header", "footer", "qr_url"]),
 ];
 
 /// A body that names only remote settings; the first other key otherwise.
@@ -75,6 +76,8 @@ struct RemoteSettings {
     coupons: CouponsSection,
     #[serde(default)]
     loyalty: Option<LoyaltySection>,
+    #[serde(default)]
+    receipts: crate::devices::config::ReceiptsSection,
 }
 
 /// The remote-config part's owner.
@@ -119,6 +122,7 @@ impl RemoteConfig {
         let base = serde_json::json!({
             "coupons": config.coupons,
             "loyalty": config.loyalty,
+            "receipts": config.receipts,
         });
         let (settings, live) = watch::channel(Arc::new(LiveSettings::from_config(config)));
         let (report, reports) = watch::channel(None);
@@ -284,7 +288,15 @@ impl RemoteConfig {
         if let Some(loyalty) = &remote.loyalty {
             loyalty.validate().map_err(|e| e.to_string())?;
         }
-        Ok(LiveSettings::from_sections(&remote.coupons, remote.loyalty))
+        remote
+            .receipts
+            .validate()
+            .map_err(|(key, message)| format!("{key}: {message}"))?;
+        Ok(LiveSettings::from_sections(
+            &remote.coupons,
+            remote.loyalty,
+            remote.receipts,
+        ))
     }
 
     fn publish(&self, status: &str, error: Option<String>) {

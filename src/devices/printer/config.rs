@@ -107,6 +107,62 @@ impl std::fmt::Display for PrinterAddress {
     }
 }
 
+/// What every receipt of the box carries (`[receipts]`), unless a printer sets its own
+/// `header` or `qr_url`. A remote layer may set it: store IT changes the store's address line
+/// or the receipt-lookup URL for a whole store or the fleet, and the next receipt shows it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiptsSection {
+    /// Lines at the top of every receipt (store name, address); the first is bold.
+    #[serde(default)]
+    pub header: Vec<String>,
+    /// Lines at the bottom (opening hours, a returns policy, a thank-you).
+    #[serde(default)]
+    pub footer: Vec<String>,
+    /// QR code on the receipt: an `https://` URL with `{receipt}` for the receipt id.
+    #[serde(default)]
+    pub qr_url: Option<String>,
+}
+
+/// More lines than this is a mistake (a pasted file), not a receipt.
+const MAX_RECEIPT_LINES: usize = 8;
+/// The widest paper's columns.
+const MAX_RECEIPT_LINE_CHARS: usize = 48;
+
+impl ReceiptsSection {
+    /// Lines a printer can print and a URL a phone can open; the failing key otherwise.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        for (name, lines) in [("header", &self.header), ("footer", &self.footer)] {
+            if lines.len() > MAX_RECEIPT_LINES {
+                return Err((
+                    format!("receipts.{name}"),
+                    format!("at most {MAX_RECEIPT_LINES} lines"),
+                ));
+            }
+            if let Some(line) = lines.iter().find(|line| {
+                line.chars().count() > MAX_RECEIPT_LINE_CHARS || line.chars().any(char::is_control)
+            }) {
+                return Err((
+                    format!("receipts.{name}"),
+                    format!(
+                        "`{line}`: each line at most {MAX_RECEIPT_LINE_CHARS} characters, no control characters"
+                    ),
+                ));
+            }
+        }
+        if let Some(url) = &self.qr_url {
+            if !url.starts_with("https://") || url.len() > 200 || url.chars().any(char::is_control)
+            {
+                return Err((
+                    "receipts.qr_url".into(),
+                    "must be an https:// URL of at most 200 characters ({receipt} is replaced by the receipt id)".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,5 +180,35 @@ mod tests {
         for bad in ["tcp:printer", "lp0", "file:", "serial:usb:xyz"] {
             assert!(PrinterAddress::try_from(bad.to_string()).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn receipt_settings_a_printer_cannot_print_are_refused_naming_the_key() {
+        let ok = ReceiptsSection {
+            header: vec!["Store 042".into(), "1 Main St".into()],
+            footer: vec!["Thank you".into()],
+            qr_url: Some("https://shop.example/r/{receipt}".into()),
+        };
+        assert_eq!(ok.validate(), Ok(()));
+        let too_wide = ReceiptsSection {
+            header: vec!["x".repeat(49)],
+            ..ok.clone()
+        };
+        assert_eq!(too_wide.validate().unwrap_err().0, "receipts.header");
+        let escape = ReceiptsSection {
+            footer: vec!["\x1b@reset".into()],
+            ..ok.clone()
+        };
+        assert_eq!(escape.validate().unwrap_err().0, "receipts.footer");
+        let too_many = ReceiptsSection {
+            footer: vec!["x".into(); 9],
+            ..ok.clone()
+        };
+        assert_eq!(too_many.validate().unwrap_err().0, "receipts.footer");
+        let plain_http = ReceiptsSection {
+            qr_url: Some("http://shop.example/r/{receipt}".into()),
+            ..ok
+        };
+        assert_eq!(plain_http.validate().unwrap_err().0, "receipts.qr_url");
     }
 }

@@ -14,6 +14,8 @@ pub struct Layout {
     pub code_page: CodePage,
     /// Lines at the top; the first is bold.
     pub header: Vec<String>,
+    /// Lines at the bottom, above the QR code.
+    pub footer: Vec<String>,
     /// `{receipt}` is replaced by the receipt id.
     pub qr_url: Option<String>,
 }
@@ -77,6 +79,12 @@ pub fn render(layout: &Layout, purchase: &Purchase, copy: bool) -> Vec<u8> {
     if purchase.points_redeemed > 0 {
         e.line(&format!("Points redeemed: {}", purchase.points_redeemed));
     }
+    if !layout.footer.is_empty() {
+        e.feed(1).align(Align::Centre);
+        for line in &layout.footer {
+            e.line(line);
+        }
+    }
     if let Some(url) = &layout.qr_url {
         e.feed(1)
             .align(Align::Centre)
@@ -124,6 +132,7 @@ mod tests {
             columns,
             code_page: CodePage::Cp858,
             header: vec!["Store 042".into()],
+            footer: vec!["Thank you".into()],
             qr_url: Some("https://shop.example/r/{receipt}".into()),
         }
     }

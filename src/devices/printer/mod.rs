@@ -32,6 +32,9 @@ impl<T: Read + Write + Send> Link for T {}
 /// An ESC/POS receipt printer.
 pub struct Printer {
     config: PrinterConfig,
+    /// The box's `[receipts]` as remote layers leave it: read per receipt, so a pushed
+    /// header or URL shows on the next one.
+    settings: crate::config::live::Live,
     /// The print queue lives in the journal; its writer thread is the only one that changes
     /// a job, this driver asks it to.
     journal: Journal,
@@ -39,8 +42,16 @@ pub struct Printer {
 
 impl Printer {
     /// The printer of `config`, printing the jobs of `journal`.
-    pub fn new(config: PrinterConfig, journal: Journal) -> Printer {
-        Printer { config, journal }
+    pub fn new(
+        config: PrinterConfig,
+        journal: Journal,
+        settings: crate::config::live::Live,
+    ) -> Printer {
+        Printer {
+            config,
+            settings,
+            journal,
+        }
     }
 
     /// Records a job's new state through the journal's writer.
@@ -62,12 +73,20 @@ impl Printer {
         }
     }
 
+    /// How the next receipt looks: the printer's own header and URL where its config sets
+    /// them (a box-specific printer), else the box's live `[receipts]`.
     fn layout(&self) -> Layout {
+        let receipts = self.settings.borrow().receipts.clone();
         Layout {
             columns: self.config.columns(),
             code_page: self.config.code_page,
-            header: self.config.header.clone(),
-            qr_url: self.config.qr_url.clone(),
+            header: if self.config.header.is_empty() {
+                receipts.header
+            } else {
+                self.config.header.clone()
+            },
+            footer: receipts.footer,
+            qr_url: self.config.qr_url.clone().or(receipts.qr_url),
         }
     }
 
@@ -235,7 +254,6 @@ impl Driver for Printer {
             stray: 0,
         };
         context.up();
-        let layout = self.layout();
         let mut last_status: Option<PrinterStatus> = None;
         while !context.stopping() {
             let status = replies.status()?;
@@ -270,7 +288,7 @@ impl Driver for Printer {
                     continue;
                 }
             };
-            let bytes = render(&layout, &purchase, job.copy);
+            let bytes = render(&self.layout(), &purchase, job.copy);
             self.set_state(job.id, JobState::Sending, None)?;
             let sent = replies
                 .link
