@@ -238,7 +238,7 @@ fn an_spi_reader_without_its_spidev_is_down_with_the_reason_and_sales_go_on() {
         dir.path(),
         &format!("mqtt://127.0.0.1:{unused}"),
         0,
-        "[identity]\nhmac_key = \"c3RvcmVnYXRlLXRlc3QtaWRlbnRpdHkta2V5IQ==\"\n[[devices.nfc_readers]]\nname = \"pi-reader\"\nspi = \"/dev/spidev-not-here.0\"\ntill = \"t1\"\n[[devices.nfc_readers]]\nname = \"reset-reader\"\nspi = \"/dev/spidev0.0\"\ntill = \"t2\"\nreset_gpio = \"/dev/gpiochip-not-here:25\"\n",
+        "[identity]\nhmac_key = \"c3RvcmVnYXRlLXRlc3QtaWRlbnRpdHkta2V5IQ==\"\n[[devices.nfc_readers]]\nname = \"pi-reader\"\nspi = \"/dev/spidev-not-here.0\"\ntill = \"t1\"\n[[devices.nfc_readers]]\nname = \"reset-reader\"\nspi = \"/dev/spidev0.0\"\ntill = \"t2\"\nreset_gpio = \"/dev/gpiochip-not-here:25\"\n[[devices.nfc_readers]]\nname = \"irq-reader\"\nspi = \"/dev/spidev0.0\"\ntill = \"t3\"\nirq_gpio = \"/dev/gpiochip-irq-not-here:24\"\n",
     );
     let (_gateway, api) = start_gateway(dir.path(), &config);
     let agent = http();
@@ -261,6 +261,16 @@ fn an_spi_reader_without_its_spidev_is_down_with_the_reason_and_sales_go_on() {
             .as_str()
             .is_some_and(|e| e.contains("/dev/gpiochip-not-here:25")),
         "{reset}"
+    );
+    // So is the IRQ line's, requested before the SPI device too.
+    let irq = wait_device(&agent, api, 2, Duration::from_secs(10), |d| {
+        d["state"] == "down"
+    });
+    assert!(
+        irq["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("/dev/gpiochip-irq-not-here:24")),
+        "{irq}"
     );
     post_purchase(&agent, api, "r-1").expect("sales go on");
 }

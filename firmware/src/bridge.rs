@@ -36,7 +36,7 @@ pub trait CardSource {
     fn poll_card(&mut self) -> Result<Option<Uid>, Self::Error>;
 }
 
-impl<SPI: SpiDevice> CardSource for Mfrc522<SPI> {
+impl<SPI: SpiDevice, IRQ: mfrc522::IrqLine> CardSource for Mfrc522<SPI, IRQ> {
     type Error = mfrc522::Error<SPI::Error>;
 
     fn reset(&mut self) -> Result<(), Self::Error> {

@@ -20,6 +20,8 @@ use crate::iso14443::{self, crc_a, Uid};
 #[repr(u8)]
 pub enum Register {
     Command = 0x01,
+    ComIEn = 0x02,
+    DivIEn = 0x03,
     ComIrq = 0x04,
     Error = 0x06,
     FifoData = 0x09,
@@ -59,6 +61,33 @@ pub mod irq {
     pub const IDLE: u8 = 0x10;
     /// The timer ran out: no card answered.
     pub const TIMER: u8 = 0x01;
+}
+
+/// `ComIEnReg`: the IRQ pin is active low (with the request bits it passes on).
+pub const IRQ_INVERTED: u8 = 0x80;
+/// `DivIEnReg`: the IRQ pin drives both levels (no pull-up needed on the host side).
+pub const IRQ_PUSH_PULL: u8 = 0x80;
+
+/// The chip's IRQ pin as the host sees it. With a line wired, the driver waits on it for each
+/// command's end instead of reading `ComIrqReg` over SPI until it shows (on a Linux box each
+/// read is a system call; a microcontroller would sleep instead of spinning).
+pub trait IrqLine {
+    /// Whether a line is wired: the chip is then told to drive its IRQ pin.
+    const WIRED: bool;
+    /// Blocks until the pin is asserted or a bound past the chip's 25 ms timer has passed;
+    /// `false` after the bound (the status register is read either way).
+    fn wait(&mut self) -> bool;
+}
+
+/// No IRQ line: the driver reads the status register until a command ends.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoIrq;
+
+impl IrqLine for NoIrq {
+    const WIRED: bool = false;
+    fn wait(&mut self) -> bool {
+        true
+    }
 }
 
 /// `ErrorReg` bits.
@@ -125,14 +154,22 @@ pub struct Received {
 
 /// The MFRC522 driver.
 #[derive(Debug)]
-pub struct Mfrc522<SPI> {
+pub struct Mfrc522<SPI, IRQ = NoIrq> {
     spi: SPI,
+    irq: IRQ,
 }
 
-impl<SPI: SpiDevice> Mfrc522<SPI> {
+impl<SPI: SpiDevice> Mfrc522<SPI, NoIrq> {
     /// Wraps the SPI device; call [`Mfrc522::init`] before anything else.
     pub fn new(spi: SPI) -> Self {
-        Mfrc522 { spi }
+        Mfrc522 { spi, irq: NoIrq }
+    }
+}
+
+impl<SPI: SpiDevice, IRQ: IrqLine> Mfrc522<SPI, IRQ> {
+    /// Wraps the SPI device and the line wired to the chip's IRQ pin.
+    pub fn with_irq(spi: SPI, irq: IRQ) -> Self {
+        Mfrc522 { spi, irq }
     }
 
     /// Gives the SPI device back.
@@ -165,6 +202,14 @@ impl<SPI: SpiDevice> Mfrc522<SPI> {
         self.write(Register::TReloadHigh, 0x03)?;
         self.write(Register::TReloadLow, 0xE8)?;
         self.write(Register::TxAsk, 0x40)?;
+        if IRQ::WIRED {
+            // The pin follows the end-of-command requests transceive waits for.
+            self.write(
+                Register::ComIEn,
+                IRQ_INVERTED | irq::RX | irq::IDLE | irq::TIMER,
+            )?;
+            self.write(Register::DivIEn, IRQ_PUSH_PULL)?;
+        }
         self.write(Register::Mode, 0x3D)?;
         let tx_control = self.read(Register::TxControl)?;
         if tx_control & 0x03 != 0x03 {
@@ -329,6 +374,8 @@ impl<SPI: SpiDevice> Mfrc522<SPI> {
         self.write(Register::BitFraming, framing)?;
         self.write(Register::Command, command::TRANSCEIVE)?;
         self.write(Register::BitFraming, START_SEND | framing)?;
+        // A timed-out wait still reads the status: a missed edge costs polls, not a card.
+        self.irq.wait();
 
         let mut finished = false;
         for _ in 0..MAX_IRQ_POLLS {

@@ -7,6 +7,7 @@
 extern crate std;
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::vec::Vec;
 
@@ -17,7 +18,7 @@ use embedded_hal::spi::{ErrorType, Operation, SpiDevice};
 
 use crate::iso14443::{self, crc_a, Uid};
 use crate::mfrc522::{
-    command, error_bits, irq, Register, COLL_POS_NOT_VALID, FIFO_SIZE, START_SEND,
+    command, error_bits, irq, IrqLine, Register, COLL_POS_NOT_VALID, FIFO_SIZE, START_SEND,
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -225,6 +226,48 @@ pub struct SimulatedMfrc522 {
     fifo: VecDeque<u8>,
     field: Field,
     transactions: u64,
+    pin: Arc<IrqPin>,
+}
+
+/// The simulated chip's IRQ pin and what was asked of it.
+#[derive(Debug, Default)]
+struct IrqPin {
+    asserted: AtomicBool,
+    waits: AtomicU64,
+    waits_asserted: AtomicU64,
+    status_reads: AtomicU64,
+}
+
+/// The host's end of the simulated chip's IRQ pin (the chip completes commands at once, so a
+/// wait sees the pin as the chip left it).
+#[derive(Debug, Clone)]
+pub struct SimulatedIrq(Arc<IrqPin>);
+
+impl SimulatedIrq {
+    /// Waits so far, and how many found the pin asserted.
+    pub fn waits(&self) -> (u64, u64) {
+        (
+            self.0.waits.load(Ordering::SeqCst),
+            self.0.waits_asserted.load(Ordering::SeqCst),
+        )
+    }
+
+    /// `ComIrqReg` reads the driver made so far.
+    pub fn status_reads(&self) -> u64 {
+        self.0.status_reads.load(Ordering::SeqCst)
+    }
+}
+
+impl IrqLine for SimulatedIrq {
+    const WIRED: bool = true;
+    fn wait(&mut self) -> bool {
+        self.0.waits.fetch_add(1, Ordering::SeqCst);
+        let asserted = self.0.asserted.load(Ordering::SeqCst);
+        if asserted {
+            self.0.waits_asserted.fetch_add(1, Ordering::SeqCst);
+        }
+        asserted
+    }
 }
 
 const VERSION_V2: u8 = 0x92;
@@ -237,9 +280,15 @@ impl SimulatedMfrc522 {
             fifo: VecDeque::new(),
             field,
             transactions: 0,
+            pin: Arc::default(),
         };
         chip.power_on();
         chip
+    }
+
+    /// The host's end of this chip's IRQ pin.
+    pub fn irq_line(&self) -> SimulatedIrq {
+        SimulatedIrq(self.pin.clone())
     }
 
     /// SPI transactions so far.
@@ -255,6 +304,9 @@ impl SimulatedMfrc522 {
     }
 
     fn read_register(&mut self, register: usize) -> u8 {
+        if register == Register::ComIrq as usize {
+            self.pin.status_reads.fetch_add(1, Ordering::SeqCst);
+        }
         match register {
             r if r == Register::FifoData as usize => self.fifo.pop_front().unwrap_or(0),
             r if r == Register::FifoLevel as usize => self.fifo.len() as u8,
@@ -298,6 +350,12 @@ impl SimulatedMfrc522 {
             }
             r => self.registers[r] = value,
         }
+        // The pin passes on the requests ComIEnReg enables (active low with IRqInv, which
+        // the host's line abstracts away).
+        let requests = self.registers[Register::ComIrq as usize]
+            & self.registers[Register::ComIEn as usize]
+            & 0x7F;
+        self.pin.asserted.store(requests != 0, Ordering::SeqCst);
     }
 
     fn transceive(&mut self) {

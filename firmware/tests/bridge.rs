@@ -45,6 +45,27 @@ fn the_driver_reads_4_7_and_10_byte_uids_from_one_field_one_card_at_a_time() {
     assert_eq!(chip.wake_up(), Ok(true));
 }
 
+/// With the IRQ pin wired the driver tells the chip to drive it, waits on it after every
+/// command, and reads the status register once per command instead of until it shows; with no
+/// card the timer's request asserts the pin too, so an empty field does not hang the wait.
+#[test]
+fn with_the_irq_line_wired_each_command_waits_on_the_pin_and_reads_the_status_once() {
+    let field = Field::default();
+    let sim = SimulatedMfrc522::new(field.clone());
+    let line = sim.irq_line();
+    let mut chip = Mfrc522::with_irq(sim, line.clone());
+    chip.init().unwrap();
+    assert_eq!(chip.wake_up(), Ok(false), "no card: the timer's request");
+    let card = uid(&[0x04, 0x25, 0x9A, 0x3B, 0x4C, 0x5D, 0x6E]);
+    field.present(card);
+    assert_eq!(chip.wake_up(), Ok(true));
+    assert_eq!(chip.select(), Ok(card));
+    let (waits, asserted) = line.waits();
+    assert!(waits >= 4, "WUPA twice and a 7-byte select wait: {waits}");
+    assert_eq!(asserted, waits, "every wait found the pin asserted");
+    assert_eq!(line.status_reads(), waits, "one status read per command");
+}
+
 #[test]
 fn two_cards_that_share_their_first_bytes_are_told_apart() {
     let field = Field::default();

@@ -116,6 +116,12 @@ impl DevicesSection {
                     "must be between 100000 and 10000000 (the MFRC522 takes up to 10 MHz)",
                 ));
             }
+            if reader.irq_gpio.is_some() && reader.irq_gpio == reader.reset_gpio {
+                return Err(InvalidKey::new(
+                    key("irq_gpio"),
+                    "is the same line as reset_gpio; the IRQ and NRSTPD pins need a line each",
+                ));
+            }
             if !(10..=1_000).contains(&reader.poll_ms) {
                 return Err(InvalidKey::new(
                     key("poll_ms"),

@@ -25,6 +25,11 @@ pub struct NfcReaderConfig {
     /// that hangs is reset in hardware, not only re-initialised over SPI.
     #[serde(default)]
     pub reset_gpio: Option<GpioLine>,
+    /// The GPIO line wired to the chip's IRQ pin, as `<chip>:<line>`: the driver then waits on
+    /// it for each command's end instead of reading the chip's status over SPI until it shows.
+    /// Optional; without it the reader works the same.
+    #[serde(default)]
+    pub irq_gpio: Option<GpioLine>,
 }
 
 /// A GPIO line by its character device and offset, checked when config loads.

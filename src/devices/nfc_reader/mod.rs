@@ -10,7 +10,7 @@ pub mod config;
 use std::time::Duration;
 
 use storegate_firmware::bridge::{CardSource, REMOVE_AFTER_MISSES, RESET_AFTER_ERRORS};
-use storegate_firmware::mfrc522::Mfrc522;
+use storegate_firmware::mfrc522::{IrqLine, Mfrc522};
 
 use self::config::NfcReaderConfig;
 use super::{DeviceContext, DeviceError, DeviceEvent, Driver};
@@ -23,9 +23,10 @@ pub trait FrontEnd: Send {
     fn poll_card(&mut self) -> Result<Option<Vec<u8>>, String>;
 }
 
-impl<S> FrontEnd for Mfrc522<S>
+impl<S, I> FrontEnd for Mfrc522<S, I>
 where
     S: embedded_hal::spi::SpiDevice + Send,
+    I: IrqLine + Send,
 {
     fn reset(&mut self) -> Result<(), String> {
         CardSource::reset(self).map_err(|e| format!("{e:?}"))
@@ -89,11 +90,86 @@ fn hard_reset(line: &config::GpioLine) -> Result<(), String> {
     Ok(())
 }
 
+/// The chip's IRQ pin through the GPIO character device: every edge wakes the wait, the
+/// line's level says whether the chip asks for attention (the driver sets the pin active low).
+struct GpioIrq {
+    events: linux_embedded_hal::gpio_cdev::LineEventHandle,
+    line: String,
+}
+
+/// Past the chip's own 25 ms timer: a wait this long means a missed edge or a dead pin, and
+/// the driver reads the status register anyway.
+const IRQ_WAIT: Duration = Duration::from_millis(40);
+
+impl GpioIrq {
+    fn open(line: &config::GpioLine) -> Result<GpioIrq, String> {
+        use linux_embedded_hal::gpio_cdev::{Chip, EventRequestFlags, LineRequestFlags};
+        let mut chip =
+            Chip::new(&line.chip).map_err(|e| format!("cannot open GPIO chip {line}: {e}"))?;
+        let events = chip
+            .get_line(line.line)
+            .and_then(|l| {
+                l.events(
+                    LineRequestFlags::INPUT | LineRequestFlags::ACTIVE_LOW,
+                    EventRequestFlags::BOTH_EDGES,
+                    "storegate-nfc-irq",
+                )
+            })
+            .map_err(|e| format!("cannot request GPIO line {line} for events: {e}"))?;
+        Ok(GpioIrq {
+            events,
+            line: line.to_string(),
+        })
+    }
+
+    fn asserted(&self) -> bool {
+        self.events.get_value().is_ok_and(|value| value == 1)
+    }
+
+    /// Whether an edge arrives within `timeout`; it is consumed.
+    fn next_edge(&mut self, timeout: Duration) -> bool {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        let millis = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(self.events.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(millis)) {
+            Ok(ready) if ready > 0 => {
+                if let Err(error) = self.events.get_event() {
+                    tracing::debug!(line = %self.line, %error, "reading an IRQ edge failed");
+                    return false;
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+impl IrqLine for GpioIrq {
+    const WIRED: bool = true;
+
+    fn wait(&mut self) -> bool {
+        let deadline = std::time::Instant::now() + IRQ_WAIT;
+        loop {
+            if self.asserted() {
+                // Edges of earlier commands still queued would wake the next wait early.
+                while self.next_edge(Duration::ZERO) {}
+                return true;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() || !self.next_edge(left) {
+                return self.asserted();
+            }
+        }
+    }
+}
+
 fn open_spidev(config: &NfcReaderConfig) -> Result<Box<dyn FrontEnd>, String> {
     use linux_embedded_hal::spidev::{SpiModeFlags, SpidevOptions};
     if let Some(line) = &config.reset_gpio {
         hard_reset(line)?;
     }
+    let irq = config.irq_gpio.as_ref().map(GpioIrq::open).transpose()?;
     let mut spi = linux_embedded_hal::SpidevDevice::open(&config.spi)
         .map_err(|e| format!("cannot open {}: {e}", config.spi.display()))?;
     spi.configure(
@@ -104,7 +180,10 @@ fn open_spidev(config: &NfcReaderConfig) -> Result<Box<dyn FrontEnd>, String> {
             .build(),
     )
     .map_err(|e| format!("cannot configure {}: {e}", config.spi.display()))?;
-    Ok(Box::new(Mfrc522::new(spi)))
+    match irq {
+        Some(irq) => Ok(Box::new(Mfrc522::with_irq(spi, irq))),
+        None => Ok(Box::new(Mfrc522::new(spi))),
+    }
 }
 
 impl Driver for NfcReader {
@@ -246,6 +325,7 @@ mod tests {
             spi_hz: 1_000_000,
             poll_ms: 5,
             reset_gpio: None,
+            irq_gpio: None,
         };
         let mut reader = NfcReader::with_opener(
             config,
@@ -290,5 +370,46 @@ mod tests {
 
         stop.set();
         assert!(running.join().unwrap().is_ok());
+    }
+
+    /// With the chip's IRQ pin on a line, the daemon's driver waits on it after each command
+    /// (every wait finding the pin asserted) and reads the status register once per command,
+    /// and taps arrive as without it.
+    #[test]
+    fn with_the_irq_line_taps_arrive_and_each_command_waits_on_the_pin() {
+        let field = Field::default();
+        let chip = SimulatedMfrc522::new(field.clone());
+        let line = chip.irq_line();
+        let chip = Mutex::new(Some(chip));
+        let config = NfcReaderConfig {
+            name: "pi-reader".into(),
+            spi: "/dev/spidev0.0".into(),
+            till: "t1".into(),
+            spi_hz: 1_000_000,
+            poll_ms: 5,
+            reset_gpio: None,
+            irq_gpio: Some("/dev/gpiochip0:24".to_string().try_into().unwrap()),
+        };
+        let opened_line = line.clone();
+        let mut reader = NfcReader::with_opener(
+            config,
+            Box::new(move |_| {
+                let chip = chip.lock().unwrap().take().ok_or("opened twice")?;
+                Ok(Box::new(Mfrc522::with_irq(chip, opened_line.clone())))
+            }),
+        );
+        let (context, mut events, stop) = context();
+        let running = std::thread::spawn(move || reader.serve(&context));
+        let card = Uid::new(&[0xDE, 0xAD, 0xBE, 0xEF]).unwrap();
+        field.present(card);
+        assert!(
+            matches!(next(&mut events), DeviceEvent::CardPresented { uid, .. } if uid == card.as_bytes())
+        );
+        stop.set();
+        assert!(running.join().unwrap().is_ok());
+        let (waits, asserted) = line.waits();
+        assert!(waits > 0);
+        assert_eq!(asserted, waits, "the chip drove the pin for every command");
+        assert_eq!(line.status_reads(), waits, "one status read per command");
     }
 }
