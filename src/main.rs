@@ -11,6 +11,8 @@ mod bench;
 mod cli;
 #[cfg(feature = "embedded-broker")]
 mod demo;
+#[cfg(feature = "bench")]
+mod fleet_sim;
 
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();

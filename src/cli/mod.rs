@@ -58,6 +58,11 @@ pub enum Command {
     /// Measure journal ingest and backlog drain against baselines in the same run.
     #[cfg(feature = "bench")]
     Bench(crate::bench::BenchArgs),
+    /// Simulate many stores' gateways against a broker and central (the embedded broker and a
+    /// reference central on SQLite without `--broker`): events/s acked, ack latency,
+    /// identifications/s and backlog per second, with outages and a reconnect storm.
+    #[cfg(feature = "bench")]
+    FleetSim(crate::fleet_sim::FleetSimArgs),
     /// Print what scanned data means, as JSON: an optional AIM identifier (`]E0`, `]C1`, …),
     /// then EAN/UPC with check digit, GS1 element strings (GS = \x1d, or bracketed), coupon
     /// token, app identity, GS1 Digital Link, or text. Exits 1, with the reason as JSON, for data
@@ -202,6 +207,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         } => run_status(config, api, url, token),
         #[cfg(feature = "bench")]
         Command::Bench(args) => crate::bench::run(args),
+        #[cfg(feature = "bench")]
+        Command::FleetSim(args) => crate::fleet_sim::run(args),
         Command::Decode { data, strict } => run_decode(&data, strict),
         Command::ScanImage { files } => run_scan_image(&files),
         Command::Coupon(command) => run_coupon(command),
