@@ -116,7 +116,10 @@ fn central_throughput(key: &HmacKey, total: usize) -> anyhow::Result<Value> {
 
 /// Stores every gateway's events in batches, gateways interleaved as they arrive at central.
 fn store_all(path: &std::path::Path, gateways: &[Vec<WireEvent>]) -> anyhow::Result<f64> {
-    let mut store = Store::open(path)?;
+    let store = Store::open_sqlite(path)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     let events: usize = gateways.iter().map(Vec::len).sum();
     let started = Instant::now();
     let batches = gateways
@@ -129,7 +132,11 @@ fn store_all(path: &std::path::Path, gateways: &[Vec<WireEvent>]) -> anyhow::Res
             let Some(batch) = events.chunks(BATCH).nth(b) else {
                 continue;
             };
-            let outcome = store.store_batch("bench", &format!("gw-{g}"), batch)?;
+            let outcome = runtime.block_on(store.store_batch(
+                "bench".into(),
+                format!("gw-{g}"),
+                batch.to_vec(),
+            ))?;
             anyhow::ensure!(
                 outcome.refused == 0,
                 "central refused bench events: {outcome:?}"
@@ -174,12 +181,15 @@ fn till_latency(key: &HmacKey, calls: usize, broker: Option<&str>) -> anyhow::Re
     let (broker, _broker_process, broker_name) = super::drain::start_broker(broker, dir.path())?;
     let central_db = dir.path().join("central.db");
     {
-        let mut store = Store::open(&central_db)?;
+        let store = Store::open_sqlite(&central_db)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         for i in 0..WARM_UP + calls {
             let identifier = key
                 .identifier(IdentifierKind::Card, &format!("9{i:011}"), None)
                 .map_err(|e| anyhow::anyhow!(e))?;
-            store.register(&[identifier])?;
+            runtime.block_on(store.register(vec![identifier]))?;
         }
     }
     let central_config = storegate::config::parse_central(&format!(

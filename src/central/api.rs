@@ -5,7 +5,7 @@
 //! till finds. Every identity change it makes is committed first and then broadcast to the
 //! boxes on `storegate/v1/identity`, like the changes events make.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
 use axum::http::StatusCode;
@@ -27,7 +27,7 @@ const TIMELINE: usize = 100;
 /// What the online channel's handlers share.
 #[derive(Clone)]
 pub struct OnlineChannel {
-    store: Arc<Mutex<Store>>,
+    store: Store,
     tokens: Arc<Vec<String>>,
     identity_key: Option<HmacKey>,
     coupon_key: Option<Arc<String>>,
@@ -38,7 +38,7 @@ pub struct OnlineChannel {
 impl OnlineChannel {
     /// The channel over central's store, broadcasting changes through `client`.
     pub fn new(
-        store: Arc<Mutex<Store>>,
+        store: Store,
         config: &crate::config::CentralConfig,
         client: AsyncClient,
     ) -> OnlineChannel {
@@ -50,23 +50,6 @@ impl OnlineChannel {
             loyalty: config.loyalty.clone(),
             client,
         }
-    }
-
-    /// Runs `work` on the store off the runtime.
-    async fn with_store<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(&mut Store) -> Result<T, ChannelError> + Send + 'static,
-    ) -> Result<T, ApiError> {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut store = store
-                .lock()
-                .map_err(|_| ChannelError::Store(super::StoreError::Poisoned))?;
-            work(&mut store)
-        })
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
-        .map_err(refusal)
     }
 
     /// Sends committed changes to every box; one lost here is still in the store, and boxes
@@ -199,9 +182,7 @@ async fn register(
     for (i, raw) in request.identifiers.iter().enumerate() {
         identifiers.push(hash(key, raw.kind, &raw.value, raw.verified, i)?);
     }
-    let registered = channel
-        .with_store(move |store| store.register(&identifiers))
-        .await?;
+    let registered = channel.store.register(identifiers).await.map_err(refusal)?;
     channel.broadcast(registered.changes);
     let status = if registered.created {
         StatusCode::CREATED
@@ -269,8 +250,10 @@ async fn app_token(
     );
     let identifier = hash(key, IdentifierKind::App, &token, None, 0)?;
     let (root, changes) = channel
-        .with_store(move |store| store.attach_identifier(&customer, &identifier))
-        .await?;
+        .store
+        .attach_identifier(customer, identifier)
+        .await
+        .map_err(refusal)?;
     channel.broadcast(changes);
     Ok(Json(serde_json::json!({ "customer": root, "token": token })).into_response())
 }
@@ -282,8 +265,10 @@ async fn show(
 ) -> Result<Response, ApiError> {
     profile_ref(&customer)?;
     let view = channel
-        .with_store(move |store| store.customer(&customer, TIMELINE))
-        .await?;
+        .store
+        .customer(customer, TIMELINE)
+        .await
+        .map_err(refusal)?;
     Ok(Json(view).into_response())
 }
 
@@ -293,9 +278,7 @@ async fn erase(
     Path(customer): Path<String>,
 ) -> Result<Response, ApiError> {
     profile_ref(&customer)?;
-    let (root, changes) = channel
-        .with_store(move |store| store.erase(&customer))
-        .await?;
+    let (root, changes) = channel.store.erase(customer).await.map_err(refusal)?;
     channel.broadcast(changes);
     tracing::info!(customer = %root, "customer erased");
     Ok(Json(serde_json::json!({ "customer": root, "erased": true })).into_response())
@@ -346,17 +329,17 @@ async fn online_purchase(
     let points = channel.loyalty.earned(request.total_minor);
     let lines = serde_json::to_string(&request.lines).unwrap_or_default();
     let recorded = channel
-        .with_store(move |store| {
-            store.online_purchase(
-                &request.customer,
-                &request.order,
-                &lines,
-                request.total_minor,
-                &request.currency,
-                points,
-            )
-        })
-        .await?;
+        .store
+        .online_purchase(
+            request.customer,
+            request.order,
+            lines,
+            request.total_minor,
+            request.currency,
+            points,
+        )
+        .await
+        .map_err(refusal)?;
     let status = if recorded.replayed {
         StatusCode::OK
     } else {
@@ -439,10 +422,10 @@ async fn kpis(
         }
     }
     let report = channel
-        .with_store(move |store| {
-            Ok(store.kpis(&from, &to, query.store.as_deref(), query.channel.as_deref())?)
-        })
-        .await?;
+        .store
+        .kpis(from, to, query.store, query.channel)
+        .await
+        .map_err(|e| refusal(e.into()))?;
     Ok(Json(report).into_response())
 }
 

@@ -3,6 +3,7 @@
 //! resolves identities, keeps the points ledger and serves the online channel (`api.rs`).
 
 pub mod api;
+pub(crate) mod db;
 mod profiles;
 mod service;
 mod store;

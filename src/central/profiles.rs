@@ -12,9 +12,12 @@
 //! Erasure deletes identifiers, strips them from stored events and past changes, and keeps
 //! only the pseudonymous ref.
 
-use rusqlite::{params, OptionalExtension, Transaction};
-
+use super::db::{params, DbError, Tx};
 use crate::protocol::{Identifier, IdentityChange, Merge, ProfileView};
+
+/// The lock every identity resolution holds: the fleet-wide `rev`, profile creation and merges
+/// are one sequence, whichever central instance runs them.
+const IDENTITY_LOCK: &str = "identity";
 
 /// The `identity_seen` body central reads.
 #[derive(Debug, serde::Deserialize)]
@@ -24,18 +27,25 @@ struct Seen {
     identifiers: Vec<Identifier>,
 }
 
+/// Holds the identity lock for the rest of the transaction.
+pub(super) async fn lock(tx: &mut impl Tx) -> Result<(), DbError> {
+    tx.lock(IDENTITY_LOCK).await
+}
+
 /// The root a ref resolves to through central's merges.
-pub(super) fn resolve(tx: &Transaction<'_>, profile: &str) -> rusqlite::Result<String> {
+pub(super) async fn resolve(tx: &mut impl Tx, profile: &str) -> Result<String, DbError> {
     let mut current = profile.to_string();
     // Merges always point at an older survivor, so chains are short and acyclic; the bound
     // only guards against a damaged store.
     for _ in 0..64 {
-        let next: Option<String> = tx
-            .prepare_cached("SELECT to_ref FROM profile_aliases WHERE from_ref = ?1")?
-            .query_row([&current], |r| r.get(0))
-            .optional()?;
+        let next = tx
+            .query_opt(
+                "SELECT to_ref FROM profile_aliases WHERE from_ref = $1",
+                params![&current],
+            )
+            .await?;
         match next {
-            Some(next) => current = next,
+            Some(row) => current = row.text(0)?,
             None => break,
         }
     }
@@ -43,11 +53,13 @@ pub(super) fn resolve(tx: &Transaction<'_>, profile: &str) -> rusqlite::Result<S
 }
 
 /// Resolves one `identity_seen` body; the change it made, if any, as stored JSON.
-pub(super) fn apply_seen(tx: &Transaction<'_>, body: &str) -> rusqlite::Result<Option<String>> {
+pub(super) async fn apply_seen(tx: &mut impl Tx, body: &str) -> Result<Option<String>, DbError> {
     let Ok(seen) = serde_json::from_str::<Seen>(body) else {
         return Ok(None);
     };
-    Ok(identify(tx, Some(&seen.customer), &seen.identifiers)?.and_then(|r| r.change))
+    Ok(identify(tx, Some(&seen.customer), &seen.identifiers)
+        .await?
+        .and_then(|r| r.change))
 }
 
 /// What resolving an identification did.
@@ -60,82 +72,98 @@ pub(super) struct Resolved {
     pub change: Option<String>,
 }
 
+async fn owner(tx: &mut impl Tx, hash: &str) -> Result<Option<String>, DbError> {
+    tx.query_opt(
+        "SELECT profile FROM profile_identifiers WHERE hash = $1",
+        params![hash],
+    )
+    .await?
+    .map(|row| row.text(0))
+    .transpose()
+}
+
 /// Resolves an identification: by a gateway (`customer` is the ref it was recorded under) or
 /// by the online channel (`customer` is `None`). `None` when nothing mergeable was given.
-pub(super) fn identify(
-    tx: &Transaction<'_>,
+pub(super) async fn identify(
+    tx: &mut impl Tx,
     customer: Option<&str>,
     identifiers: &[Identifier],
-) -> rusqlite::Result<Option<Resolved>> {
+) -> Result<Option<Resolved>, DbError> {
     let deciding: Vec<&Identifier> = identifiers.iter().filter(|i| i.is_mergeable()).collect();
     if deciding.is_empty() {
         return Ok(None);
     }
+    lock(tx).await?;
     let mut candidates = Vec::new();
     for identifier in &deciding {
-        let owner: Option<String> = tx
-            .prepare_cached("SELECT profile FROM profile_identifiers WHERE hash = ?1")?
-            .query_row([&identifier.hash], |r| r.get(0))
-            .optional()?;
-        if let Some(owner) = owner {
-            candidates.push(resolve(tx, &owner)?);
+        if let Some(owner) = owner(tx, &identifier.hash).await? {
+            candidates.push(resolve(tx, &owner).await?);
         }
     }
     // An erased profile is nobody's any more: a box that cached its ref before the erasure
     // neither revives it nor links its history to whoever the identifiers belong to now.
     let customer = match customer {
-        Some(c) if is_erased(tx, &resolve(tx, c)?)? => None,
-        other => other,
+        Some(c) => {
+            let root = resolve(tx, c).await?;
+            if is_erased(tx, &root).await? {
+                None
+            } else {
+                Some(c)
+            }
+        }
+        None => None,
     };
     if let Some(customer) = customer.filter(|c| c.starts_with("p:")) {
-        if exists(tx, customer)? {
-            candidates.push(resolve(tx, customer)?);
+        if exists(tx, customer).await? {
+            candidates.push(resolve(tx, customer).await?);
         }
     }
     candidates.sort();
     candidates.dedup();
-    let (survivor, created) = match oldest(tx, &candidates)? {
+    let (survivor, created) = match oldest(tx, &candidates).await? {
         Some(survivor) => (survivor, false),
-        None => (create(tx)?, true),
+        None => (create(tx).await?, true),
     };
     let mut merges = Vec::new();
-    let mut merge = |tx: &Transaction<'_>, from: &str| -> rusqlite::Result<()> {
-        if from == survivor || resolve(tx, from)? == survivor {
-            return Ok(());
+    let from_refs = candidates
+        .iter()
+        .filter(|c| **c != survivor)
+        .map(String::as_str)
+        .chain(customer);
+    for from in from_refs {
+        if from == survivor || resolve(tx, from).await? == survivor {
+            continue;
         }
-        tx.prepare_cached(
-            "INSERT OR REPLACE INTO profile_aliases(from_ref, to_ref) VALUES (?1, ?2)",
-        )?
-        .execute([from, survivor.as_str()])?;
+        tx.execute(
+            "INSERT INTO profile_aliases(from_ref, to_ref) VALUES ($1, $2)
+             ON CONFLICT(from_ref) DO UPDATE SET to_ref = excluded.to_ref",
+            params![from, &survivor],
+        )
+        .await?;
         merges.push(Merge {
             from: from.to_string(),
             to: survivor.clone(),
         });
-        Ok(())
-    };
-    for other in candidates.iter().filter(|c| **c != survivor) {
-        merge(tx, other)?;
-    }
-    if let Some(customer) = customer {
-        merge(tx, customer)?;
     }
     let mut attached = false;
     for identifier in identifiers {
         attached |= tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO profile_identifiers(hash, kind, verified, profile) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![
-                identifier.hash,
-                identifier.kind.as_str(),
-                identifier.verified,
-                survivor
-            ])?
+            .execute(
+                "INSERT INTO profile_identifiers(hash, kind, verified, profile) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT DO NOTHING",
+                params![
+                    &identifier.hash,
+                    identifier.kind.as_str(),
+                    identifier.verified,
+                    &survivor
+                ],
+            )
+            .await?
             > 0;
     }
     let change = if created || attached || !merges.is_empty() {
-        let view = view(tx, &survivor)?;
-        Some(record_change(tx, merges, vec![view], Vec::new())?)
+        let view = view(tx, &survivor).await?;
+        Some(record_change(tx, merges, vec![view], Vec::new()).await?)
     } else {
         None
     };
@@ -147,177 +175,211 @@ pub(super) fn identify(
 }
 
 /// Gives a change the next fleet-wide rev and stores it for `identity.since`; returns its JSON.
-pub(super) fn record_change(
-    tx: &Transaction<'_>,
+pub(super) async fn record_change(
+    tx: &mut impl Tx,
     merges: Vec<Merge>,
     profiles: Vec<ProfileView>,
     erased: Vec<String>,
-) -> rusqlite::Result<String> {
-    let rev: i64 = tx.query_row(
-        "UPDATE counters SET value = value + 1 WHERE name = 'identity_rev' RETURNING value",
-        [],
-        |r| r.get(0),
-    )?;
+) -> Result<String, DbError> {
+    lock(tx).await?;
+    let rev = tx
+        .query_one(
+            "UPDATE counters SET value = value + 1 WHERE name = 'identity_rev' RETURNING value",
+            &[],
+        )
+        .await?
+        .int(0)?;
     let change = IdentityChange {
         rev: rev.max(0) as u64,
         merges,
         profiles,
         erased,
     };
-    let json = serde_json::to_string(&change)
-        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-    tx.prepare_cached("INSERT INTO identity_changes(rev, change) VALUES (?1, ?2)")?
-        .execute(params![rev, json])?;
+    let json = serde_json::to_string(&change).map_err(|e| DbError::Encode(e.to_string()))?;
+    tx.execute(
+        "INSERT INTO identity_changes(rev, change) VALUES ($1, $2)",
+        params![rev, &json],
+    )
+    .await?;
     Ok(json)
 }
 
 /// Every ref that resolves to `root` (itself included).
-pub(super) fn members(tx: &Transaction<'_>, root: &str) -> rusqlite::Result<Vec<String>> {
-    tx.prepare_cached(
+pub(super) async fn members(tx: &mut impl Tx, root: &str) -> Result<Vec<String>, DbError> {
+    tx.query(
         "WITH RECURSIVE members(ref) AS (
-            SELECT ?1
+            SELECT CAST($1 AS TEXT)
             UNION SELECT from_ref FROM profile_aliases JOIN members ON to_ref = members.ref)
          SELECT ref FROM members",
-    )?
-    .query_map([root], |r| r.get(0))?
+        params![root],
+    )
+    .await?
+    .iter()
+    .map(|row| row.text(0))
     .collect()
 }
 
 /// Records `points` for `customer` under `entry` (an event id, or an online order) once;
 /// returns the change that tells the boxes the profile's new balance, if the customer has a
 /// profile.
-pub(super) fn add_points(
-    tx: &Transaction<'_>,
+pub(super) async fn add_points(
+    tx: &mut impl Tx,
     entry: &str,
     customer: &str,
     points: i64,
     source: &str,
-) -> rusqlite::Result<Option<String>> {
+) -> Result<Option<String>, DbError> {
     if points == 0 {
         return Ok(None);
     }
     let inserted = tx
-        .prepare_cached(
-            "INSERT OR IGNORE INTO points_ledger(entry, profile, points, source, at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?
-        .execute(params![
-            entry,
-            customer,
-            points,
-            source,
-            crate::protocol::timestamp(std::time::SystemTime::now())
-        ])?;
-    let root = resolve(tx, customer)?;
-    if inserted == 0 || !exists(tx, &root)? {
+        .execute(
+            "INSERT INTO points_ledger(entry, profile, points, source, at)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            params![
+                entry,
+                customer,
+                points,
+                source,
+                crate::protocol::timestamp(std::time::SystemTime::now())
+            ],
+        )
+        .await?;
+    if inserted == 0 {
         return Ok(None);
     }
-    let view = view(tx, &root)?;
-    record_change(tx, Vec::new(), vec![view], Vec::new()).map(Some)
+    lock(tx).await?;
+    let root = resolve(tx, customer).await?;
+    if !exists(tx, &root).await? {
+        return Ok(None);
+    }
+    let view = view(tx, &root).await?;
+    record_change(tx, Vec::new(), vec![view], Vec::new())
+        .await
+        .map(Some)
 }
 
 /// The right to erasure: every identifier of the profile and of every ref merged into it is
 /// deleted, stored `identity_seen` bodies and past changes lose their identifiers, and the
 /// profile is marked erased. Its events and points stay, under the pseudonymous ref. Returns
 /// the erased root and the change that tells every box; `None` when there is no such profile.
-pub(super) fn erase(
-    tx: &Transaction<'_>,
+pub(super) async fn erase(
+    tx: &mut impl Tx,
     profile: &str,
-) -> rusqlite::Result<Option<(String, String)>> {
-    let root = resolve(tx, profile)?;
-    if !exists(tx, &root)? {
+) -> Result<Option<(String, String)>, DbError> {
+    lock(tx).await?;
+    let root = resolve(tx, profile).await?;
+    if !exists(tx, &root).await? {
         return Ok(None);
     }
-    let members = members(tx, &root)?;
-    for member in &members {
-        tx.prepare_cached("DELETE FROM profile_identifiers WHERE profile = ?1")?
-            .execute([member])?;
-        tx.prepare_cached(
-            "UPDATE events SET body = json_set(body, '$.identifiers', json('[]'))
-             WHERE kind = 'identity_seen' AND json_extract(body, '$.customer') = ?1",
-        )?
-        .execute([member])?;
+    let dialect = tx.dialect();
+    let scrub = format!(
+        "UPDATE events SET body = {}
+         WHERE kind = 'identity_seen' AND {} = $1",
+        dialect.json_clear_array("body", "identifiers"),
+        dialect.json_text("body", "customer"),
+    );
+    for member in members(tx, &root).await? {
+        tx.execute(
+            "DELETE FROM profile_identifiers WHERE profile = $1",
+            params![&member],
+        )
+        .await?;
+        tx.execute(&scrub, params![&member]).await?;
     }
-    let mut rewrites = Vec::new();
-    {
-        let mut past = tx.prepare_cached(
-            "SELECT rev, change FROM identity_changes WHERE instr(change, ?1) > 0",
-        )?;
-        let rows = past.query_map([&root], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-        })?;
-        for row in rows {
-            let (rev, json) = row?;
-            let Ok(mut change) = serde_json::from_str::<IdentityChange>(&json) else {
-                continue;
-            };
-            for view in change.profiles.iter_mut().filter(|v| v.profile == root) {
-                view.identifiers.clear();
-            }
-            if let Ok(scrubbed) = serde_json::to_string(&change) {
-                rewrites.push((rev, scrubbed));
-            }
+    // Refs are hex digits, letters and dashes: no LIKE wildcard can be in one.
+    let past = tx
+        .query(
+            "SELECT rev, change FROM identity_changes WHERE change LIKE '%' || $1 || '%'",
+            params![&root],
+        )
+        .await?;
+    for row in past {
+        let (rev, json) = (row.int(0)?, row.text(1)?);
+        let Ok(mut change) = serde_json::from_str::<IdentityChange>(&json) else {
+            continue;
+        };
+        for view in change.profiles.iter_mut().filter(|v| v.profile == root) {
+            view.identifiers.clear();
+        }
+        if let Ok(scrubbed) = serde_json::to_string(&change) {
+            tx.execute(
+                "UPDATE identity_changes SET change = $2 WHERE rev = $1",
+                params![rev, scrubbed],
+            )
+            .await?;
         }
     }
-    for (rev, scrubbed) in rewrites {
-        tx.prepare_cached("UPDATE identity_changes SET change = ?2 WHERE rev = ?1")?
-            .execute(params![rev, scrubbed])?;
-    }
-    tx.prepare_cached("UPDATE profiles SET erased_at = ?2 WHERE ref = ?1")?
-        .execute(params![
-            root,
+    tx.execute(
+        "UPDATE profiles SET erased_at = $2 WHERE ref = $1",
+        params![
+            &root,
             crate::protocol::timestamp(std::time::SystemTime::now())
-        ])?;
-    let change = record_change(tx, Vec::new(), Vec::new(), vec![root.clone()])?;
+        ],
+    )
+    .await?;
+    let change = record_change(tx, Vec::new(), Vec::new(), vec![root.clone()]).await?;
     Ok(Some((root, change)))
 }
 
-pub(super) fn is_erased(tx: &Transaction<'_>, profile: &str) -> rusqlite::Result<bool> {
+/// Whether `profile` was erased.
+pub(super) async fn is_erased(tx: &mut impl Tx, profile: &str) -> Result<bool, DbError> {
     Ok(tx
-        .prepare_cached("SELECT erased_at IS NOT NULL FROM profiles WHERE ref = ?1")?
-        .query_row([profile], |r| r.get(0))
-        .optional()?
-        .unwrap_or(false))
+        .query_opt(
+            "SELECT erased_at FROM profiles WHERE ref = $1",
+            params![profile],
+        )
+        .await?
+        .map(|row| row.opt_text(0))
+        .transpose()?
+        .flatten()
+        .is_some())
 }
 
 /// rpc `profile.lookup`: the profile the identifiers belong to (mergeable ones decide; an
 /// unverified one is looked up only when nothing mergeable is given), or none.
-pub(super) fn lookup(
-    tx: &Transaction<'_>,
+pub(super) async fn lookup(
+    tx: &mut impl Tx,
     identifiers: &[Identifier],
-) -> rusqlite::Result<Option<ProfileView>> {
+) -> Result<Option<ProfileView>, DbError> {
     let any_mergeable = identifiers.iter().any(Identifier::is_mergeable);
     for identifier in identifiers
         .iter()
         .filter(|i| !any_mergeable || i.is_mergeable())
     {
-        let owner: Option<String> = tx
-            .prepare_cached("SELECT profile FROM profile_identifiers WHERE hash = ?1")?
-            .query_row([&identifier.hash], |r| r.get(0))
-            .optional()?;
-        if let Some(owner) = owner {
-            let root = resolve(tx, &owner)?;
-            return view(tx, &root).map(Some);
+        if let Some(owner) = owner(tx, &identifier.hash).await? {
+            let root = resolve(tx, &owner).await?;
+            return view(tx, &root).await.map(Some);
         }
     }
     Ok(None)
 }
 
 /// Whether `profile` is a live (not erased) profile.
-pub(super) fn exists(tx: &Transaction<'_>, profile: &str) -> rusqlite::Result<bool> {
-    tx.prepare_cached("SELECT EXISTS(SELECT 1 FROM profiles WHERE ref = ?1 AND erased_at IS NULL)")?
-        .query_row([profile], |r| r.get(0))
+pub(super) async fn exists(tx: &mut impl Tx, profile: &str) -> Result<bool, DbError> {
+    Ok(tx
+        .query_opt(
+            "SELECT 1 FROM profiles WHERE ref = $1 AND erased_at IS NULL",
+            params![profile],
+        )
+        .await?
+        .is_some())
 }
 
 /// The oldest of `candidates`: earliest created, then smallest ref.
-fn oldest(tx: &Transaction<'_>, candidates: &[String]) -> rusqlite::Result<Option<String>> {
+async fn oldest(tx: &mut impl Tx, candidates: &[String]) -> Result<Option<String>, DbError> {
     let mut best: Option<(i64, String)> = None;
     for candidate in candidates {
-        let created: Option<i64> = tx
-            .prepare_cached("SELECT created FROM profiles WHERE ref = ?1")?
-            .query_row([candidate], |r| r.get(0))
-            .optional()?;
-        let Some(created) = created else { continue };
+        let Some(row) = tx
+            .query_opt(
+                "SELECT created FROM profiles WHERE ref = $1",
+                params![candidate],
+            )
+            .await?
+        else {
+            continue;
+        };
+        let created = row.int(0)?;
         if best
             .as_ref()
             .is_none_or(|(c, r)| (created, candidate) < (*c, r))
@@ -329,12 +391,14 @@ fn oldest(tx: &Transaction<'_>, candidates: &[String]) -> rusqlite::Result<Optio
 }
 
 /// A new `p:` profile; its creation order is a counter, not a clock.
-fn create(tx: &Transaction<'_>) -> rusqlite::Result<String> {
-    let created: i64 = tx.query_row(
-        "UPDATE counters SET value = value + 1 WHERE name = 'profile_seq' RETURNING value",
-        [],
-        |r| r.get(0),
-    )?;
+async fn create(tx: &mut impl Tx) -> Result<String, DbError> {
+    let created = tx
+        .query_one(
+            "UPDATE counters SET value = value + 1 WHERE name = 'profile_seq' RETURNING value",
+            &[],
+        )
+        .await?
+        .int(0)?;
     let id = ulid::Ulid::new().0;
     let profile = format!(
         "p:{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
@@ -344,40 +408,44 @@ fn create(tx: &Transaction<'_>) -> rusqlite::Result<String> {
         (id >> 48) as u16,
         id & 0xffff_ffff_ffff
     );
-    tx.prepare_cached("INSERT INTO profiles(ref, created, points) VALUES (?1, ?2, 0)")?
-        .execute(params![profile, created])?;
+    tx.execute(
+        "INSERT INTO profiles(ref, created, points) VALUES ($1, $2, 0)",
+        params![&profile, created],
+    )
+    .await?;
     Ok(profile)
 }
 
 /// The profile as gateways see it: its identifiers and the points of every ref merged into it.
-pub(super) fn view(tx: &Transaction<'_>, profile: &str) -> rusqlite::Result<ProfileView> {
+pub(super) async fn view(tx: &mut impl Tx, profile: &str) -> Result<ProfileView, DbError> {
     let mut points = 0i64;
     let mut identifiers = Vec::new();
     // One walk of the merges serves both the points and the identifiers.
-    for member in members(tx, profile)? {
-        let sum: i64 = tx
-            .prepare_cached(
-                "SELECT COALESCE(SUM(points), 0) FROM points_ledger WHERE profile = ?1",
-            )?
-            .query_row([&member], |r| r.get(0))?;
+    for member in members(tx, profile).await? {
+        let sum = tx
+            .query_one(
+                "SELECT CAST(COALESCE(SUM(points), 0) AS BIGINT) FROM points_ledger WHERE profile = $1",
+                params![&member],
+            )
+            .await?
+            .int(0)?;
         points = points.saturating_add(sum);
         let rows = tx
-            .prepare_cached(
-                "SELECT kind, hash, verified FROM profile_identifiers WHERE profile = ?1",
-            )?
-            .query_map([&member], |r| {
-                let kind: String = r.get(0)?;
-                Ok((kind, r.get::<_, String>(1)?, r.get::<_, Option<bool>>(2)?))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        identifiers.extend(rows.into_iter().filter_map(|(kind, hash, verified)| {
-            let kind = serde_json::from_value(serde_json::Value::String(kind)).ok()?;
-            Some(Identifier {
-                kind,
-                hash,
-                verified,
-            })
-        }));
+            .query(
+                "SELECT kind, hash, verified FROM profile_identifiers WHERE profile = $1",
+                params![&member],
+            )
+            .await?;
+        for row in rows {
+            let kind = serde_json::from_value(serde_json::Value::String(row.text(0)?)).ok();
+            if let Some(kind) = kind {
+                identifiers.push(Identifier {
+                    kind,
+                    hash: row.text(1)?,
+                    verified: row.opt_int(2)?.map(|v| v != 0),
+                });
+            }
+        }
     }
     identifiers.sort_by(|a, b| a.hash.cmp(&b.hash));
     Ok(ProfileView {

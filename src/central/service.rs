@@ -1,6 +1,6 @@
 //! Central's MQTT side: batches in, acks out; rpc requests in, responses out.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, LastWill, MqttOptions, QoS, Transport};
@@ -42,9 +42,7 @@ pub async fn run(
     config: CentralConfig,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), CentralError> {
-    let store = Arc::new(Mutex::new(Store::open(std::path::Path::new(
-        &config.central.db,
-    ))?));
+    let store = Store::open(&config.central.db).await?;
     let options = options(&config)?;
     let (client, eventloop) = crate::mqtt::client(options, 1024);
     let (net_tx, mut net_rx) = mpsc::channel(256);
@@ -168,7 +166,7 @@ fn options(config: &CentralConfig) -> Result<MqttOptions, CentralError> {
 
 struct Service {
     client: AsyncClient,
-    store: Arc<Mutex<Store>>,
+    store: Store,
     share_group: Option<String>,
     /// Central has no HTTP endpoint of its own yet; its counters go into its rate-limited
     /// refusal log lines.
@@ -229,34 +227,28 @@ impl Service {
             }
         };
         let (s, g) = (store.to_string(), gateway.to_string());
-        let db = self.store.clone();
-        let result = tokio::task::spawn_blocking(move || {
-            let mut db = db
-                .lock()
-                .map_err(|_| "central store lock poisoned".to_string())?;
-            match batch {
-                Some(batch) => db
-                    .store_batch(&s, &g, &batch.events)
-                    .map(|o| (o.acked_upto, o.identity_changes)),
-                None => db.acked(&s, &g).map(|upto| (upto, Vec::new())),
-            }
-            .map_err(|e| e.to_string())
-        })
-        .await;
+        let result = match batch {
+            Some(batch) => self
+                .store
+                .store_batch(s, g, batch.events)
+                .await
+                .map(|o| (o.acked_upto, o.identity_changes)),
+            None => self.store.acked(s, g).await.map(|upto| (upto, Vec::new())),
+        };
         // Central answers every batch, duplicates and refused ones too, with its current ack:
         // a gateway whose ack was lost moves on.
         match result {
             // Nothing of this gateway's stored from seq 1 on (its first batch was lost, say, and
             // a later one arrived): there is no ack to send, since 0 is outside the protocol's
             // range. The gateway re-sends from its acked position after its ack timeout.
-            Ok(Ok((0, _))) => {
+            Ok((0, _)) => {
                 tracing::debug!(
                     store,
                     gateway,
                     "central: nothing to ack yet (a gap before the first stored seq)"
                 );
             }
-            Ok(Ok((upto, identity_changes))) => {
+            Ok((upto, identity_changes)) => {
                 let ack = serde_json::to_vec(&Ack { upto_seq: upto }).unwrap_or_default();
                 let topic = GatewayTopics::new(store, gateway).ack();
                 if let Err(e) = self.client.try_publish(topic, QoS::AtLeastOnce, false, ack) {
@@ -277,10 +269,9 @@ impl Service {
                     }
                 }
             }
-            Ok(Err(error)) => {
+            Err(error) => {
                 tracing::error!(%error, store, gateway, "central: storing a batch failed; not acked")
             }
-            Err(error) => tracing::error!(%error, "central: store task failed"),
         }
     }
 
@@ -292,18 +283,14 @@ impl Service {
             Ok(r) => r,
             Err(e) => return self.refused("rpc/req", "invalid_message", &e.to_string()),
         };
-        let (s, g) = (store.to_string(), gateway.to_string());
-        let db = self.store.clone();
-        let method = request.method.clone();
-        let params = request.params;
-        let outcome = tokio::task::spawn_blocking(move || {
-            let mut db = db
-                .lock()
-                .map_err(|_| internal("central store lock poisoned"))?;
-            handle_rpc(&mut db, &s, &g, &method, &params)
-        })
-        .await
-        .unwrap_or_else(|e| Err(internal(&e.to_string())));
+        let outcome = handle_rpc(
+            &self.store,
+            store,
+            gateway,
+            &request.method,
+            &request.params,
+        )
+        .await;
         let response = match outcome {
             Ok(result) => RpcResponse {
                 id: request.id,
@@ -341,8 +328,8 @@ fn bad_params(message: &str) -> RpcError {
     }
 }
 
-fn handle_rpc(
-    db: &mut Store,
+async fn handle_rpc(
+    db: &Store,
     store: &str,
     gateway: &str,
     method: &str,
@@ -359,8 +346,15 @@ fn handle_rpc(
                 .and_then(|v| v.as_str())
                 .ok_or_else(|| bad_params("receipt is required"))?;
             let customer = params.get("customer").and_then(|v| v.as_str());
-            db.reserve_coupon(store, gateway, coupon, customer, receipt)
-                .map_err(|e| internal(&e.to_string()))??;
+            db.reserve_coupon(
+                store.to_string(),
+                gateway.to_string(),
+                coupon.to_string(),
+                customer.map(str::to_string),
+                receipt.to_string(),
+            )
+            .await
+            .map_err(|e| internal(&e.to_string()))??;
             Ok(serde_json::json!({ "reserved": true }))
         }
         "identity.since" => {
@@ -372,6 +366,7 @@ fn handle_rpc(
                 .ok_or_else(|| bad_params("rev is required, 0 .. 2^53-1"))?;
             let changes = db
                 .identity_since(rev, 1000)
+                .await
                 .map_err(|e| internal(&e.to_string()))?;
             Ok(serde_json::json!({ "changes": changes }))
         }
@@ -383,7 +378,8 @@ fn handle_rpc(
                 .filter(|ids: &Vec<_>| !ids.is_empty() && ids.len() <= 16)
                 .ok_or_else(|| bad_params("identifiers is required: 1 to 16 identifiers"))?;
             let profile = db
-                .lookup_profile(&identifiers)
+                .lookup_profile(identifiers)
+                .await
                 .map_err(|e| internal(&e.to_string()))?;
             Ok(serde_json::json!({ "profile": profile }))
         }

@@ -1,5 +1,7 @@
-//! Central's storage (SQLite). Dedup by (gateway, seq) and by event id; application in seq
-//! order; the ack is the end of the gap-free prefix of stored events.
+//! Central's storage, on SQLite (the embedded default) or PostgreSQL (several instances on one
+//! database): the same logic runs on either through `db::Tx`. Dedup by (gateway, seq) and by
+//! event id; application in seq order; the ack is the end of the gap-free prefix of stored
+//! events.
 //!
 //! A second event at a (gateway, seq) that central already holds under another id is not
 //! dropped: it goes to `seq_conflicts` (a gateway whose journal was restored from an old copy
@@ -7,73 +9,18 @@
 //! breaks docs/protocol.md, or a second purchase with a receipt the gateway already used, is
 //! stored with `refused` set: it fills its seq slot, is applied to nothing, and stays for
 //! operators (docs/protocol.md "Cumulative ack").
+//!
+//! What must not interleave between central instances is locked inside the transaction:
+//! a batch holds its gateway's lock from its first read, coupon redemptions their coupon's,
+//! identity resolution the identity lock, always in that order. Unique constraints back each
+//! of them (an event id is applied once, a coupon reserved once, a ledger entry counted once).
 
-use std::path::Path;
+use std::sync::{Arc, Mutex};
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use serde_json::value::RawValue;
 
+use super::db::{self, params, DbError, Tx};
 use crate::protocol::{timestamp, RpcError, WireEvent};
-
-const SCHEMA: &[&str] = &[
-    "CREATE TABLE gateways(
-        store TEXT NOT NULL, gateway TEXT NOT NULL, acked_upto INTEGER NOT NULL,
-        PRIMARY KEY(store, gateway)) WITHOUT ROWID;
-    CREATE TABLE events(
-        store TEXT NOT NULL, gateway TEXT NOT NULL, seq INTEGER NOT NULL,
-        id TEXT NOT NULL, kind TEXT NOT NULL, at TEXT NOT NULL, clock_synced INTEGER NOT NULL,
-        till TEXT NOT NULL, body TEXT NOT NULL, received_at TEXT NOT NULL,
-        duplicate_id INTEGER NOT NULL,
-        applied INTEGER,
-        PRIMARY KEY(store, gateway, seq));
-    CREATE INDEX events_id ON events(id);
-    CREATE TABLE seq_conflicts(
-        store TEXT NOT NULL, gateway TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL,
-        kind TEXT NOT NULL, at TEXT NOT NULL, till TEXT NOT NULL, body TEXT NOT NULL,
-        received_at TEXT NOT NULL, PRIMARY KEY(id));
-    CREATE TABLE coupon_reservations(
-        coupon TEXT PRIMARY KEY, store TEXT NOT NULL, gateway TEXT NOT NULL,
-        customer TEXT, receipt TEXT NOT NULL, at TEXT NOT NULL);
-    CREATE TABLE identity_changes(rev INTEGER PRIMARY KEY, change TEXT NOT NULL);
-    CREATE TABLE counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
-    INSERT INTO counters(name, value) VALUES ('applied', 0);",
-    // 1 -> 2: an event that breaks docs/protocol.md, or a second purchase with a receipt this
-    // gateway already used, fills its seq slot (so the gateway's ack moves on) but is kept
-    // for operators with the reason, applied to nothing.
-    "ALTER TABLE events ADD COLUMN receipt TEXT;
-    ALTER TABLE events ADD COLUMN refused TEXT;
-    CREATE INDEX events_receipt ON events(store, gateway, receipt) WHERE receipt IS NOT NULL;",
-    // 2 -> 3: coupon redemptions from every gateway; one beyond a coupon's uses (a
-    // single-use coupon redeemed offline at two stores) is a conflict for operators, both
-    // events kept.
-    "CREATE TABLE coupon_redemptions(
-        event_id TEXT PRIMARY KEY, coupon TEXT NOT NULL, store TEXT NOT NULL,
-        gateway TEXT NOT NULL, receipt TEXT NOT NULL, mode TEXT NOT NULL, uses INTEGER NOT NULL);
-    CREATE INDEX coupon_redemptions_coupon ON coupon_redemptions(coupon);
-    CREATE TABLE coupon_conflicts(
-        event_id TEXT PRIMARY KEY, coupon TEXT NOT NULL, detail TEXT NOT NULL);",
-    // 3 -> 4: profiles and their identifiers, merges (`from` resolves to `to`), the creation
-    // counter that decides which profile is oldest, and the fleet-wide identity rev.
-    "CREATE TABLE profiles(ref TEXT PRIMARY KEY, created INTEGER NOT NULL, points INTEGER NOT NULL)
-        WITHOUT ROWID;
-    CREATE TABLE profile_identifiers(hash TEXT PRIMARY KEY, kind TEXT NOT NULL, verified INTEGER,
-        profile TEXT NOT NULL) WITHOUT ROWID;
-    CREATE INDEX profile_identifiers_profile ON profile_identifiers(profile);
-    CREATE TABLE profile_aliases(from_ref TEXT PRIMARY KEY, to_ref TEXT NOT NULL) WITHOUT ROWID;
-    INSERT INTO counters(name, value) VALUES ('identity_rev', 0), ('profile_seq', 0);",
-    // 4 -> 5: the points ledger (one row per purchase event or online order, so nothing
-    // counts twice), online purchases from the web shop, and erasure.
-    "CREATE TABLE points_ledger(entry TEXT PRIMARY KEY, profile TEXT NOT NULL,
-        points INTEGER NOT NULL, source TEXT NOT NULL, at TEXT NOT NULL);
-    CREATE INDEX points_ledger_profile ON points_ledger(profile);
-    CREATE INDEX profile_aliases_to ON profile_aliases(to_ref);
-    CREATE TABLE online_purchases(order_id TEXT PRIMARY KEY, customer TEXT NOT NULL,
-        total_minor INTEGER NOT NULL, currency TEXT NOT NULL, lines TEXT NOT NULL,
-        points INTEGER NOT NULL, at TEXT NOT NULL);
-    ALTER TABLE profiles ADD COLUMN erased_at TEXT;
-    CREATE INDEX events_customer ON events(json_extract(body, '$.customer'))
-        WHERE kind IN ('purchase', 'identity_seen', 'coupon_redeemed');",
-];
 
 /// A central store failure.
 #[derive(Debug, thiserror::Error)]
@@ -81,17 +28,25 @@ pub enum StoreError {
     /// The store could not be opened or migrated.
     #[error("central store {path}: {source}")]
     Open {
-        /// The store's path.
+        /// The store's path or URL (without its password).
         path: String,
-        /// SQLite's error.
-        source: rusqlite::Error,
+        /// What failed.
+        source: DbError,
     },
     /// A read or write failed.
     #[error("central store: {0}")]
-    Sql(#[from] rusqlite::Error),
+    Db(#[from] DbError),
     /// A task panicked while holding the store.
     #[error("central store lock poisoned")]
     Poisoned,
+    /// The blocking task running a SQLite transaction failed.
+    #[error("central store task: {0}")]
+    Task(String),
+    /// `postgres://` without the `postgres` feature.
+    #[error(
+        "central store {0}: this build has no PostgreSQL support (build with --features postgres)"
+    )]
+    NoPostgres(String),
 }
 
 /// What storing one batch did.
@@ -113,140 +68,178 @@ pub struct BatchOutcome {
     pub identity_changes: Vec<String>,
 }
 
-/// Central's SQLite store: one connection, used from one task at a time.
-pub struct Store {
-    conn: Connection,
+/// Central's store. Cheap to clone: clones share the connection or the pool.
+#[derive(Clone)]
+pub enum Store {
+    /// One SQLite file, one connection, transactions on the blocking pool one at a time.
+    Sqlite(Arc<Mutex<rusqlite::Connection>>),
+    /// A pool of PostgreSQL connections.
+    #[cfg(feature = "postgres")]
+    Postgres(deadpool_postgres::Pool),
+}
+
+/// Runs `$body` (a future using `$tx`, a `&mut impl Tx`) in one transaction on `$store`, with
+/// errors as `$error`. On SQLite the transaction runs on the blocking pool (the captured
+/// values move there); on PostgreSQL on a pooled connection.
+macro_rules! transaction {
+    ($store:expr, $error:ty, |$tx:ident| $body:expr) => {
+        match $store {
+            Store::Sqlite(conn) => {
+                let conn = conn.clone();
+                tokio::task::spawn_blocking(move || -> Result<_, $error> {
+                    let mut guard = conn.lock().map_err(|_| StoreError::Poisoned)?;
+                    let mut tx = db::sqlite::SqliteTx::begin(&mut guard)?;
+                    let out = {
+                        let $tx = &mut tx;
+                        db::ready($body)?
+                    };
+                    tx.commit()?;
+                    Ok(out)
+                })
+                .await
+                .map_err(|e| StoreError::Task(e.to_string()))?
+            }
+            #[cfg(feature = "postgres")]
+            Store::Postgres(pool) => {
+                let mut client = pool.get().await.map_err(DbError::from)?;
+                let mut tx = db::postgres::PgTx::begin(&mut client).await?;
+                let out = {
+                    let $tx = &mut tx;
+                    $body.await?
+                };
+                tx.commit().await?;
+                Ok(out)
+            }
+        }
+    };
 }
 
 impl Store {
-    /// Opens (creating and migrating) the store at `path`.
-    pub fn open(path: &Path) -> Result<Store, StoreError> {
-        let open = |source| StoreError::Open {
-            path: path.display().to_string(),
-            source,
-        };
-        let mut conn = Connection::open(path).map_err(open)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(open)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(open)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(open)?;
-        // An erased customer's identifiers must not linger in freed pages.
-        conn.pragma_update(None, "secure_delete", "ON")
-            .map_err(open)?;
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(open)?;
-        for (v, sql) in SCHEMA.iter().enumerate().skip(version.max(0) as usize) {
-            let tx = conn.transaction().map_err(open)?;
-            tx.execute_batch(sql).map_err(open)?;
-            tx.pragma_update(None, "user_version", v as i64 + 1)
-                .map_err(open)?;
-            tx.commit().map_err(open)?;
+    /// Opens (creating and migrating) the store `db` names: `postgres://…` (or
+    /// `postgresql://…`) for PostgreSQL, anything else is a SQLite file's path.
+    pub async fn open(db: &str) -> Result<Store, StoreError> {
+        if db.starts_with("postgres://") || db.starts_with("postgresql://") {
+            return Store::open_postgres(db).await;
         }
-        Ok(Store { conn })
+        Store::open_sqlite(std::path::Path::new(db))
+    }
+
+    /// Opens (creating and migrating) a SQLite store.
+    pub fn open_sqlite(path: &std::path::Path) -> Result<Store, StoreError> {
+        let conn = db::sqlite::open(path).map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source: source.into(),
+        })?;
+        Ok(Store::Sqlite(Arc::new(Mutex::new(conn))))
+    }
+
+    #[cfg(feature = "postgres")]
+    async fn open_postgres(url: &str) -> Result<Store, StoreError> {
+        let pool = db::postgres::open(url)
+            .await
+            .map_err(|source| StoreError::Open {
+                path: without_password(url),
+                source,
+            })?;
+        Ok(Store::Postgres(pool))
+    }
+
+    #[cfg(not(feature = "postgres"))]
+    async fn open_postgres(url: &str) -> Result<Store, StoreError> {
+        Err(StoreError::NoPostgres(without_password(url)))
     }
 
     /// The gateway's current ack (0 if never seen).
-    pub fn acked(&self, store: &str, gateway: &str) -> Result<u64, StoreError> {
-        Ok(acked(&self.conn, store, gateway)?)
+    pub async fn acked(&self, store: String, gateway: String) -> Result<u64, StoreError> {
+        transaction!(self, StoreError, |tx| async move {
+            Ok::<_, StoreError>(acked(tx, &store, &gateway).await?)
+        })
     }
 
     /// Stores a batch durably and returns the ack to send.
-    pub fn store_batch(
-        &mut self,
-        store: &str,
-        gateway: &str,
-        events: &[WireEvent],
+    pub async fn store_batch(
+        &self,
+        store: String,
+        gateway: String,
+        events: Vec<WireEvent>,
     ) -> Result<BatchOutcome, StoreError> {
-        let tx = self.conn.transaction()?;
-        let mut outcome = BatchOutcome::default();
-        let received_at = timestamp(std::time::SystemTime::now());
-        for event in events {
-            store_event(&tx, store, gateway, event, &received_at, &mut outcome)?;
-        }
-        outcome.acked_upto = advance(&tx, store, gateway, &mut outcome.identity_changes)?;
-        tx.commit()?;
-        Ok(outcome)
+        transaction!(self, StoreError, |tx| store_batch(
+            tx, &store, &gateway, &events
+        ))
     }
 
     /// rpc `coupon.reserve`: the first reservation of a coupon wins; the same receipt asking
     /// again (a retried call) is told it holds the reservation.
-    pub fn reserve_coupon(
-        &mut self,
-        store: &str,
-        gateway: &str,
-        coupon: &str,
-        customer: Option<&str>,
-        receipt: &str,
+    pub async fn reserve_coupon(
+        &self,
+        store: String,
+        gateway: String,
+        coupon: String,
+        customer: Option<String>,
+        receipt: String,
     ) -> Result<Result<(), RpcError>, StoreError> {
-        let tx = self.conn.transaction()?;
-        let holder: Option<(String, String, String)> = tx
-            .query_row(
-                "SELECT store, gateway, receipt FROM coupon_reservations WHERE coupon = ?1",
-                [coupon],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .optional()?;
-        let result = match holder {
-            Some((s, g, r)) if s == store && g == gateway && r == receipt => Ok(()),
-            Some(_) => Err(RpcError {
-                code: "already_redeemed".into(),
-                message: format!("coupon {coupon} is already reserved or redeemed"),
-            }),
-            None => {
-                tx.execute(
-                    "INSERT INTO coupon_reservations(coupon, store, gateway, customer, receipt, at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![
-                        coupon,
-                        store,
-                        gateway,
-                        customer,
-                        receipt,
-                        timestamp(std::time::SystemTime::now())
-                    ],
-                )?;
-                Ok(())
-            }
-        };
-        tx.commit()?;
-        Ok(result)
+        transaction!(self, StoreError, |tx| reserve_coupon(
+            tx,
+            &store,
+            &gateway,
+            &coupon,
+            customer.as_deref(),
+            &receipt
+        ))
     }
 
     /// rpc `profile.lookup`: the profile the identifiers belong to, or none.
-    pub fn lookup_profile(
-        &mut self,
-        identifiers: &[crate::protocol::Identifier],
+    pub async fn lookup_profile(
+        &self,
+        identifiers: Vec<crate::protocol::Identifier>,
     ) -> Result<Option<crate::protocol::ProfileView>, StoreError> {
-        let tx = self.conn.transaction()?;
-        let found = super::profiles::lookup(&tx, identifiers)?;
-        tx.commit()?;
-        Ok(found)
+        transaction!(self, StoreError, |tx| async move {
+            Ok::<_, StoreError>(super::profiles::lookup(tx, &identifiers).await?)
+        })
     }
 
     /// The root `profile` resolves to through central's merges.
-    pub fn resolve_profile(&mut self, profile: &str) -> Result<String, StoreError> {
-        let tx = self.conn.transaction()?;
-        let root = super::profiles::resolve(&tx, profile)?;
-        tx.commit()?;
-        Ok(root)
+    pub async fn resolve_profile(&self, profile: String) -> Result<String, StoreError> {
+        transaction!(self, StoreError, |tx| async move {
+            Ok::<_, StoreError>(super::profiles::resolve(tx, &profile).await?)
+        })
     }
 
     /// rpc `identity.since`: changes after `rev`, oldest first, at most `limit`.
-    pub fn identity_since(&self, rev: u64, limit: usize) -> Result<Vec<Box<RawValue>>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT change FROM identity_changes WHERE rev > ?1 ORDER BY rev LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![rev as i64, limit as i64], |r| r.get::<_, String>(0))?;
-        let mut changes = Vec::new();
-        for row in rows {
-            if let Ok(raw) = RawValue::from_string(row?) {
-                changes.push(raw);
+    pub async fn identity_since(
+        &self,
+        rev: u64,
+        limit: usize,
+    ) -> Result<Vec<Box<RawValue>>, StoreError> {
+        transaction!(self, StoreError, |tx| async move {
+            let rows = tx
+                .query(
+                    "SELECT change FROM identity_changes WHERE rev > $1 ORDER BY rev LIMIT $2",
+                    params![rev, limit as u64],
+                )
+                .await?;
+            let mut changes = Vec::new();
+            for row in rows {
+                if let Ok(raw) = RawValue::from_string(row.text(0)?) {
+                    changes.push(raw);
+                }
+            }
+            Ok::<_, StoreError>(changes)
+        })
+    }
+}
+
+/// `url` with any password replaced, for messages.
+fn without_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
             }
         }
-        Ok(changes)
+        _ => url.to_string(),
     }
 }
 
@@ -311,182 +304,238 @@ pub enum ChannelError {
     Store(#[from] StoreError),
 }
 
-impl From<rusqlite::Error> for ChannelError {
-    fn from(error: rusqlite::Error) -> ChannelError {
-        ChannelError::Store(StoreError::Sql(error))
+impl From<DbError> for ChannelError {
+    fn from(error: DbError) -> ChannelError {
+        ChannelError::Store(StoreError::Db(error))
     }
 }
 
 impl Store {
     /// Registers or finds a customer by what the web shop or app knows (hashed already).
-    pub fn register(
-        &mut self,
-        identifiers: &[crate::protocol::Identifier],
+    pub async fn register(
+        &self,
+        identifiers: Vec<crate::protocol::Identifier>,
     ) -> Result<Registered, ChannelError> {
-        let tx = self.conn.transaction()?;
-        let resolved = super::profiles::identify(&tx, None, identifiers)?
-            .ok_or(ChannelError::NothingMergeable)?;
-        tx.commit()?;
-        Ok(Registered {
-            customer: resolved.survivor,
-            created: resolved.created,
-            changes: resolved.change.into_iter().collect(),
+        transaction!(self, ChannelError, |tx| async move {
+            let resolved = super::profiles::identify(tx, None, &identifiers)
+                .await?
+                .ok_or(ChannelError::NothingMergeable)?;
+            Ok::<_, ChannelError>(Registered {
+                customer: resolved.survivor,
+                created: resolved.created,
+                changes: resolved.change.into_iter().collect(),
+            })
         })
     }
 
     /// Attaches an identifier (an app token) to a live profile; returns the profile's root and
     /// the change to broadcast.
-    pub fn attach_identifier(
-        &mut self,
-        profile: &str,
-        identifier: &crate::protocol::Identifier,
+    pub async fn attach_identifier(
+        &self,
+        profile: String,
+        identifier: crate::protocol::Identifier,
     ) -> Result<(String, Vec<String>), ChannelError> {
-        let tx = self.conn.transaction()?;
-        let root = live_root(&tx, profile)?;
-        tx.prepare_cached(
-            "INSERT OR IGNORE INTO profile_identifiers(hash, kind, verified, profile) VALUES (?1, ?2, ?3, ?4)",
-        )?
-        .execute(params![
-            identifier.hash,
-            identifier.kind.as_str(),
-            identifier.verified,
-            root
-        ])?;
-        let view = super::profiles::view(&tx, &root)?;
-        let change = super::profiles::record_change(&tx, Vec::new(), vec![view], Vec::new())?;
-        tx.commit()?;
-        Ok((root, vec![change]))
+        transaction!(self, ChannelError, |tx| async move {
+            super::profiles::lock(tx).await?;
+            let root = live_root(tx, &profile).await?;
+            tx.execute(
+                "INSERT INTO profile_identifiers(hash, kind, verified, profile) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT DO NOTHING",
+                params![
+                    &identifier.hash,
+                    identifier.kind.as_str(),
+                    identifier.verified,
+                    &root
+                ],
+            )
+            .await?;
+            let view = super::profiles::view(tx, &root).await?;
+            let change =
+                super::profiles::record_change(tx, Vec::new(), vec![view], Vec::new()).await?;
+            Ok::<_, ChannelError>((root, vec![change]))
+        })
     }
 
     /// The profile `profile` resolves to, with its points and timeline (at most `limit`
     /// entries, newest first).
-    pub fn customer(&mut self, profile: &str, limit: usize) -> Result<CustomerView, ChannelError> {
-        let tx = self.conn.transaction()?;
-        let root = live_root(&tx, profile)?;
-        let members = super::profiles::members(&tx, &root)?;
-        let view = super::profiles::view(&tx, &root)?;
-        let mut timeline = Vec::new();
-        for member in &members {
-            let mut events = tx.prepare_cached(
-                "SELECT at, kind, store, gateway, body FROM events
-                 WHERE json_extract(body, '$.customer') = ?1
-                   AND kind IN ('purchase', 'identity_seen', 'coupon_redeemed')
-                   AND applied IS NOT NULL
-                 ORDER BY at DESC LIMIT ?2",
-            )?;
-            let rows = events.query_map(params![member, limit as i64], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                ))
-            })?;
-            for row in rows {
-                let (at, kind, store, gateway, body) = row?;
-                let body: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-                let mut entry = serde_json::json!({
-                    "at": at, "kind": kind, "channel": "store", "store": store, "gateway": gateway,
-                });
-                for field in [
-                    "receipt",
-                    "total_minor",
-                    "currency",
-                    "points",
-                    "points_redeemed",
-                    "coupon",
-                    "discount_minor",
-                ] {
-                    if let Some(value) = body.get(field) {
-                        entry[field] = value.clone();
-                    }
-                }
-                timeline.push(entry);
-            }
-            let mut online = tx.prepare_cached(
-                "SELECT at, order_id, total_minor, currency, points FROM online_purchases
-                 WHERE customer = ?1 ORDER BY at DESC LIMIT ?2",
-            )?;
-            let rows = online.query_map(params![member, limit as i64], |r| {
-                Ok(serde_json::json!({
-                    "at": r.get::<_, String>(0)?, "kind": "purchase", "channel": "online",
-                    "order": r.get::<_, String>(1)?, "total_minor": r.get::<_, i64>(2)?,
-                    "currency": r.get::<_, String>(3)?, "points": r.get::<_, i64>(4)?,
-                }))
-            })?;
-            for row in rows {
-                timeline.push(row?);
-            }
-        }
-        timeline.sort_by(|a, b| b["at"].as_str().cmp(&a["at"].as_str()));
-        timeline.truncate(limit);
-        tx.commit()?;
-        Ok(CustomerView {
-            customer: root.clone(),
-            merged: members.into_iter().filter(|m| *m != root).collect(),
-            identifiers: view
-                .identifiers
-                .iter()
-                .map(|i| serde_json::json!({ "kind": i.kind.as_str(), "verified": i.verified }))
-                .collect(),
-            points: view.points,
-            timeline,
-        })
+    pub async fn customer(
+        &self,
+        profile: String,
+        limit: usize,
+    ) -> Result<CustomerView, ChannelError> {
+        transaction!(self, ChannelError, |tx| customer_view(tx, &profile, limit))
     }
 
     /// Erases a customer (docs/protocol.md "Identity", `erased`); returns the erased root and
     /// the change to broadcast.
-    pub fn erase(&mut self, profile: &str) -> Result<(String, Vec<String>), ChannelError> {
-        let tx = self.conn.transaction()?;
-        let root = super::profiles::resolve(&tx, profile)?;
-        if super::profiles::is_erased(&tx, &root)? {
-            return Err(ChannelError::Erased(root));
+    pub async fn erase(&self, profile: String) -> Result<(String, Vec<String>), ChannelError> {
+        let erased = transaction!(self, ChannelError, |tx| async move {
+            super::profiles::lock(tx).await?;
+            let root = super::profiles::resolve(tx, &profile).await?;
+            if super::profiles::is_erased(tx, &root).await? {
+                return Err(ChannelError::Erased(root));
+            }
+            let (root, change) = super::profiles::erase(tx, &profile)
+                .await?
+                .ok_or_else(|| ChannelError::UnknownCustomer(profile.to_string()))?;
+            Ok::<_, ChannelError>((root, vec![change]))
+        })?;
+        // Without the postgres feature SQLite is the only engine.
+        #[allow(irrefutable_let_patterns)]
+        if let Store::Sqlite(conn) = self {
+            let conn = conn.clone();
+            // The old pages are zeroed in the file; a checkpoint moves them out of the WAL too.
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Ok(conn) = conn.lock() {
+                    db::sqlite::checkpoint(&conn);
+                }
+            })
+            .await;
         }
-        let (root, change) = super::profiles::erase(&tx, profile)?
-            .ok_or_else(|| ChannelError::UnknownCustomer(profile.to_string()))?;
-        tx.commit()?;
-        // The old pages are zeroed in the file; a checkpoint moves them out of the WAL too.
-        let _ = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
-        Ok((root, vec![change]))
+        Ok(erased)
     }
 
     /// Records a web shop or app purchase once per `order`; it earns `points`.
-    pub fn online_purchase(
-        &mut self,
-        customer: &str,
-        order: &str,
-        lines: &str,
+    pub async fn online_purchase(
+        &self,
+        customer: String,
+        order: String,
+        lines: String,
         total_minor: i64,
-        currency: &str,
+        currency: String,
         points: i64,
     ) -> Result<OnlinePurchase, ChannelError> {
-        let tx = self.conn.transaction()?;
-        let root = live_root(&tx, customer)?;
-        let held: Option<(String, i64, String, i64)> = tx
-            .prepare_cached(
-                "SELECT customer, total_minor, currency, points FROM online_purchases WHERE order_id = ?1",
-            )?
-            .query_row([order], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
-            .optional()?;
-        let (replayed, points) = match held {
-            Some((held_customer, held_total, held_currency, held_points)) => {
-                let same = super::profiles::resolve(&tx, &held_customer)? == root
-                    && held_total == total_minor
-                    && held_currency == currency;
-                if !same {
-                    return Err(ChannelError::OrderConflict(order.to_string()));
+        transaction!(self, ChannelError, |tx| online_purchase(
+            tx,
+            &customer,
+            &order,
+            &lines,
+            total_minor,
+            &currency,
+            points
+        ))
+    }
+
+    /// Sales, identification and loyalty figures between `from` and `to` (RFC 3339, `to`
+    /// exclusive), optionally for one store or one channel (`store` or `online`).
+    pub async fn kpis(
+        &self,
+        from: String,
+        to: String,
+        store: Option<String>,
+        channel: Option<String>,
+    ) -> Result<serde_json::Value, StoreError> {
+        transaction!(self, StoreError, |tx| kpis(
+            tx,
+            &from,
+            &to,
+            store.as_deref(),
+            channel.as_deref()
+        ))
+    }
+}
+
+async fn customer_view(
+    tx: &mut impl Tx,
+    profile: &str,
+    limit: usize,
+) -> Result<CustomerView, ChannelError> {
+    let root = live_root(tx, profile).await?;
+    let members = super::profiles::members(tx, &root).await?;
+    let view = super::profiles::view(tx, &root).await?;
+    let in_store = format!(
+        "SELECT at, kind, store, gateway, body FROM events
+         WHERE {} = $1
+           AND kind IN ('purchase', 'identity_seen', 'coupon_redeemed')
+           AND applied IS NOT NULL
+         ORDER BY at DESC LIMIT $2",
+        tx.dialect().json_text("body", "customer")
+    );
+    let mut timeline = Vec::new();
+    for member in &members {
+        for row in tx.query(&in_store, params![member, limit as u64]).await? {
+            let body: serde_json::Value = serde_json::from_str(&row.text(4)?).unwrap_or_default();
+            let mut entry = serde_json::json!({
+                "at": row.text(0)?, "kind": row.text(1)?, "channel": "store",
+                "store": row.text(2)?, "gateway": row.text(3)?,
+            });
+            for field in [
+                "receipt",
+                "total_minor",
+                "currency",
+                "points",
+                "points_redeemed",
+                "coupon",
+                "discount_minor",
+            ] {
+                if let Some(value) = body.get(field) {
+                    entry[field] = value.clone();
                 }
-                (true, held_points)
             }
-            None => {
-                tx.prepare_cached(
-                    "INSERT INTO online_purchases(order_id, customer, total_minor, currency, lines, points, at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )?
-                .execute(params![
+            timeline.push(entry);
+        }
+        for row in tx
+            .query(
+                "SELECT at, order_id, total_minor, currency, points FROM online_purchases
+                 WHERE customer = $1 ORDER BY at DESC LIMIT $2",
+                params![member, limit as u64],
+            )
+            .await?
+        {
+            timeline.push(serde_json::json!({
+                "at": row.text(0)?, "kind": "purchase", "channel": "online",
+                "order": row.text(1)?, "total_minor": row.int(2)?,
+                "currency": row.text(3)?, "points": row.int(4)?,
+            }));
+        }
+    }
+    timeline.sort_by(|a, b| b["at"].as_str().cmp(&a["at"].as_str()));
+    timeline.truncate(limit);
+    Ok(CustomerView {
+        customer: root.clone(),
+        merged: members.into_iter().filter(|m| *m != root).collect(),
+        identifiers: view
+            .identifiers
+            .iter()
+            .map(|i| serde_json::json!({ "kind": i.kind.as_str(), "verified": i.verified }))
+            .collect(),
+        points: view.points,
+        timeline,
+    })
+}
+
+async fn online_purchase(
+    tx: &mut impl Tx,
+    customer: &str,
+    order: &str,
+    lines: &str,
+    total_minor: i64,
+    currency: &str,
+    points: i64,
+) -> Result<OnlinePurchase, ChannelError> {
+    super::profiles::lock(tx).await?;
+    let root = live_root(tx, customer).await?;
+    let held = tx
+        .query_opt(
+            "SELECT customer, total_minor, currency, points FROM online_purchases WHERE order_id = $1",
+            params![order],
+        )
+        .await?;
+    let (replayed, points) = match held {
+        Some(row) => {
+            let same = super::profiles::resolve(tx, &row.text(0)?).await? == root
+                && row.int(1)? == total_minor
+                && row.text(2)? == currency;
+            if !same {
+                return Err(ChannelError::OrderConflict(order.to_string()));
+            }
+            (true, row.int(3)?)
+        }
+        None => {
+            tx.execute(
+                "INSERT INTO online_purchases(order_id, customer, total_minor, currency, lines, points, at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                params![
                     order,
                     customer,
                     total_minor,
@@ -494,190 +543,266 @@ impl Store {
                     lines,
                     points,
                     timestamp(std::time::SystemTime::now())
-                ])?;
-                (false, points)
-            }
-        };
-        let changes = if replayed {
-            Vec::new()
-        } else {
-            super::profiles::add_points(
-                &tx,
-                &format!("online:{order}"),
-                customer,
-                points,
-                "online",
-            )?
+                ],
+            )
+            .await?;
+            (false, points)
+        }
+    };
+    let changes = if replayed {
+        Vec::new()
+    } else {
+        super::profiles::add_points(tx, &format!("online:{order}"), customer, points, "online")
+            .await?
             .into_iter()
             .collect()
-        };
-        let balance = super::profiles::view(&tx, &root)?.points;
-        tx.commit()?;
-        Ok(OnlinePurchase {
-            customer: root,
-            points,
-            balance,
-            replayed,
-            changes,
-        })
-    }
+    };
+    let balance = super::profiles::view(tx, &root).await?.points;
+    Ok(OnlinePurchase {
+        customer: root,
+        points,
+        balance,
+        replayed,
+        changes,
+    })
+}
 
-    /// Sales, identification and loyalty figures between `from` and `to` (RFC 3339, `to`
-    /// exclusive), optionally for one store or one channel (`store` or `online`).
-    pub fn kpis(
-        &self,
-        from: &str,
-        to: &str,
-        store: Option<&str>,
-        channel: Option<&str>,
-    ) -> Result<serde_json::Value, StoreError> {
-        let mut report = serde_json::json!({ "from": from, "to": to });
-        if channel.is_none_or(|c| c == "store") {
-            let (purchases, revenue, identified, points_earned, points_redeemed): (
-                i64,
-                i64,
-                i64,
-                i64,
-                i64,
-            ) = self.conn.query_row(
-                "SELECT COUNT(*),
-                        COALESCE(SUM(json_extract(body, '$.total_minor')), 0),
-                        COALESCE(SUM(json_extract(body, '$.customer') IS NOT NULL), 0),
-                        COALESCE(SUM(json_extract(body, '$.points')), 0),
-                        COALESCE(SUM(json_extract(body, '$.points_redeemed')), 0)
-                     FROM events WHERE kind = 'purchase' AND applied IS NOT NULL
-                        AND at >= ?1 AND at < ?2 AND (?3 IS NULL OR store = ?3)",
+async fn kpis(
+    tx: &mut impl Tx,
+    from: &str,
+    to: &str,
+    store: Option<&str>,
+    channel: Option<&str>,
+) -> Result<serde_json::Value, StoreError> {
+    let dialect = tx.dialect();
+    let sum = |field: &str| {
+        format!(
+            "CAST(COALESCE(SUM({}), 0) AS BIGINT)",
+            dialect.json_int("body", field)
+        )
+    };
+    let mut report = serde_json::json!({ "from": from, "to": to });
+    if channel.is_none_or(|c| c == "store") {
+        let window = "applied IS NOT NULL AND at >= $1 AND at < $2 AND (CAST($3 AS TEXT) IS NULL OR store = $3)";
+        let sales = tx
+            .query_one(
+                &format!(
+                    "SELECT COUNT(*), {}, COUNT({}), {}, {} FROM events WHERE kind = 'purchase' AND {window}",
+                    sum("total_minor"),
+                    dialect.json_text("body", "customer"),
+                    sum("points"),
+                    sum("points_redeemed"),
+                ),
                 params![from, to, store],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
-            )?;
-            let (redemptions, discount): (i64, i64) = self.conn.query_row(
-                "SELECT COUNT(*), COALESCE(SUM(json_extract(body, '$.discount_minor')), 0)
-                 FROM events WHERE kind = 'coupon_redeemed' AND applied IS NOT NULL
-                    AND at >= ?1 AND at < ?2 AND (?3 IS NULL OR store = ?3)",
+            )
+            .await?;
+        let (purchases, identified) = (sales.int(0)?, sales.int(2)?);
+        let coupons = tx
+            .query_one(
+                &format!(
+                    "SELECT COUNT(*), {} FROM events WHERE kind = 'coupon_redeemed' AND {window}",
+                    sum("discount_minor")
+                ),
                 params![from, to, store],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
-            let identifications: i64 = self.conn.query_row(
-                "SELECT COUNT(*) FROM events WHERE kind = 'identity_seen' AND applied IS NOT NULL
-                    AND at >= ?1 AND at < ?2 AND (?3 IS NULL OR store = ?3)",
+            )
+            .await?;
+        let identifications = tx
+            .query_one(
+                &format!("SELECT COUNT(*) FROM events WHERE kind = 'identity_seen' AND {window}"),
                 params![from, to, store],
-                |r| r.get(0),
-            )?;
-            report["store"] = serde_json::json!({
-                "purchases": purchases,
-                "revenue_minor": revenue,
-                "identified_purchases": identified,
-                "identified_share": if purchases > 0 { identified as f64 / purchases as f64 } else { 0.0 },
-                "identifications": identifications,
-                "points_earned": points_earned,
-                "points_redeemed": points_redeemed,
-                "coupon_redemptions": redemptions,
-                "coupon_discount_minor": discount,
-            });
-        }
-        if channel.is_none_or(|c| c == "online") && store.is_none() {
-            let (purchases, revenue, points): (i64, i64, i64) = self.conn.query_row(
-                "SELECT COUNT(*), COALESCE(SUM(total_minor), 0), COALESCE(SUM(points), 0)
-                 FROM online_purchases WHERE at >= ?1 AND at < ?2",
-                params![from, to],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )?;
-            report["online"] = serde_json::json!({
-                "purchases": purchases, "revenue_minor": revenue, "points_earned": points,
-            });
-        }
-        let conflicts: i64 =
-            self.conn
-                .query_row("SELECT COUNT(*) FROM coupon_conflicts", [], |r| r.get(0))?;
-        report["coupon_conflicts"] = conflicts.into();
-        Ok(report)
+            )
+            .await?
+            .int(0)?;
+        report["store"] = serde_json::json!({
+            "purchases": purchases,
+            "revenue_minor": sales.int(1)?,
+            "identified_purchases": identified,
+            "identified_share": if purchases > 0 { identified as f64 / purchases as f64 } else { 0.0 },
+            "identifications": identifications,
+            "points_earned": sales.int(3)?,
+            "points_redeemed": sales.int(4)?,
+            "coupon_redemptions": coupons.int(0)?,
+            "coupon_discount_minor": coupons.int(1)?,
+        });
     }
+    if channel.is_none_or(|c| c == "online") && store.is_none() {
+        let online = tx
+            .query_one(
+                "SELECT COUNT(*), CAST(COALESCE(SUM(total_minor), 0) AS BIGINT),
+                        CAST(COALESCE(SUM(points), 0) AS BIGINT)
+                 FROM online_purchases WHERE at >= $1 AND at < $2",
+                params![from, to],
+            )
+            .await?;
+        report["online"] = serde_json::json!({
+            "purchases": online.int(0)?, "revenue_minor": online.int(1)?,
+            "points_earned": online.int(2)?,
+        });
+    }
+    let conflicts = tx
+        .query_one("SELECT COUNT(*) FROM coupon_conflicts", &[])
+        .await?
+        .int(0)?;
+    report["coupon_conflicts"] = conflicts.into();
+    Ok(report)
 }
 
 /// The live root of `profile`, or why there is none.
-fn live_root(tx: &Transaction<'_>, profile: &str) -> Result<String, ChannelError> {
-    let root = super::profiles::resolve(tx, profile)?;
-    if super::profiles::is_erased(tx, &root)? {
+async fn live_root(tx: &mut impl Tx, profile: &str) -> Result<String, ChannelError> {
+    let root = super::profiles::resolve(tx, profile).await?;
+    if super::profiles::is_erased(tx, &root).await? {
         return Err(ChannelError::Erased(root));
     }
-    if !super::profiles::exists(tx, &root)? {
+    if !super::profiles::exists(tx, &root).await? {
         return Err(ChannelError::UnknownCustomer(profile.to_string()));
     }
     Ok(root)
 }
 
-fn acked(conn: &Connection, store: &str, gateway: &str) -> rusqlite::Result<u64> {
-    let v: Option<i64> = conn
-        .query_row(
-            "SELECT acked_upto FROM gateways WHERE store = ?1 AND gateway = ?2",
-            [store, gateway],
-            |r| r.get(0),
+async fn acked(tx: &mut impl Tx, store: &str, gateway: &str) -> Result<u64, DbError> {
+    let upto = tx
+        .query_opt(
+            "SELECT acked_upto FROM gateways WHERE store = $1 AND gateway = $2",
+            params![store, gateway],
         )
-        .optional()?;
-    Ok(v.unwrap_or(0).max(0) as u64)
+        .await?
+        .map(|row| row.int(0))
+        .transpose()?;
+    Ok(upto.unwrap_or(0).max(0) as u64)
 }
 
-fn store_event(
-    tx: &Transaction<'_>,
+async fn reserve_coupon(
+    tx: &mut impl Tx,
+    store: &str,
+    gateway: &str,
+    coupon: &str,
+    customer: Option<&str>,
+    receipt: &str,
+) -> Result<Result<(), RpcError>, StoreError> {
+    // The primary key decides between instances racing for the same coupon.
+    tx.execute(
+        "INSERT INTO coupon_reservations(coupon, store, gateway, customer, receipt, at)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        params![
+            coupon,
+            store,
+            gateway,
+            customer,
+            receipt,
+            timestamp(std::time::SystemTime::now())
+        ],
+    )
+    .await?;
+    let holder = tx
+        .query_one(
+            "SELECT store, gateway, receipt FROM coupon_reservations WHERE coupon = $1",
+            params![coupon],
+        )
+        .await?;
+    if holder.text(0)? == store && holder.text(1)? == gateway && holder.text(2)? == receipt {
+        Ok(Ok(()))
+    } else {
+        Ok(Err(RpcError {
+            code: "already_redeemed".into(),
+            message: format!("coupon {coupon} is already reserved or redeemed"),
+        }))
+    }
+}
+
+async fn store_batch(
+    tx: &mut impl Tx,
+    store: &str,
+    gateway: &str,
+    events: &[WireEvent],
+) -> Result<BatchOutcome, StoreError> {
+    // Two instances may hold the same gateway's batches (a re-send delivered to another
+    // member of the shared subscription): they take turns.
+    tx.lock(&format!("gateway:{store}/{gateway}")).await?;
+    let mut outcome = BatchOutcome::default();
+    let received_at = timestamp(std::time::SystemTime::now());
+    // Coupon locks are taken in coupon order, so two batches never wait on each other in a
+    // circle.
+    let mut redeemed: Vec<String> = events
+        .iter()
+        .filter(|e| e.kind == crate::protocol::EventKind::CouponRedeemed.as_str())
+        .filter_map(|e| serde_json::from_str::<crate::protocol::CouponRedeemed>(e.body.get()).ok())
+        .map(|c| c.coupon)
+        .collect();
+    redeemed.sort();
+    redeemed.dedup();
+    for coupon in &redeemed {
+        tx.lock(&format!("coupon:{coupon}")).await?;
+    }
+    for event in events {
+        store_event(tx, store, gateway, event, &received_at, &mut outcome).await?;
+    }
+    outcome.acked_upto = advance(tx, store, gateway, &mut outcome.identity_changes).await?;
+    Ok(outcome)
+}
+
+async fn store_event(
+    tx: &mut impl Tx,
     store: &str,
     gateway: &str,
     event: &WireEvent,
     received_at: &str,
     outcome: &mut BatchOutcome,
-) -> rusqlite::Result<()> {
-    let held: Option<String> = tx
-        .prepare_cached("SELECT id FROM events WHERE store = ?1 AND gateway = ?2 AND seq = ?3")?
-        .query_row(params![store, gateway, event.seq as i64], |r| r.get(0))
-        .optional()?;
-    match held {
-        Some(id) if id == event.id => {
+) -> Result<(), DbError> {
+    let held = tx
+        .query_opt(
+            "SELECT id FROM events WHERE store = $1 AND gateway = $2 AND seq = $3",
+            params![store, gateway, event.seq],
+        )
+        .await?;
+    if let Some(held) = held {
+        if held.text(0)? == event.id {
             outcome.duplicates += 1;
             return Ok(());
         }
-        Some(_) => {
-            let inserted = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO seq_conflicts(store, gateway, seq, id, kind, at, till, body, received_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                )?
-                .execute(params![
+        let inserted = tx
+            .execute(
+                "INSERT INTO seq_conflicts(store, gateway, seq, id, kind, at, till, body, received_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+                params![
                     store,
                     gateway,
-                    event.seq as i64,
-                    event.id,
-                    event.kind,
-                    event.at,
-                    event.till,
+                    event.seq,
+                    &event.id,
+                    &event.kind,
+                    &event.at,
+                    &event.till,
                     event.body.get(),
                     received_at
-                ])?;
-            if inserted > 0 {
-                tracing::error!(store, gateway, seq = event.seq, id = %event.id, "seq re-used with another id; kept in seq_conflicts");
-                outcome.conflicts += 1;
-            } else {
-                outcome.duplicates += 1;
-            }
-            return Ok(());
+                ],
+            )
+            .await?;
+        if inserted > 0 {
+            tracing::error!(store, gateway, seq = event.seq, id = %event.id, "seq re-used with another id; kept in seq_conflicts");
+            outcome.conflicts += 1;
+        } else {
+            outcome.duplicates += 1;
         }
-        None => {}
+        return Ok(());
     }
     // The same id at another seq is a duplicate effect: the slot is filled (so the prefix can
     // advance) but marked, and never applied twice.
-    let id_seen: bool = tx
-        .prepare_cached("SELECT EXISTS(SELECT 1 FROM events WHERE id = ?1)")?
-        .query_row([&event.id], |r| r.get(0))?;
+    let id_seen = tx
+        .query_opt("SELECT 1 FROM events WHERE id = $1", params![&event.id])
+        .await?
+        .is_some();
     let receipt = event.receipt();
     let mut refused = event.check().err();
     if let (None, false, Some(receipt)) = (&refused, id_seen, &receipt) {
-        let holder: Option<i64> = tx
-            .prepare_cached(
-                "SELECT seq FROM events WHERE store = ?1 AND gateway = ?2 AND receipt = ?3 AND refused IS NULL",
-            )?
-            .query_row(params![store, gateway, receipt], |r| r.get(0))
-            .optional()?;
-        if let Some(seq) = holder {
+        let holder = tx
+            .query_opt(
+                "SELECT seq FROM events WHERE store = $1 AND gateway = $2 AND receipt = $3 AND refused IS NULL",
+                params![store, gateway, receipt],
+            )
+            .await?;
+        if let Some(holder) = holder {
             refused = Some(format!(
-                "duplicate_receipt: receipt already recorded at seq {seq}"
+                "duplicate_receipt: receipt already recorded at seq {}",
+                holder.int(0)?
             ));
         }
     }
@@ -685,30 +810,31 @@ fn store_event(
         tracing::error!(store, gateway, seq = event.seq, id = %event.id, reason, "event kept as a conflict, applied to nothing");
         outcome.refused += 1;
     }
-    tx.prepare_cached(
+    tx.execute(
         "INSERT INTO events(store, gateway, seq, id, kind, at, clock_synced, till, body, received_at, duplicate_id, receipt, refused)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
-    )?
-    .execute(params![
-        store,
-        gateway,
-        event.seq as i64,
-        event.id,
-        event.kind,
-        event.at,
-        event.clock_synced,
-        event.till,
-        event.body.get(),
-        received_at,
-        id_seen,
-        receipt,
-        refused
-    ])?;
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+        params![
+            store,
+            gateway,
+            event.seq,
+            &event.id,
+            &event.kind,
+            &event.at,
+            event.clock_synced,
+            &event.till,
+            event.body.get(),
+            received_at,
+            id_seen,
+            receipt,
+            refused.clone()
+        ],
+    )
+    .await?;
     if refused.is_some() {
         return Ok(());
     }
     if !id_seen && event.kind == crate::protocol::EventKind::CouponRedeemed.as_str() {
-        record_redemption(tx, store, gateway, event, outcome)?;
+        record_redemption(tx, store, gateway, event, outcome).await?;
     }
     if id_seen {
         outcome.duplicates += 1;
@@ -720,44 +846,49 @@ fn store_event(
 
 /// Records a coupon redemption; one beyond the coupon's uses (counted by distinct receipts
 /// across the fleet) is kept as a conflict. Both events stay; neither is dropped.
-fn record_redemption(
-    tx: &Transaction<'_>,
+async fn record_redemption(
+    tx: &mut impl Tx,
     store: &str,
     gateway: &str,
     event: &WireEvent,
     outcome: &mut BatchOutcome,
-) -> rusqlite::Result<()> {
+) -> Result<(), DbError> {
     let Ok(body) = serde_json::from_str::<crate::protocol::CouponRedeemed>(event.body.get()) else {
         return Ok(());
     };
-    tx.prepare_cached(
-        "INSERT OR IGNORE INTO coupon_redemptions(event_id, coupon, store, gateway, receipt, mode, uses)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![
-        event.id,
-        body.coupon,
-        store,
-        gateway,
-        body.receipt,
-        body.mode,
-        body.uses.min(i64::MAX as u64) as i64
-    ])?;
-    let uses: i64 = tx
-        .prepare_cached(
-            "SELECT COUNT(*) FROM (SELECT DISTINCT store, gateway, receipt FROM coupon_redemptions WHERE coupon = ?1)",
-        )?
-        .query_row([&body.coupon], |r| r.get(0))?;
+    tx.execute(
+        "INSERT INTO coupon_redemptions(event_id, coupon, store, gateway, receipt, mode, uses)
+         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        params![
+            &event.id,
+            &body.coupon,
+            store,
+            gateway,
+            &body.receipt,
+            &body.mode,
+            body.uses
+        ],
+    )
+    .await?;
+    let uses = tx
+        .query_one(
+            "SELECT COUNT(*) FROM (SELECT DISTINCT store, gateway, receipt FROM coupon_redemptions WHERE coupon = $1) AS receipts",
+            params![&body.coupon],
+        )
+        .await?
+        .int(0)?;
     if uses.max(0) as u64 > body.uses {
         let detail = format!(
             "coupon {} redeemed {uses} times (allowed {}); this one at {store}/{gateway} receipt {} ({})",
             body.coupon, body.uses, body.receipt, body.mode
         );
         tracing::warn!(store, gateway, coupon = %body.coupon, %detail, "coupon redeemed beyond its uses; kept as a conflict");
-        tx.prepare_cached(
-            "INSERT OR IGNORE INTO coupon_conflicts(event_id, coupon, detail) VALUES (?1, ?2, ?3)",
-        )?
-        .execute(params![event.id, body.coupon, detail])?;
+        tx.execute(
+            "INSERT INTO coupon_conflicts(event_id, coupon, detail) VALUES ($1, $2, $3)
+             ON CONFLICT DO NOTHING",
+            params![&event.id, &body.coupon, detail],
+        )
+        .await?;
         outcome.coupon_conflicts += 1;
     }
     Ok(())
@@ -765,33 +896,28 @@ fn record_redemption(
 
 /// What applying an event does beyond storing it: an `identity_seen` is resolved into
 /// profiles, a purchase's points go into the ledger (once per event id).
-fn apply_effects(
-    tx: &Transaction<'_>,
-    store: &str,
-    gateway: &str,
-    seq: i64,
+async fn apply_effects(
+    tx: &mut impl Tx,
+    kind: &str,
+    body: &str,
+    id: &str,
     identity_changes: &mut Vec<String>,
-) -> rusqlite::Result<()> {
-    let (kind, body, id): (String, String, String) = tx
-        .prepare_cached(
-            "SELECT kind, body, id FROM events WHERE store = ?1 AND gateway = ?2 AND seq = ?3",
-        )?
-        .query_row(params![store, gateway, seq], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?;
-    let (kind, id): (String, String) = (kind, id);
+) -> Result<(), DbError> {
     let change = if kind == crate::protocol::EventKind::IdentitySeen.as_str() {
-        super::profiles::apply_seen(tx, &body)?
+        super::profiles::apply_seen(tx, body).await?
     } else if kind == crate::protocol::EventKind::Purchase.as_str() {
-        match serde_json::from_str::<crate::protocol::Purchase>(&body) {
+        match serde_json::from_str::<crate::protocol::Purchase>(body) {
             Ok(purchase) => match &purchase.customer {
-                Some(customer) => super::profiles::add_points(
-                    tx,
-                    &id,
-                    customer,
-                    purchase.points.saturating_sub(purchase.points_redeemed),
-                    "store",
-                )?,
+                Some(customer) => {
+                    super::profiles::add_points(
+                        tx,
+                        id,
+                        customer,
+                        purchase.points.saturating_sub(purchase.points_redeemed),
+                        "store",
+                    )
+                    .await?
+                }
                 None => None,
             },
             Err(_) => None,
@@ -805,42 +931,56 @@ fn apply_effects(
 
 /// Moves the gateway's ack over every stored event that continues the gap-free prefix and
 /// applies those events in seq order.
-fn advance(
-    tx: &Transaction<'_>,
+async fn advance(
+    tx: &mut impl Tx,
     store: &str,
     gateway: &str,
     identity_changes: &mut Vec<String>,
-) -> rusqlite::Result<u64> {
-    let start = acked(tx, store, gateway)?;
+) -> Result<u64, DbError> {
+    let start = acked(tx, store, gateway).await?;
     let mut upto = start;
-    let mut applied: i64 = tx.query_row(
-        "SELECT value FROM counters WHERE name = 'applied'",
-        [],
-        |r| r.get(0),
-    )?;
     loop {
-        let next: Vec<i64> = tx
-            .prepare_cached(
-                "SELECT seq FROM events WHERE store = ?1 AND gateway = ?2 AND seq > ?3 ORDER BY seq LIMIT 1024",
-            )?
-            .query_map(params![store, gateway, upto as i64], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
+        let next = tx
+            .query(
+                "SELECT seq, kind, body, id, refused, duplicate_id FROM events
+                 WHERE store = $1 AND gateway = $2 AND seq > $3 ORDER BY seq LIMIT 1024",
+                params![store, gateway, upto],
+            )
+            .await?;
         let before = upto;
-        for seq in &next {
-            if *seq as u64 != upto + 1 {
+        let mut block = None;
+        for row in &next {
+            let seq = row.int(0)?;
+            if seq.max(0) as u64 != upto + 1 {
                 break;
             }
-            applied += 1;
-            // A refused event fills its slot but is applied to nothing.
-            let applied_now = tx
-                .prepare_cached(
-                    "UPDATE events SET applied = ?1 WHERE store = ?2 AND gateway = ?3 AND seq = ?4 AND refused IS NULL AND duplicate_id = 0",
-                )?
-                .execute(params![applied, store, gateway, seq])?;
-            if applied_now > 0 {
-                apply_effects(tx, store, gateway, *seq, identity_changes)?;
-            }
             upto += 1;
+            // A refused event, or an id applied at another seq, fills its slot but is applied
+            // to nothing.
+            if row.opt_text(4)?.is_some() || row.int(5)? != 0 {
+                continue;
+            }
+            let base = match block {
+                Some(base) => base,
+                None => {
+                    let base = tx.applied_block().await?;
+                    block = Some(base);
+                    base
+                }
+            };
+            tx.execute(
+                "UPDATE events SET applied = $1 WHERE store = $2 AND gateway = $3 AND seq = $4",
+                params![base + (seq - before as i64 - 1), store, gateway, seq],
+            )
+            .await?;
+            apply_effects(
+                tx,
+                &row.text(1)?,
+                &row.text(2)?,
+                &row.text(3)?,
+                identity_changes,
+            )
+            .await?;
         }
         if upto == before || upto - before < next.len() as u64 || next.len() < 1024 {
             break;
@@ -848,35 +988,131 @@ fn advance(
     }
     if upto != start {
         tx.execute(
-            "UPDATE counters SET value = ?1 WHERE name = 'applied'",
-            [applied],
-        )?;
-        tx.execute(
-            "INSERT INTO gateways(store, gateway, acked_upto) VALUES (?1, ?2, ?3)
+            "INSERT INTO gateways(store, gateway, acked_upto) VALUES ($1, $2, $3)
              ON CONFLICT(store, gateway) DO UPDATE SET acked_upto = excluded.acked_upto",
-            params![store, gateway, upto as i64],
-        )?;
+            params![store, gateway, upto],
+        )
+        .await?;
     }
     Ok(upto)
 }
 
+/// Rows of a read-only query, for tests that look at what central holds.
+#[cfg(test)]
+impl Store {
+    async fn rows(&self, sql: &'static str) -> Result<Vec<db::Row>, StoreError> {
+        transaction!(self, StoreError, |tx| async move {
+            Ok::<_, StoreError>(tx.query(sql, &[]).await?)
+        })
+    }
+}
+
+/// The conformance suite: every case runs on SQLite, and on PostgreSQL when the build has it
+/// and `STOREGATE_TEST_POSTGRES` names a server (`.ci/postgres-suite` starts one), each case in
+/// a database of its own.
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store for one case on each engine, and what to clean up after it.
+    struct Engine {
+        name: &'static str,
+        store: Store,
+        _dir: Option<tempfile::TempDir>,
+        #[cfg(feature = "postgres")]
+        database: Option<(String, String)>,
+    }
+
+    async fn engines() -> Vec<Engine> {
+        let dir = tempfile::tempdir().unwrap();
+        let sqlite = Store::open_sqlite(&dir.path().join("c.db")).unwrap();
+        #[allow(unused_mut)]
+        let mut engines = vec![Engine {
+            name: "sqlite",
+            store: sqlite,
+            _dir: Some(dir),
+            #[cfg(feature = "postgres")]
+            database: None,
+        }];
+        #[cfg(feature = "postgres")]
+        if let Some(engine) = postgres_engine().await {
+            engines.push(engine);
+        }
+        engines
+    }
+
+    #[cfg(feature = "postgres")]
+    async fn postgres_engine() -> Option<Engine> {
+        let Ok(server) = std::env::var("STOREGATE_TEST_POSTGRES") else {
+            eprintln!("SKIPPED the PostgreSQL engine: STOREGATE_TEST_POSTGRES is not set");
+            return None;
+        };
+        let name = format!("sg_{}", ulid::Ulid::new().to_string().to_lowercase());
+        let (admin, connection) = tokio_postgres::connect(&server, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        admin
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
+        let url = format!("{}/{name}", server.rsplit_once('/').unwrap().0);
+        let store = Store::open(&url).await.unwrap();
+        Some(Engine {
+            name: "postgres",
+            store,
+            _dir: None,
+            database: Some((server, name)),
+        })
+    }
+
+    impl Drop for Engine {
+        fn drop(&mut self) {
+            #[cfg(feature = "postgres")]
+            if let Some((server, name)) = self.database.take() {
+                if let Store::Postgres(pool) = &self.store {
+                    pool.close();
+                }
+                // Dropped outside the test's runtime: a thread of its own with a runtime of
+                // its own, waited for, so no database is left behind.
+                let _ = std::thread::spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    runtime.block_on(async {
+                        let (admin, connection) =
+                            tokio_postgres::connect(&server, tokio_postgres::NoTls)
+                                .await
+                                .unwrap();
+                        tokio::spawn(connection);
+                        let _ = admin
+                            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                            .await;
+                    });
+                })
+                .join();
+            }
+        }
+    }
 
     /// A valid purchase; `id` is a short name made into a ULID, the receipt is per seq.
     fn event(seq: u64, id: &str) -> WireEvent {
         purchase(seq, id, &format!("r-{seq}"))
     }
 
-    fn purchase(seq: u64, id: &str, receipt: &str) -> WireEvent {
+    fn ulid_of(id: &str) -> String {
         let mut ulid = [b'0'; 26];
         for (slot, b) in ulid.iter_mut().rev().zip(id.bytes().rev()) {
             *slot = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ"[usize::from(b) % 32];
         }
+        String::from_utf8(ulid.to_vec()).unwrap()
+    }
+
+    fn purchase(seq: u64, id: &str, receipt: &str) -> WireEvent {
         WireEvent {
             seq,
-            id: String::from_utf8(ulid.to_vec()).unwrap(),
+            id: ulid_of(id),
             kind: "purchase".into(),
             at: "2026-11-23T13:05:00.123Z".into(),
             clock_synced: true,
@@ -888,18 +1124,34 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_second_purchase_with_a_used_receipt_and_an_invalid_event_fill_their_slots_unapplied() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("c.db")).unwrap();
-        let mut bad_kind = event(3, "c");
-        bad_kind.kind = "teleport".into();
-        let mut bad_at = event(4, "d");
-        bad_at.at = "yesterday".into();
-        let mut not_object = event(5, "e");
-        not_object.body = RawValue::from_string("[1]".into()).unwrap();
-        let o = store
-            .store_batch(
+    fn raw(seq: u64, id: &str, kind: &str, body: serde_json::Value) -> WireEvent {
+        WireEvent {
+            kind: kind.into(),
+            body: RawValue::from_string(body.to_string()).unwrap(),
+            ..event(seq, id)
+        }
+    }
+
+    async fn store(engine: &Engine, s: &str, g: &str, events: &[WireEvent]) -> BatchOutcome {
+        engine
+            .store
+            .store_batch(s.into(), g.into(), events.to_vec())
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_second_purchase_with_a_used_receipt_and_an_invalid_event_fill_their_slots_unapplied()
+    {
+        for engine in engines().await {
+            let mut bad_kind = event(3, "c");
+            bad_kind.kind = "teleport".into();
+            let mut bad_at = event(4, "d");
+            bad_at.at = "yesterday".into();
+            let mut not_object = event(5, "e");
+            not_object.body = RawValue::from_string("[1]".into()).unwrap();
+            let o = store(
+                &engine,
                 "s",
                 "g",
                 &[
@@ -910,130 +1162,235 @@ mod tests {
                     not_object,
                 ],
             )
-            .unwrap();
-        assert_eq!((o.acked_upto, o.stored, o.refused), (5, 1, 4));
-        let applied: Vec<(i64, Option<i64>, Option<String>)> = store
-            .conn
-            .prepare("SELECT seq, applied, refused FROM events ORDER BY seq")
-            .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert!(applied[0].1.is_some() && applied[0].2.is_none());
-        for (seq, applied, refused) in &applied[1..] {
-            assert!(applied.is_none(), "seq {seq} was applied");
-            assert!(refused.is_some(), "seq {seq} has no reason");
+            .await;
+            assert_eq!(
+                (o.acked_upto, o.stored, o.refused),
+                (5, 1, 4),
+                "{}",
+                engine.name
+            );
+            let rows = engine
+                .store
+                .rows("SELECT seq, applied, refused FROM events ORDER BY seq")
+                .await
+                .unwrap();
+            assert!(
+                rows[0].opt_int(1).unwrap().is_some() && rows[0].opt_text(2).unwrap().is_none()
+            );
+            for row in &rows[1..] {
+                let seq = row.int(0).unwrap();
+                assert!(
+                    row.opt_int(1).unwrap().is_none(),
+                    "{}: seq {seq} was applied",
+                    engine.name
+                );
+                assert!(
+                    row.opt_text(2).unwrap().is_some(),
+                    "{}: seq {seq} has no reason",
+                    engine.name
+                );
+            }
+            assert!(rows[1].text(2).unwrap().starts_with("duplicate_receipt"));
         }
-        assert!(applied[1]
-            .2
-            .as_deref()
-            .unwrap()
-            .starts_with("duplicate_receipt"));
     }
 
-    #[test]
-    fn gap_holds_the_ack_until_filled_and_duplicates_do_not_count() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("c.db")).unwrap();
-        let o = store
-            .store_batch("s", "g", &[event(1, "a"), event(2, "b"), event(4, "d")])
-            .unwrap();
-        assert_eq!((o.acked_upto, o.stored), (2, 3));
-        let o = store
-            .store_batch("s", "g", &[event(2, "b"), event(4, "d")])
-            .unwrap();
-        assert_eq!((o.acked_upto, o.stored, o.duplicates), (2, 0, 2));
-        let o = store.store_batch("s", "g", &[event(3, "c")]).unwrap();
-        assert_eq!(o.acked_upto, 4);
-        let o = store.store_batch("s", "g", &[event(4, "other")]).unwrap();
-        assert_eq!((o.acked_upto, o.conflicts), (4, 1));
-        let applied: Vec<i64> = store
-            .conn
-            .prepare("SELECT seq FROM events ORDER BY applied")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
-        assert_eq!(applied, vec![1, 2, 3, 4]);
+    #[tokio::test]
+    async fn gap_holds_the_ack_until_filled_and_duplicates_do_not_count() {
+        for engine in engines().await {
+            let o = store(
+                &engine,
+                "s",
+                "g",
+                &[event(1, "a"), event(2, "b"), event(4, "d")],
+            )
+            .await;
+            assert_eq!((o.acked_upto, o.stored), (2, 3), "{}", engine.name);
+            let o = store(&engine, "s", "g", &[event(2, "b"), event(4, "d")]).await;
+            assert_eq!(
+                (o.acked_upto, o.stored, o.duplicates),
+                (2, 0, 2),
+                "{}",
+                engine.name
+            );
+            let o = store(&engine, "s", "g", &[event(3, "c")]).await;
+            assert_eq!(o.acked_upto, 4, "{}", engine.name);
+            let o = store(&engine, "s", "g", &[event(4, "other")]).await;
+            assert_eq!((o.acked_upto, o.conflicts), (4, 1), "{}", engine.name);
+            let applied: Vec<i64> = engine
+                .store
+                .rows("SELECT seq FROM events ORDER BY applied")
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.int(0).unwrap())
+                .collect();
+            assert_eq!(applied, vec![1, 2, 3, 4], "{}", engine.name);
+        }
     }
 
-    fn raw(seq: u64, id: &str, kind: &str, body: serde_json::Value) -> WireEvent {
-        WireEvent {
-            kind: kind.into(),
-            body: RawValue::from_string(body.to_string()).unwrap(),
-            ..event(seq, id)
+    /// The same event id at a second seq fills that slot but is applied once: the database's
+    /// unique constraint on first-applied ids holds it, not only the logic.
+    #[tokio::test]
+    async fn an_event_id_at_a_second_seq_is_applied_once() {
+        for engine in engines().await {
+            let o = store(&engine, "s", "g", &[event(1, "a"), event(2, "a")]).await;
+            assert_eq!(
+                (o.acked_upto, o.stored, o.duplicates),
+                (2, 1, 1),
+                "{}",
+                engine.name
+            );
+            let rows = engine
+                .store
+                .rows("SELECT COUNT(*) FROM events WHERE applied IS NOT NULL")
+                .await
+                .unwrap();
+            assert_eq!(rows[0].int(0).unwrap(), 1, "{}", engine.name);
         }
     }
 
     /// Points go into the ledger once per event id, however often a batch is re-sent, and a
     /// profile's balance sums every ref merged into it.
-    #[test]
-    fn points_count_once_and_follow_merges() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("c.db")).unwrap();
-        let card = serde_json::json!({ "kind": "card", "hash": "ab".repeat(32) });
-        let seen = |seq, id, customer: &str| {
-            raw(
-                seq,
-                id,
-                "identity_seen",
-                serde_json::json!({ "customer": customer, "identifiers": [card] }),
-            )
-        };
-        let bought = |seq, id, customer: &str, points: i64, redeemed: i64| {
-            raw(
-                seq,
-                id,
-                "purchase",
-                serde_json::json!({
-                "receipt": format!("r-{id}"), "lines": [{ "sku": "a", "qty": 1, "unit_minor": 100 }],
-                "total_minor": 100, "currency": "EUR", "customer": customer,
-                "points": points, "points_redeemed": redeemed }),
-            )
-        };
-        let one = [
-            seen(1, "a1", "prov:g1:01A"),
-            bought(2, "a2", "prov:g1:01A", 10, 0),
-        ];
-        let outcome = store.store_batch("s1", "g1", &one).unwrap();
-        assert_eq!(outcome.acked_upto, 2);
-        store.store_batch("s1", "g1", &one).unwrap();
-        let two = [
-            seen(1, "b1", "prov:g2:01B"),
-            bought(2, "b2", "prov:g2:01B", 5, 3),
-        ];
-        store.store_batch("s2", "g2", &two).unwrap();
-        store.store_batch("s2", "g2", &two).unwrap();
-        let view = store
-            .lookup_profile(&[serde_json::from_value(card.clone()).unwrap()])
-            .unwrap()
-            .unwrap();
-        assert_eq!(view.points, 10 + 5 - 3, "{view:?}");
-        let entries: i64 = store
-            .conn
-            .query_row("SELECT COUNT(*) FROM points_ledger", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(entries, 2);
+    #[tokio::test]
+    async fn points_count_once_and_follow_merges() {
+        for engine in engines().await {
+            let card = serde_json::json!({ "kind": "card", "hash": "ab".repeat(32) });
+            let seen = |seq, id, customer: &str| {
+                raw(
+                    seq,
+                    id,
+                    "identity_seen",
+                    serde_json::json!({ "customer": customer, "identifiers": [card] }),
+                )
+            };
+            let bought = |seq, id, customer: &str, points: i64, redeemed: i64| {
+                raw(
+                    seq,
+                    id,
+                    "purchase",
+                    serde_json::json!({
+                    "receipt": format!("r-{id}"), "lines": [{ "sku": "a", "qty": 1, "unit_minor": 100 }],
+                    "total_minor": 100, "currency": "EUR", "customer": customer,
+                    "points": points, "points_redeemed": redeemed }),
+                )
+            };
+            let one = [
+                seen(1, "a1", "prov:g1:01A"),
+                bought(2, "a2", "prov:g1:01A", 10, 0),
+            ];
+            let outcome = store(&engine, "s1", "g1", &one).await;
+            assert_eq!(outcome.acked_upto, 2);
+            store(&engine, "s1", "g1", &one).await;
+            let two = [
+                seen(1, "b1", "prov:g2:01B"),
+                bought(2, "b2", "prov:g2:01B", 5, 3),
+            ];
+            store(&engine, "s2", "g2", &two).await;
+            store(&engine, "s2", "g2", &two).await;
+            let view = engine
+                .store
+                .lookup_profile(vec![serde_json::from_value(card.clone()).unwrap()])
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(view.points, 10 + 5 - 3, "{}: {view:?}", engine.name);
+            let entries = engine
+                .store
+                .rows("SELECT COUNT(*) FROM points_ledger")
+                .await
+                .unwrap();
+            assert_eq!(entries[0].int(0).unwrap(), 2, "{}", engine.name);
+            for provisional in ["prov:g1:01A", "prov:g2:01B"] {
+                let root = engine
+                    .store
+                    .resolve_profile(provisional.into())
+                    .await
+                    .unwrap();
+                assert_eq!(root, view.profile, "{}", engine.name);
+            }
+        }
     }
 
-    #[test]
-    fn coupon_reservation_is_first_wins_and_retry_safe() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut store = Store::open(&dir.path().join("c.db")).unwrap();
-        assert!(store
-            .reserve_coupon("s", "g", "c-1", None, "r1")
-            .unwrap()
-            .is_ok());
-        assert!(store
-            .reserve_coupon("s", "g", "c-1", None, "r1")
-            .unwrap()
-            .is_ok());
-        let refused = store
-            .reserve_coupon("s", "g2", "c-1", None, "r9")
-            .unwrap()
-            .unwrap_err();
-        assert_eq!(refused.code, "already_redeemed");
+    #[tokio::test]
+    async fn coupon_reservation_is_first_wins_and_retry_safe() {
+        for engine in engines().await {
+            let reserve = |g: &str, receipt: &str| {
+                engine.store.reserve_coupon(
+                    "s".into(),
+                    g.into(),
+                    "c-1".into(),
+                    None,
+                    receipt.into(),
+                )
+            };
+            assert!(reserve("g", "r1").await.unwrap().is_ok(), "{}", engine.name);
+            assert!(reserve("g", "r1").await.unwrap().is_ok(), "{}", engine.name);
+            let refused = reserve("g2", "r9").await.unwrap().unwrap_err();
+            assert_eq!(refused.code, "already_redeemed", "{}", engine.name);
+        }
+    }
+
+    /// Identity changes get gap-free revs and `identity.since` pages through them in order.
+    #[tokio::test]
+    async fn identity_changes_are_numbered_and_served_in_rev_order() {
+        for engine in engines().await {
+            let events: Vec<WireEvent> = (1..=5)
+                .map(|n| {
+                    raw(
+                        n,
+                        &format!("i{n}"),
+                        "identity_seen",
+                        serde_json::json!({
+                            "customer": format!("prov:g1:0{n}"),
+                            "identifiers": [{ "kind": "card", "hash": format!("{n:064x}") }],
+                        }),
+                    )
+                })
+                .collect();
+            let outcome = store(&engine, "s", "g1", &events).await;
+            assert_eq!(outcome.identity_changes.len(), 5, "{}", engine.name);
+            let first = engine.store.identity_since(0, 3).await.unwrap();
+            let rest = engine.store.identity_since(3, 1000).await.unwrap();
+            let revs: Vec<u64> = first
+                .iter()
+                .chain(&rest)
+                .map(|c| {
+                    serde_json::from_str::<serde_json::Value>(c.get()).unwrap()["rev"]
+                        .as_u64()
+                        .unwrap()
+                })
+                .collect();
+            assert_eq!(revs, vec![1, 2, 3, 4, 5], "{}", engine.name);
+        }
+    }
+
+    /// A single-use coupon redeemed offline at two stores: one conflict, both events kept.
+    #[tokio::test]
+    async fn a_coupon_redeemed_beyond_its_uses_is_one_conflict_with_both_events_kept() {
+        for engine in engines().await {
+            let redeemed = |id: &str, receipt: &str| {
+                raw(
+                    1,
+                    id,
+                    "coupon_redeemed",
+                    serde_json::json!({ "coupon": "c-9", "customer": null, "receipt": receipt,
+                        "discount_minor": 500, "mode": "offline", "uses": 1 }),
+                )
+            };
+            let a = store(&engine, "s1", "g1", &[redeemed("x1", "r1")]).await;
+            let b = store(&engine, "s2", "g1", &[redeemed("x2", "r2")]).await;
+            assert_eq!(
+                (a.coupon_conflicts, b.coupon_conflicts),
+                (0, 1),
+                "{}",
+                engine.name
+            );
+            let kept = engine
+                .store
+                .rows("SELECT COUNT(*) FROM events WHERE kind = 'coupon_redeemed' AND applied IS NOT NULL")
+                .await
+                .unwrap();
+            assert_eq!(kept[0].int(0).unwrap(), 2, "{}", engine.name);
+        }
     }
 }

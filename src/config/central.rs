@@ -46,7 +46,8 @@ pub struct CentralCouponsSection {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CentralSection {
-    /// Where central stores profiles and events: a SQLite path.
+    /// Where central stores profiles and events: a SQLite path, or `postgres://…` (a build
+    /// with the `postgres` feature) for several central instances on one database.
     pub db: String,
     /// Shared-subscription group (`$share/<group>/…`) so several centrals split the load;
     /// leave unset for a broker without shared subscriptions.
@@ -70,12 +71,19 @@ impl CentralConfig {
     /// Checks every section; the error names the key and the fix.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.mqtt.validate()?;
-        if self.central.db.starts_with("postgres://")
-            || self.central.db.starts_with("postgresql://")
-        {
+        let postgres = self.central.db.starts_with("postgres://")
+            || self.central.db.starts_with("postgresql://");
+        if postgres && !cfg!(feature = "postgres") {
             return Err(ConfigError::key(
                 "central.db",
-                "PostgreSQL storage is not built into this version; use a SQLite path",
+                "this build has no PostgreSQL support: build with --features postgres, or use a SQLite path",
+            ));
+        }
+        #[cfg(feature = "postgres")]
+        if postgres && self.central.db.parse::<tokio_postgres::Config>().is_err() {
+            return Err(ConfigError::key(
+                "central.db",
+                "is not a PostgreSQL URL: postgres://user[:password]@host[:port]/database",
             ));
         }
         if self.central.api_listen.is_some() {

@@ -1,0 +1,232 @@
+//! The seam between central's logic and its database engine: one transaction trait, two
+//! engines. The logic (`store.rs`, `profiles.rs`) is written once against [`Tx`]; SQLite (the
+//! embedded default, one writer) and PostgreSQL (several central instances on one database,
+//! behind the `postgres` feature) each implement it. SQL is written once with `$1`-style
+//! parameters in the subset both engines understand; where they differ (JSON fields, locks,
+//! the application counter) the engine supplies its own fragment.
+
+pub mod sqlite;
+
+#[cfg(feature = "postgres")]
+pub mod postgres;
+
+/// A parameter or a column value: central stores integers, text and NULL only (booleans as
+/// 0/1), so both engines hold the same values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    /// SQL NULL.
+    Null,
+    /// A 64-bit integer.
+    Int(i64),
+    /// Text.
+    Text(String),
+}
+
+impl From<i64> for Value {
+    fn from(value: i64) -> Value {
+        Value::Int(value)
+    }
+}
+
+impl From<u64> for Value {
+    fn from(value: u64) -> Value {
+        // Seqs, revs and counts stay below 2^53 (docs/protocol.md); anything larger is clamped.
+        Value::Int(i64::try_from(value).unwrap_or(i64::MAX))
+    }
+}
+
+impl From<bool> for Value {
+    fn from(value: bool) -> Value {
+        Value::Int(i64::from(value))
+    }
+}
+
+impl From<&str> for Value {
+    fn from(value: &str) -> Value {
+        Value::Text(value.to_string())
+    }
+}
+
+impl From<&String> for Value {
+    fn from(value: &String) -> Value {
+        Value::Text(value.clone())
+    }
+}
+
+impl From<String> for Value {
+    fn from(value: String) -> Value {
+        Value::Text(value)
+    }
+}
+
+impl<T: Into<Value>> From<Option<T>> for Value {
+    fn from(value: Option<T>) -> Value {
+        value.map_or(Value::Null, Into::into)
+    }
+}
+
+/// Parameters, each converted with `Value::from`.
+macro_rules! params {
+    ($($value:expr),* $(,)?) => {
+        &[$($crate::central::db::Value::from($value)),*][..]
+    };
+}
+pub(crate) use params;
+
+/// One result row.
+#[derive(Debug, Clone)]
+pub struct Row(pub Vec<Value>);
+
+impl Row {
+    fn column(&self, index: usize) -> Result<&Value, DbError> {
+        self.0
+            .get(index)
+            .ok_or_else(|| DbError::Type(format!("no column {index}")))
+    }
+
+    /// An integer column.
+    pub fn int(&self, index: usize) -> Result<i64, DbError> {
+        self.opt_int(index)?
+            .ok_or_else(|| DbError::Type(format!("column {index} is NULL")))
+    }
+
+    /// An integer column that may be NULL.
+    pub fn opt_int(&self, index: usize) -> Result<Option<i64>, DbError> {
+        match self.column(index)? {
+            Value::Null => Ok(None),
+            Value::Int(value) => Ok(Some(*value)),
+            Value::Text(text) => Err(DbError::Type(format!(
+                "column {index} is text ({text:.20}), not an integer"
+            ))),
+        }
+    }
+
+    /// A text column.
+    pub fn text(&self, index: usize) -> Result<String, DbError> {
+        self.opt_text(index)?
+            .ok_or_else(|| DbError::Type(format!("column {index} is NULL")))
+    }
+
+    /// A text column that may be NULL.
+    pub fn opt_text(&self, index: usize) -> Result<Option<String>, DbError> {
+        match self.column(index)? {
+            Value::Null => Ok(None),
+            Value::Text(text) => Ok(Some(text.clone())),
+            Value::Int(value) => Err(DbError::Type(format!(
+                "column {index} is an integer ({value}), not text"
+            ))),
+        }
+    }
+}
+
+/// A database failure.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// SQLite failed.
+    #[error("SQLite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// PostgreSQL failed.
+    #[cfg(feature = "postgres")]
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// The PostgreSQL pool could not give a connection.
+    #[cfg(feature = "postgres")]
+    #[error("PostgreSQL pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    /// A column held another type than the query expects.
+    #[error("unexpected column value: {0}")]
+    Type(String),
+    /// A value could not be encoded.
+    #[error("encoding: {0}")]
+    Encode(String),
+}
+
+/// Which engine a transaction runs on, for the few fragments where their SQL differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    /// SQLite (json1 functions).
+    Sqlite,
+    /// PostgreSQL (jsonb operators).
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
+    Postgres,
+}
+
+impl Dialect {
+    /// `column`'s JSON text holds an object; its `field` as text.
+    pub fn json_text(self, column: &str, field: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("json_extract({column}, '$.{field}')"),
+            Dialect::Postgres => format!("({column}::jsonb ->> '{field}')"),
+        }
+    }
+
+    /// `column`'s JSON `field` as an integer.
+    pub fn json_int(self, column: &str, field: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("json_extract({column}, '$.{field}')"),
+            Dialect::Postgres => format!("(({column}::jsonb ->> '{field}')::bigint)"),
+        }
+    }
+
+    /// `column`'s JSON with `field` set to an empty array.
+    pub fn json_clear_array(self, column: &str, field: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("json_set({column}, '$.{field}', json('[]'))"),
+            Dialect::Postgres => {
+                format!("jsonb_set({column}::jsonb, '{{{field}}}', '[]'::jsonb)::text")
+            }
+        }
+    }
+}
+
+/// One transaction. Every method is one statement; errors abort the transaction (it rolls
+/// back when dropped uncommitted).
+#[allow(async_fn_in_trait)]
+pub trait Tx {
+    /// The engine, for the fragments that differ.
+    fn dialect(&self) -> Dialect;
+
+    /// Runs a statement; the rows it changed.
+    async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError>;
+
+    /// Runs a query; every row.
+    async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError>;
+
+    /// Holds `key` until the transaction ends, so instances working on the same gateway,
+    /// coupon or identity never interleave. One SQLite writer needs none.
+    async fn lock(&mut self, key: &str) -> Result<(), DbError>;
+
+    /// The first of 1024 fresh application-order numbers (`events.applied`).
+    async fn applied_block(&mut self) -> Result<i64, DbError>;
+
+    /// The first row, if any.
+    async fn query_opt(&mut self, sql: &str, params: &[Value]) -> Result<Option<Row>, DbError> {
+        Ok(self.query(sql, params).await?.into_iter().next())
+    }
+
+    /// The one row a query must return.
+    async fn query_one(&mut self, sql: &str, params: &[Value]) -> Result<Row, DbError> {
+        self.query_opt(sql, params)
+            .await?
+            .ok_or_else(|| DbError::Type("the query returned no row".into()))
+    }
+}
+
+/// How many numbers [`Tx::applied_block`] hands out at once (the advance step applies at most
+/// this many events per round).
+pub const APPLIED_BLOCK: i64 = 1024;
+
+/// The output of a future that never waits: the SQLite engine's, whose every method completes
+/// at once, driven on a blocking thread. One that does wait is a bug, reported as an error.
+pub fn ready<T, E: From<DbError>>(
+    future: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let mut future = std::pin::pin!(future);
+    let mut context = std::task::Context::from_waker(std::task::Waker::noop());
+    match future.as_mut().poll(&mut context) {
+        std::task::Poll::Ready(output) => output,
+        std::task::Poll::Pending => Err(E::from(DbError::Type(
+            "a SQLite transaction waited on something".into(),
+        ))),
+    }
+}

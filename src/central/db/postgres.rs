@@ -1,0 +1,224 @@
+//! Central on PostgreSQL: a pool of connections, several central instances on one database.
+//! What SQLite gets from having one writer, this gets from transaction-scoped advisory locks
+//! (one per gateway, per coupon, and one for identity resolution, always taken in that
+//! order) and unique constraints; the application order comes from a sequence, never from
+//! memory.
+
+use bytes::BytesMut;
+use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
+
+use super::{DbError, Dialect, Row, Tx, Value, APPLIED_BLOCK};
+
+/// The schema, one migration per entry; `schema_version` says how many have run.
+const SCHEMA: &[&str] = &["
+    CREATE TABLE gateways(
+        store TEXT NOT NULL, gateway TEXT NOT NULL, acked_upto BIGINT NOT NULL,
+        PRIMARY KEY(store, gateway));
+    CREATE TABLE events(
+        store TEXT NOT NULL, gateway TEXT NOT NULL, seq BIGINT NOT NULL,
+        id TEXT NOT NULL, kind TEXT NOT NULL, at TEXT NOT NULL, clock_synced BIGINT NOT NULL,
+        till TEXT NOT NULL, body TEXT NOT NULL, received_at TEXT NOT NULL,
+        duplicate_id BIGINT NOT NULL, applied BIGINT, receipt TEXT, refused TEXT,
+        PRIMARY KEY(store, gateway, seq));
+    CREATE INDEX events_id ON events(id);
+    CREATE UNIQUE INDEX events_id_first ON events(id) WHERE duplicate_id = 0;
+    CREATE INDEX events_receipt ON events(store, gateway, receipt) WHERE receipt IS NOT NULL;
+    CREATE INDEX events_customer ON events((body::jsonb ->> 'customer'))
+        WHERE kind IN ('purchase', 'identity_seen', 'coupon_redeemed');
+    CREATE TABLE seq_conflicts(
+        store TEXT NOT NULL, gateway TEXT NOT NULL, seq BIGINT NOT NULL, id TEXT NOT NULL,
+        kind TEXT NOT NULL, at TEXT NOT NULL, till TEXT NOT NULL, body TEXT NOT NULL,
+        received_at TEXT NOT NULL, PRIMARY KEY(id));
+    CREATE TABLE coupon_reservations(
+        coupon TEXT PRIMARY KEY, store TEXT NOT NULL, gateway TEXT NOT NULL,
+        customer TEXT, receipt TEXT NOT NULL, at TEXT NOT NULL);
+    CREATE TABLE coupon_redemptions(
+        event_id TEXT PRIMARY KEY, coupon TEXT NOT NULL, store TEXT NOT NULL,
+        gateway TEXT NOT NULL, receipt TEXT NOT NULL, mode TEXT NOT NULL, uses BIGINT NOT NULL);
+    CREATE INDEX coupon_redemptions_coupon ON coupon_redemptions(coupon);
+    CREATE TABLE coupon_conflicts(
+        event_id TEXT PRIMARY KEY, coupon TEXT NOT NULL, detail TEXT NOT NULL);
+    CREATE TABLE identity_changes(rev BIGINT PRIMARY KEY, change TEXT NOT NULL);
+    CREATE TABLE counters(name TEXT PRIMARY KEY, value BIGINT NOT NULL);
+    INSERT INTO counters(name, value) VALUES ('identity_rev', 0), ('profile_seq', 0);
+    CREATE SEQUENCE applied_seq INCREMENT BY 1024;
+    CREATE TABLE profiles(ref TEXT PRIMARY KEY, created BIGINT NOT NULL, points BIGINT NOT NULL,
+        erased_at TEXT);
+    CREATE TABLE profile_identifiers(hash TEXT PRIMARY KEY, kind TEXT NOT NULL, verified BIGINT,
+        profile TEXT NOT NULL);
+    CREATE INDEX profile_identifiers_profile ON profile_identifiers(profile);
+    CREATE TABLE profile_aliases(from_ref TEXT PRIMARY KEY, to_ref TEXT NOT NULL);
+    CREATE INDEX profile_aliases_to ON profile_aliases(to_ref);
+    CREATE TABLE points_ledger(entry TEXT PRIMARY KEY, profile TEXT NOT NULL,
+        points BIGINT NOT NULL, source TEXT NOT NULL, at TEXT NOT NULL);
+    CREATE INDEX points_ledger_profile ON points_ledger(profile);
+    CREATE TABLE online_purchases(order_id TEXT PRIMARY KEY, customer TEXT NOT NULL,
+        total_minor BIGINT NOT NULL, currency TEXT NOT NULL, lines TEXT NOT NULL,
+        points BIGINT NOT NULL, at TEXT NOT NULL);"];
+
+/// Connections central keeps open to PostgreSQL.
+const POOL_SIZE: usize = 16;
+
+/// The migration lock's key: instances starting together migrate one at a time.
+const MIGRATION_LOCK: i64 = 0x5354_4f52_4547_4154;
+
+/// Connects a pool to `url` (`postgres://user@host:port/db`) and migrates the schema.
+pub async fn open(url: &str) -> Result<deadpool_postgres::Pool, DbError> {
+    let config: tokio_postgres::Config = url.parse()?;
+    let manager = deadpool_postgres::Manager::from_config(
+        config,
+        tokio_postgres::NoTls,
+        deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        },
+    );
+    let pool = deadpool_postgres::Pool::builder(manager)
+        .max_size(POOL_SIZE)
+        .runtime(deadpool_postgres::Runtime::Tokio1)
+        .build()
+        .map_err(|e| DbError::Encode(format!("pool: {e}")))?;
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute("CREATE TABLE IF NOT EXISTS schema_version(version BIGINT NOT NULL)")
+        .await?;
+    let version: i64 = match tx
+        .query_opt("SELECT version FROM schema_version", &[])
+        .await?
+    {
+        Some(row) => row.get(0),
+        None => {
+            tx.execute("INSERT INTO schema_version(version) VALUES (0)", &[])
+                .await?;
+            0
+        }
+    };
+    for (index, sql) in SCHEMA.iter().enumerate().skip(version.max(0) as usize) {
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "UPDATE schema_version SET version = $1",
+            &[&(index as i64 + 1)],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(pool)
+}
+
+/// A transaction on one pooled connection.
+pub struct PgTx<'a> {
+    tx: deadpool_postgres::Transaction<'a>,
+}
+
+impl<'a> PgTx<'a> {
+    /// Begins a transaction (read committed; what must not interleave is locked).
+    pub async fn begin(client: &'a mut deadpool_postgres::Object) -> Result<PgTx<'a>, DbError> {
+        Ok(PgTx {
+            tx: client.transaction().await?,
+        })
+    }
+
+    /// Commits.
+    pub async fn commit(self) -> Result<(), DbError> {
+        Ok(self.tx.commit().await?)
+    }
+}
+
+impl ToSql for Value {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Value::Null => Ok(IsNull::Yes),
+            Value::Int(value) => match *ty {
+                Type::INT8 => value.to_sql(ty, out),
+                Type::INT4 => i32::try_from(*value)?.to_sql(ty, out),
+                Type::INT2 => i16::try_from(*value)?.to_sql(ty, out),
+                Type::BOOL => (*value != 0).to_sql(ty, out),
+                Type::TEXT | Type::VARCHAR => value.to_string().to_sql(ty, out),
+                _ => Err(format!("an integer for a {ty} parameter").into()),
+            },
+            Value::Text(text) => text.as_str().to_sql(ty, out),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+fn row(row: &tokio_postgres::Row) -> Result<Row, DbError> {
+    let mut values = Vec::with_capacity(row.len());
+    for (index, column) in row.columns().iter().enumerate() {
+        let value = match *column.type_() {
+            Type::INT8 => row.try_get::<_, Option<i64>>(index)?.map(Value::Int),
+            Type::INT4 => row
+                .try_get::<_, Option<i32>>(index)?
+                .map(|v| Value::Int(v.into())),
+            Type::INT2 => row
+                .try_get::<_, Option<i16>>(index)?
+                .map(|v| Value::Int(v.into())),
+            Type::BOOL => row
+                .try_get::<_, Option<bool>>(index)?
+                .map(|v| Value::Int(v.into())),
+            Type::TEXT | Type::VARCHAR | Type::NAME => {
+                row.try_get::<_, Option<String>>(index)?.map(Value::Text)
+            }
+            ref other => {
+                return Err(DbError::Type(format!(
+                    "column {} has type {other}",
+                    column.name()
+                )))
+            }
+        };
+        values.push(value.unwrap_or(Value::Null));
+    }
+    Ok(Row(values))
+}
+
+fn refs(params: &[Value]) -> Vec<&(dyn ToSql + Sync)> {
+    params.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
+}
+
+impl Tx for PgTx<'_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Postgres
+    }
+
+    async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
+        let statement = self.tx.prepare_cached(sql).await?;
+        Ok(self.tx.execute(&statement, &refs(params)).await?)
+    }
+
+    async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError> {
+        let statement = self.tx.prepare_cached(sql).await?;
+        self.tx
+            .query(&statement, &refs(params))
+            .await?
+            .iter()
+            .map(row)
+            .collect()
+    }
+
+    async fn lock(&mut self, key: &str) -> Result<(), DbError> {
+        self.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            &[Value::from(key)],
+        )
+        .await
+        .map(drop)
+    }
+
+    async fn applied_block(&mut self) -> Result<i64, DbError> {
+        // The sequence steps by APPLIED_BLOCK: each value starts a block of its own.
+        debug_assert_eq!(APPLIED_BLOCK, 1024);
+        self.query_one("SELECT nextval('applied_seq')", &[])
+            .await?
+            .int(0)
+    }
+}

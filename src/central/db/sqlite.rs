@@ -1,0 +1,206 @@
+//! Central on SQLite: one file, one connection, one writer at a time (the embedded default).
+
+use std::path::Path;
+
+use rusqlite::types::{ToSqlOutput, ValueRef};
+use rusqlite::{Connection, Transaction};
+
+use super::{DbError, Dialect, Row, Tx, Value, APPLIED_BLOCK};
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE gateways(
+        store TEXT NOT NULL, gateway TEXT NOT NULL, acked_upto INTEGER NOT NULL,
+        PRIMARY KEY(store, gateway)) WITHOUT ROWID;
+    CREATE TABLE events(
+        store TEXT NOT NULL, gateway TEXT NOT NULL, seq INTEGER NOT NULL,
+        id TEXT NOT NULL, kind TEXT NOT NULL, at TEXT NOT NULL, clock_synced INTEGER NOT NULL,
+        till TEXT NOT NULL, body TEXT NOT NULL, received_at TEXT NOT NULL,
+        duplicate_id INTEGER NOT NULL,
+        applied INTEGER,
+        PRIMARY KEY(store, gateway, seq));
+    CREATE INDEX events_id ON events(id);
+    CREATE TABLE seq_conflicts(
+        store TEXT NOT NULL, gateway TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL,
+        kind TEXT NOT NULL, at TEXT NOT NULL, till TEXT NOT NULL, body TEXT NOT NULL,
+        received_at TEXT NOT NULL, PRIMARY KEY(id));
+    CREATE TABLE coupon_reservations(
+        coupon TEXT PRIMARY KEY, store TEXT NOT NULL, gateway TEXT NOT NULL,
+        customer TEXT, receipt TEXT NOT NULL, at TEXT NOT NULL);
+    CREATE TABLE identity_changes(rev INTEGER PRIMARY KEY, change TEXT NOT NULL);
+    CREATE TABLE counters(name TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO counters(name, value) VALUES ('applied', 0);",
+    // 1 -> 2: an event that breaks docs/protocol.md, or a second purchase with a receipt this
+    // gateway already used, fills its seq slot (so the gateway's ack moves on) but is kept
+    // for operators with the reason, applied to nothing.
+    "ALTER TABLE events ADD COLUMN receipt TEXT;
+    ALTER TABLE events ADD COLUMN refused TEXT;
+    CREATE INDEX events_receipt ON events(store, gateway, receipt) WHERE receipt IS NOT NULL;",
+    // 2 -> 3: coupon redemptions from every gateway; one beyond a coupon's uses (a
+    // single-use coupon redeemed offline at two stores) is a conflict for operators, both
+    // events kept.
+    "CREATE TABLE coupon_redemptions(
+        event_id TEXT PRIMARY KEY, coupon TEXT NOT NULL, store TEXT NOT NULL,
+        gateway TEXT NOT NULL, receipt TEXT NOT NULL, mode TEXT NOT NULL, uses INTEGER NOT NULL);
+    CREATE INDEX coupon_redemptions_coupon ON coupon_redemptions(coupon);
+    CREATE TABLE coupon_conflicts(
+        event_id TEXT PRIMARY KEY, coupon TEXT NOT NULL, detail TEXT NOT NULL);",
+    // 3 -> 4: profiles and their identifiers, merges (`from` resolves to `to`), the creation
+    // counter that decides which profile is oldest, and the fleet-wide identity rev.
+    "CREATE TABLE profiles(ref TEXT PRIMARY KEY, created INTEGER NOT NULL, points INTEGER NOT NULL)
+        WITHOUT ROWID;
+    CREATE TABLE profile_identifiers(hash TEXT PRIMARY KEY, kind TEXT NOT NULL, verified INTEGER,
+        profile TEXT NOT NULL) WITHOUT ROWID;
+    CREATE INDEX profile_identifiers_profile ON profile_identifiers(profile);
+    CREATE TABLE profile_aliases(from_ref TEXT PRIMARY KEY, to_ref TEXT NOT NULL) WITHOUT ROWID;
+    INSERT INTO counters(name, value) VALUES ('identity_rev', 0), ('profile_seq', 0);",
+    // 4 -> 5: the points ledger (one row per purchase event or online order, so nothing
+    // counts twice), online purchases from the web shop, and erasure.
+    "CREATE TABLE points_ledger(entry TEXT PRIMARY KEY, profile TEXT NOT NULL,
+        points INTEGER NOT NULL, source TEXT NOT NULL, at TEXT NOT NULL);
+    CREATE INDEX points_ledger_profile ON points_ledger(profile);
+    CREATE INDEX profile_aliases_to ON profile_aliases(to_ref);
+    CREATE TABLE online_purchases(order_id TEXT PRIMARY KEY, customer TEXT NOT NULL,
+        total_minor INTEGER NOT NULL, currency TEXT NOT NULL, lines TEXT NOT NULL,
+        points INTEGER NOT NULL, at TEXT NOT NULL);
+    ALTER TABLE profiles ADD COLUMN erased_at TEXT;
+    CREATE INDEX events_customer ON events(json_extract(body, '$.customer'))
+        WHERE kind IN ('purchase', 'identity_seen', 'coupon_redeemed');",
+    // 5 -> 6: an event id is applied at most once, enforced by the database (the same id at
+    // another seq fills that slot marked `duplicate_id`), as on PostgreSQL.
+    "CREATE UNIQUE INDEX events_id_first ON events(id) WHERE duplicate_id = 0;",
+];
+
+/// Opens (creating and migrating) central's SQLite file.
+pub fn open(path: &Path) -> Result<Connection, rusqlite::Error> {
+    let mut conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    // An erased customer's identifiers must not linger in freed pages.
+    conn.pragma_update(None, "secure_delete", "ON")?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (v, sql) in SCHEMA.iter().enumerate().skip(version.max(0) as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", v as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(conn)
+}
+
+/// Moves an erased customer's old pages out of the WAL too (they are zeroed in the file).
+pub fn checkpoint(conn: &Connection) {
+    let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+}
+
+/// A transaction on central's SQLite file.
+pub struct SqliteTx<'conn> {
+    tx: Transaction<'conn>,
+}
+
+impl<'conn> SqliteTx<'conn> {
+    /// Begins a transaction that takes the write lock at once (there is one writer anyway).
+    pub fn begin(conn: &'conn mut Connection) -> Result<SqliteTx<'conn>, DbError> {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        Ok(SqliteTx { tx })
+    }
+
+    /// Commits.
+    pub fn commit(self) -> Result<(), DbError> {
+        Ok(self.tx.commit()?)
+    }
+}
+
+/// `$1` parameters as SQLite's `?1` (SQLite reads `$1` as a named parameter, numbered by
+/// first appearance, which would bind the wrong values when a statement names `$2` first).
+fn numbered(sql: &str) -> std::borrow::Cow<'_, str> {
+    if !sql.contains('$') {
+        return sql.into();
+    }
+    let mut out = String::with_capacity(sql.len());
+    let mut chars = sql.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
+            out.push('?');
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
+impl rusqlite::ToSql for Value {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match self {
+            Value::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            Value::Int(value) => ToSqlOutput::Borrowed(ValueRef::Integer(*value)),
+            Value::Text(text) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
+        })
+    }
+}
+
+fn value(column: ValueRef<'_>) -> Result<Value, DbError> {
+    match column {
+        ValueRef::Null => Ok(Value::Null),
+        ValueRef::Integer(value) => Ok(Value::Int(value)),
+        ValueRef::Text(text) => Ok(Value::Text(String::from_utf8_lossy(text).into_owned())),
+        ValueRef::Real(real) => Err(DbError::Type(format!("a real number {real}"))),
+        ValueRef::Blob(_) => Err(DbError::Type("a blob".into())),
+    }
+}
+
+impl Tx for SqliteTx<'_> {
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
+    async fn execute(&mut self, sql: &str, params: &[Value]) -> Result<u64, DbError> {
+        let changed = self
+            .tx
+            .prepare_cached(&numbered(sql))?
+            .execute(rusqlite::params_from_iter(params))?;
+        Ok(changed as u64)
+    }
+
+    async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError> {
+        let mut statement = self.tx.prepare_cached(&numbered(sql))?;
+        let columns = statement.column_count();
+        let mut rows = statement.query(rusqlite::params_from_iter(params))?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next()? {
+            let mut values = Vec::with_capacity(columns);
+            for index in 0..columns {
+                values.push(value(row.get_ref(index)?)?);
+            }
+            out.push(Row(values));
+        }
+        Ok(out)
+    }
+
+    async fn lock(&mut self, _key: &str) -> Result<(), DbError> {
+        Ok(())
+    }
+
+    async fn applied_block(&mut self) -> Result<i64, DbError> {
+        let next: i64 = self.tx.query_row(
+            "UPDATE counters SET value = value + ?1 WHERE name = 'applied' RETURNING value",
+            [APPLIED_BLOCK],
+            |r| r.get(0),
+        )?;
+        Ok(next - APPLIED_BLOCK + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dollar_parameters_become_numbered_ones() {
+        assert_eq!(
+            numbered("SELECT $2, $1 WHERE x = '$'"),
+            "SELECT ?2, ?1 WHERE x = '$'"
+        );
+        assert_eq!(numbered("SELECT 1"), "SELECT 1");
+    }
+}
