@@ -84,12 +84,17 @@ pub async fn run(
         }
         None => None,
     };
-    let service = Service {
+    // Messages are handled in arrival order, as many at once as the store can take: one for
+    // SQLite (its single writer), a pool's worth for PostgreSQL, where batches of different
+    // gateways commit side by side and those of one gateway take turns on its lock.
+    let parallel = store.parallelism();
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(parallel));
+    let service = Arc::new(Service {
         client,
         store,
         share_group: config.central.share_group.clone(),
         metrics: Arc::new(Metrics::new()),
-    };
+    });
     tokio::pin!(shutdown);
     let mut ended = Ok(());
     loop {
@@ -99,7 +104,14 @@ pub async fn run(
                 Some(SessionEvent::Connected { .. }) => service.on_connected(),
                 Some(SessionEvent::Disconnected { .. }) => {}
                 Some(SessionEvent::Message { topic, payload, retain }) => {
-                    service.on_publish(&topic, &payload, retain).await
+                    let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                        break;
+                    };
+                    let service = service.clone();
+                    tokio::spawn(async move {
+                        service.on_publish(&topic, &payload, retain).await;
+                        drop(permit);
+                    });
                 }
                 // The session task ended by itself: central stops with an error (exit 1), so
                 // its service manager restarts it, rather than running on deaf.
@@ -110,6 +122,12 @@ pub async fn run(
             },
         }
     }
+    // What is being stored finishes (and is acked) before central says it is offline.
+    let _ = tokio::time::timeout(
+        Duration::from_secs(10),
+        in_flight.acquire_many(u32::try_from(parallel).unwrap_or(u32::MAX)),
+    )
+    .await;
     let offline = serde_json::to_vec(&CentralStatus {
         state: "offline".into(),
     })

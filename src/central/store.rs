@@ -149,6 +149,15 @@ impl Store {
         Err(StoreError::NoPostgres(without_password(url)))
     }
 
+    /// How many transactions may usefully run at once.
+    pub fn parallelism(&self) -> usize {
+        match self {
+            Store::Sqlite(_) => 1,
+            #[cfg(feature = "postgres")]
+            Store::Postgres(pool) => pool.status().max_size,
+        }
+    }
+
     /// The gateway's current ack (0 if never seen).
     pub async fn acked(&self, store: String, gateway: String) -> Result<u64, StoreError> {
         transaction!(self, StoreError, |tx| async move {
