@@ -742,14 +742,165 @@ async fn store_batch(
     for coupon in &redeemed {
         tx.lock(&format!("coupon:{coupon}")).await?;
     }
-    for event in events {
-        store_event(tx, store, gateway, event, &received_at, &mut outcome).await?;
-    }
+    store_events(tx, store, gateway, events, &received_at, &mut outcome).await?;
     outcome.acked_upto = advance(tx, store, gateway, &mut outcome.identity_changes).await?;
     Ok(outcome)
 }
 
-async fn store_event(
+/// `$first, $first+1, …` for `count` parameters.
+fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Parameters per statement in the set-wise reads (a bounded number of statement shapes for
+/// the engines' statement caches).
+const IN_CHUNK: usize = 100;
+/// Rows per multi-row insert (13 parameters each).
+const INSERT_CHUNK: usize = 50;
+
+/// The values of `column` among `keys` that `sql_prefix … IN (…)` finds, `fixed` parameters
+/// first; a row is (key, value).
+async fn lookup_in(
+    tx: &mut impl Tx,
+    sql_prefix: &str,
+    fixed: &[db::Value],
+    keys: &[&str],
+) -> Result<Vec<db::Row>, DbError> {
+    let mut rows = Vec::new();
+    for chunk in keys.chunks(IN_CHUNK) {
+        let sql = format!(
+            "{sql_prefix} IN ({})",
+            placeholders(fixed.len() + 1, chunk.len())
+        );
+        let mut params = fixed.to_vec();
+        params.extend(chunk.iter().map(|k| db::Value::from(*k)));
+        rows.extend(tx.query(&sql, &params).await?);
+    }
+    Ok(rows)
+}
+
+/// Stores a batch's events set-wise: a handful of statements per batch, not per event.
+async fn store_events(
+    tx: &mut impl Tx,
+    store: &str,
+    gateway: &str,
+    events: &[WireEvent],
+    received_at: &str,
+    outcome: &mut BatchOutcome,
+) -> Result<(), DbError> {
+    let (Some(first), Some(last)) = (events.first(), events.last()) else {
+        return Ok(());
+    };
+    let held: std::collections::HashMap<i64, String> = tx
+        .query(
+            "SELECT seq, id FROM events WHERE store = $1 AND gateway = $2 AND seq >= $3 AND seq <= $4",
+            params![store, gateway, first.seq, last.seq],
+        )
+        .await?
+        .iter()
+        .map(|row| Ok((row.int(0)?, row.text(1)?)))
+        .collect::<Result<_, DbError>>()?;
+    let mut fresh = Vec::with_capacity(events.len());
+    for event in events {
+        match held.get(&(event.seq.min(i64::MAX as u64) as i64)) {
+            Some(id) if *id == event.id => outcome.duplicates += 1,
+            Some(_) => keep_seq_conflict(tx, store, gateway, event, received_at, outcome).await?,
+            None => fresh.push(event),
+        }
+    }
+    if fresh.is_empty() {
+        return Ok(());
+    }
+    // The same id at another seq is a duplicate effect: the slot is filled (so the prefix can
+    // advance) but marked, and never applied twice.
+    let ids: Vec<&str> = fresh.iter().map(|e| e.id.as_str()).collect();
+    let mut seen: std::collections::HashSet<String> =
+        lookup_in(tx, "SELECT id FROM events WHERE id", &[], &ids)
+            .await?
+            .iter()
+            .map(|row| row.text(0))
+            .collect::<Result<_, _>>()?;
+    let receipts: Vec<String> = fresh.iter().filter_map(|e| e.receipt()).collect();
+    let receipt_refs: Vec<&str> = receipts.iter().map(String::as_str).collect();
+    let mut receipt_holders: std::collections::HashMap<String, i64> = lookup_in(
+        tx,
+        "SELECT receipt, seq FROM events WHERE store = $1 AND gateway = $2 AND refused IS NULL AND receipt",
+        params![store, gateway],
+        &receipt_refs,
+    )
+    .await?
+    .iter()
+    .map(|row| Ok((row.text(0)?, row.int(1)?)))
+    .collect::<Result<_, DbError>>()?;
+
+    let mut rows: Vec<[db::Value; 13]> = Vec::with_capacity(fresh.len());
+    let mut redemptions = Vec::new();
+    for event in fresh {
+        let id_seen = !seen.insert(event.id.clone());
+        let receipt = event.receipt();
+        let mut refused = event.check().err();
+        if let (None, false, Some(receipt)) = (&refused, id_seen, &receipt) {
+            if let Some(seq) = receipt_holders.get(receipt) {
+                refused = Some(format!(
+                    "duplicate_receipt: receipt already recorded at seq {seq}"
+                ));
+            }
+        }
+        if let (None, Some(receipt)) = (&refused, &receipt) {
+            receipt_holders
+                .entry(receipt.clone())
+                .or_insert(event.seq.min(i64::MAX as u64) as i64);
+        }
+        if let Some(reason) = &refused {
+            tracing::error!(store, gateway, seq = event.seq, id = %event.id, reason, "event kept as a conflict, applied to nothing");
+            outcome.refused += 1;
+        } else if id_seen {
+            outcome.duplicates += 1;
+        } else {
+            outcome.stored += 1;
+            if event.kind == crate::protocol::EventKind::CouponRedeemed.as_str() {
+                redemptions.push(event);
+            }
+        }
+        rows.push([
+            store.into(),
+            gateway.into(),
+            event.seq.into(),
+            event.id.as_str().into(),
+            event.kind.as_str().into(),
+            event.at.as_str().into(),
+            event.clock_synced.into(),
+            event.till.as_str().into(),
+            event.body.get().into(),
+            received_at.into(),
+            id_seen.into(),
+            receipt.into(),
+            refused.into(),
+        ]);
+    }
+    for chunk in rows.chunks(INSERT_CHUNK) {
+        let values = (0..chunk.len())
+            .map(|r| format!("({})", placeholders(r * 13 + 1, 13)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO events(store, gateway, seq, id, kind, at, clock_synced, till, body, received_at, duplicate_id, receipt, refused)
+             VALUES {values}"
+        );
+        let params: Vec<db::Value> = chunk.iter().flatten().cloned().collect();
+        tx.execute(&sql, &params).await?;
+    }
+    for event in redemptions {
+        record_redemption(tx, store, gateway, event, outcome).await?;
+    }
+    Ok(())
+}
+
+/// A second event at a seq central holds under another id: kept aside, never dropped.
+async fn keep_seq_conflict(
     tx: &mut impl Tx,
     store: &str,
     gateway: &str,
@@ -757,98 +908,28 @@ async fn store_event(
     received_at: &str,
     outcome: &mut BatchOutcome,
 ) -> Result<(), DbError> {
-    let held = tx
-        .query_opt(
-            "SELECT id FROM events WHERE store = $1 AND gateway = $2 AND seq = $3",
-            params![store, gateway, event.seq],
+    let inserted = tx
+        .execute(
+            "INSERT INTO seq_conflicts(store, gateway, seq, id, kind, at, till, body, received_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+            params![
+                store,
+                gateway,
+                event.seq,
+                &event.id,
+                &event.kind,
+                &event.at,
+                &event.till,
+                event.body.get(),
+                received_at
+            ],
         )
         .await?;
-    if let Some(held) = held {
-        if held.text(0)? == event.id {
-            outcome.duplicates += 1;
-            return Ok(());
-        }
-        let inserted = tx
-            .execute(
-                "INSERT INTO seq_conflicts(store, gateway, seq, id, kind, at, till, body, received_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
-                params![
-                    store,
-                    gateway,
-                    event.seq,
-                    &event.id,
-                    &event.kind,
-                    &event.at,
-                    &event.till,
-                    event.body.get(),
-                    received_at
-                ],
-            )
-            .await?;
-        if inserted > 0 {
-            tracing::error!(store, gateway, seq = event.seq, id = %event.id, "seq re-used with another id; kept in seq_conflicts");
-            outcome.conflicts += 1;
-        } else {
-            outcome.duplicates += 1;
-        }
-        return Ok(());
-    }
-    // The same id at another seq is a duplicate effect: the slot is filled (so the prefix can
-    // advance) but marked, and never applied twice.
-    let id_seen = tx
-        .query_opt("SELECT 1 FROM events WHERE id = $1", params![&event.id])
-        .await?
-        .is_some();
-    let receipt = event.receipt();
-    let mut refused = event.check().err();
-    if let (None, false, Some(receipt)) = (&refused, id_seen, &receipt) {
-        let holder = tx
-            .query_opt(
-                "SELECT seq FROM events WHERE store = $1 AND gateway = $2 AND receipt = $3 AND refused IS NULL",
-                params![store, gateway, receipt],
-            )
-            .await?;
-        if let Some(holder) = holder {
-            refused = Some(format!(
-                "duplicate_receipt: receipt already recorded at seq {}",
-                holder.int(0)?
-            ));
-        }
-    }
-    if let Some(reason) = &refused {
-        tracing::error!(store, gateway, seq = event.seq, id = %event.id, reason, "event kept as a conflict, applied to nothing");
-        outcome.refused += 1;
-    }
-    tx.execute(
-        "INSERT INTO events(store, gateway, seq, id, kind, at, clock_synced, till, body, received_at, duplicate_id, receipt, refused)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-        params![
-            store,
-            gateway,
-            event.seq,
-            &event.id,
-            &event.kind,
-            &event.at,
-            event.clock_synced,
-            &event.till,
-            event.body.get(),
-            received_at,
-            id_seen,
-            receipt,
-            refused.clone()
-        ],
-    )
-    .await?;
-    if refused.is_some() {
-        return Ok(());
-    }
-    if !id_seen && event.kind == crate::protocol::EventKind::CouponRedeemed.as_str() {
-        record_redemption(tx, store, gateway, event, outcome).await?;
-    }
-    if id_seen {
-        outcome.duplicates += 1;
+    if inserted > 0 {
+        tracing::error!(store, gateway, seq = event.seq, id = %event.id, "seq re-used with another id; kept in seq_conflicts");
+        outcome.conflicts += 1;
     } else {
-        outcome.stored += 1;
+        outcome.duplicates += 1;
     }
     Ok(())
 }
@@ -957,7 +1038,7 @@ async fn advance(
             )
             .await?;
         let before = upto;
-        let mut block = None;
+        let mut effects = Vec::new();
         for row in &next {
             let seq = row.int(0)?;
             if seq.max(0) as u64 != upto + 1 {
@@ -966,30 +1047,30 @@ async fn advance(
             upto += 1;
             // A refused event, or an id applied at another seq, fills its slot but is applied
             // to nothing.
-            if row.opt_text(4)?.is_some() || row.int(5)? != 0 {
-                continue;
+            if row.opt_text(4)?.is_none() && row.int(5)? == 0 {
+                effects.push(row);
             }
-            let base = match block {
-                Some(base) => base,
-                None => {
-                    let base = tx.applied_block().await?;
-                    block = Some(base);
-                    base
-                }
-            };
+        }
+        if upto > before {
+            // One statement numbers the whole run in seq order.
+            let base = tx.applied_block().await?;
             tx.execute(
-                "UPDATE events SET applied = $1 WHERE store = $2 AND gateway = $3 AND seq = $4",
-                params![base + (seq - before as i64 - 1), store, gateway, seq],
+                "UPDATE events SET applied = $1 + (seq - $2)
+                 WHERE store = $3 AND gateway = $4 AND seq >= $2 AND seq <= $5
+                   AND refused IS NULL AND duplicate_id = 0",
+                params![base, before + 1, store, gateway, upto],
             )
             .await?;
-            apply_effects(
-                tx,
-                &row.text(1)?,
-                &row.text(2)?,
-                &row.text(3)?,
-                identity_changes,
-            )
-            .await?;
+            for row in effects {
+                apply_effects(
+                    tx,
+                    &row.text(1)?,
+                    &row.text(2)?,
+                    &row.text(3)?,
+                    identity_changes,
+                )
+                .await?;
+            }
         }
         if upto == before || upto - before < next.len() as u64 || next.len() < 1024 {
             break;

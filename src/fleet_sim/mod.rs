@@ -26,10 +26,18 @@ use self::store::{SimStore, StorePlan};
 /// `storegate fleet-sim` options.
 #[derive(Debug, clap::Args)]
 pub struct FleetSimArgs {
-    /// The fleet's broker (central runs against it already); without it an embedded broker
-    /// and a reference central on SQLite are started here.
+    /// The fleet's broker; without it the embedded broker is started here.
     #[arg(long)]
     broker: Option<String>,
+    /// Start reference centrals here on this store (a SQLite path or `postgres://…`); without
+    /// it, and without `--broker`, one central on SQLite in a temporary directory. With
+    /// `--broker` and no `--central-db`, central is already running against that broker.
+    #[arg(long)]
+    central_db: Option<String>,
+    /// How many central instances to start here (`$share/central/…` subscriptions; more than
+    /// one needs PostgreSQL and a broker with shared subscriptions, such as Mosquitto).
+    #[arg(long, default_value_t = 1)]
+    centrals: usize,
     /// Simulated stores, one gateway each.
     #[arg(long, default_value_t = 100)]
     stores: usize,
@@ -96,6 +104,9 @@ pub fn run(args: FleetSimArgs) -> anyhow::Result<()> {
     if !(0.0..=1.0).contains(&args.outages) {
         anyhow::bail!("--outages must be a share between 0 and 1");
     }
+    if !(1..=16).contains(&args.centrals) {
+        anyhow::bail!("--centrals must be between 1 and 16");
+    }
     if args.storm_at.is_some_and(|at| at >= args.seconds) {
         anyhow::bail!("--storm-at must be within --seconds");
     }
@@ -115,17 +126,45 @@ async fn simulate(args: &FleetSimArgs) -> anyhow::Result<serde_json::Value> {
     let seed = args.seed.unwrap_or_else(|| fastrand::u64(..));
     eprintln!("fleet-sim: seed {seed} (--seed {seed} repeats this traffic)");
     let (stop_central, central_stopped) = watch::channel(false);
-    let mut dir = None;
-    let mut central = None;
+    let dir = tempfile::Builder::new()
+        .prefix("storegate-fleet-sim-")
+        .tempdir()?;
     let url = match &args.broker {
         Some(url) => url.clone(),
         None => {
-            let (url, task, temp) = start_fleet(central_stopped).await?;
-            dir = Some(temp);
-            central = Some(task);
-            url
+            let broker = storegate::broker::free_loopback_addr()?;
+            tokio::task::spawn_blocking(move || storegate::broker::start_embedded(broker))
+                .await??;
+            eprintln!("fleet-sim: embedded broker on mqtt://{broker}");
+            format!("mqtt://{broker}")
         }
     };
+    let central_db = match (&args.central_db, &args.broker) {
+        (Some(db), _) => Some(db.clone()),
+        (None, None) => Some(dir.path().join("central.db").display().to_string()),
+        (None, Some(_)) => None,
+    };
+    let mut centrals = Vec::new();
+    if let Some(db) = &central_db {
+        for n in 0..args.centrals {
+            centrals.push(start_central(
+                &url,
+                db,
+                n,
+                args.centrals,
+                central_stopped.clone(),
+            )?);
+        }
+        eprintln!(
+            "fleet-sim: {} reference central(s) on {}",
+            args.centrals,
+            if db.starts_with("postgres") {
+                "PostgreSQL"
+            } else {
+                "SQLite"
+            }
+        );
+    }
     let address = storegate::config::BrokerAddress::parse(&url).map_err(anyhow::Error::msg)?;
     wait_for_central(&address).await?;
 
@@ -240,12 +279,13 @@ async fn simulate(args: &FleetSimArgs) -> anyhow::Result<serde_json::Value> {
         let _ = tokio::time::timeout(Duration::from_secs(5), store).await;
     }
     let _ = stop_central.send(true);
-    let mut stored = serde_json::Value::Null;
-    if let Some(central) = central {
+    for central in centrals {
         central.await?.context("central")?;
-        if let Some(dir) = &dir {
-            stored = central_counts(&dir.path().join("central.db"))?;
-        }
+    }
+    // What an embedded SQLite central holds, checked: each event once.
+    let mut stored = serde_json::Value::Null;
+    if let Some(db) = central_db.filter(|db| !db.starts_with("postgres")) {
+        stored = central_counts(std::path::Path::new(&db))?;
     }
     drop(dir);
 
@@ -284,33 +324,26 @@ async fn simulate(args: &FleetSimArgs) -> anyhow::Result<serde_json::Value> {
     }))
 }
 
-/// The embedded broker and a reference central on SQLite, in a temporary directory.
-async fn start_fleet(
+/// A reference central instance on `db`, one of `of` sharing the load.
+fn start_central(
+    url: &str,
+    db: &str,
+    n: usize,
+    of: usize,
     stopped: watch::Receiver<bool>,
-) -> anyhow::Result<(
-    String,
-    tokio::task::JoinHandle<Result<(), storegate::central::CentralError>>,
-    tempfile::TempDir,
-)> {
-    let dir = tempfile::Builder::new()
-        .prefix("storegate-fleet-sim-")
-        .tempdir()?;
-    let broker = storegate::broker::free_loopback_addr()?;
-    tokio::task::spawn_blocking(move || storegate::broker::start_embedded(broker)).await??;
-    let url = format!("mqtt://{broker}");
+) -> anyhow::Result<tokio::task::JoinHandle<Result<(), storegate::central::CentralError>>> {
+    let share = if of > 1 {
+        "share_group = \"central\"\n"
+    } else {
+        ""
+    };
     let config = storegate::config::parse_central(&format!(
-        "[mqtt]\nurl = \"{url}\"\n[central]\ndb = \"{}\"\nclient_id = \"storegate-central-sim\"\n",
-        dir.path().join("central.db").display()
+        "[mqtt]\nurl = \"{url}\"\n[central]\ndb = \"{db}\"\nclient_id = \"storegate-central-sim-{n}\"\n{share}"
     ))?;
-    eprintln!(
-        "fleet-sim: embedded broker on {url}, reference central on SQLite in {}",
-        dir.path().display()
-    );
-    let task = tokio::spawn(storegate::central::run(
+    Ok(tokio::spawn(storegate::central::run(
         config,
         storegate::daemon::signalled(stopped),
-    ));
-    Ok((url, task, dir))
+    )))
 }
 
 /// Until central says it is online (its retained status): events sent before it subscribed
