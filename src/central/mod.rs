@@ -10,5 +10,6 @@ mod store;
 
 pub use service::{run, CentralError};
 pub use store::{
-    BatchOutcome, ChannelError, CustomerView, OnlinePurchase, Registered, Store, StoreError,
+    BatchOutcome, ChannelError, CustomerView, GatewayBatch, OnlinePurchase, Registered, Store,
+    StoreError,
 };

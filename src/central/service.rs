@@ -44,7 +44,11 @@ pub async fn run(
 ) -> Result<(), CentralError> {
     let store = Store::open(&config.central.db).await?;
     let options = options(&config)?;
-    let (client, eventloop) = crate::mqtt::client(options, 1024);
+    // Acks and identity changes wait here for the connection. Publishing never waits on it:
+    // the session task that drains it also hands central its incoming messages, so a handler
+    // waiting for room would wait on itself. A full queue drops the message instead (the
+    // gateway re-sends, boxes catch up with `identity.since`), counted and logged.
+    let (client, eventloop) = crate::mqtt::client(options, OUTGOING_QUEUE);
     let (net_tx, mut net_rx) = mpsc::channel(256);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
@@ -94,6 +98,7 @@ pub async fn run(
         store,
         share_group: config.central.share_group.clone(),
         metrics: Arc::new(Metrics::new()),
+        not_queued: std::sync::atomic::AtomicU64::new(0),
     });
     tokio::pin!(shutdown);
     let mut ended = Ok(());
@@ -104,14 +109,49 @@ pub async fn run(
                 Some(SessionEvent::Connected { .. }) => service.on_connected(),
                 Some(SessionEvent::Disconnected { .. }) => {}
                 Some(SessionEvent::Message { topic, payload, retain }) => {
-                    let Ok(permit) = in_flight.clone().acquire_owned().await else {
-                        break;
-                    };
-                    let service = service.clone();
-                    tokio::spawn(async move {
-                        service.on_publish(&topic, &payload, retain).await;
-                        drop(permit);
-                    });
+                    // What else has arrived goes along: batches together in one transaction.
+                    let mut batches = Vec::new();
+                    let mut rpcs = Vec::new();
+                    let mut next = Some((topic, payload, retain));
+                    while let Some((topic, payload, retain)) = next.take() {
+                        match service.classify(&topic, &payload, retain) {
+                            Some(Inbound::Batch(batch)) => batches.push(batch),
+                            Some(Inbound::Rpc { store, gateway, payload }) => {
+                                rpcs.push((store, gateway, payload))
+                            }
+                            None => {}
+                        }
+                        if batches.len() + rpcs.len() >= GROUP {
+                            break;
+                        }
+                        match net_rx.try_recv() {
+                            Ok(SessionEvent::Message { topic, payload, retain }) => {
+                                next = Some((topic, payload, retain))
+                            }
+                            Ok(SessionEvent::Connected { .. }) => service.on_connected(),
+                            Ok(SessionEvent::Disconnected { .. }) | Err(_) => {}
+                        }
+                    }
+                    if !batches.is_empty() {
+                        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                            break;
+                        };
+                        let service = service.clone();
+                        tokio::spawn(async move {
+                            service.on_batches(batches).await;
+                            drop(permit);
+                        });
+                    }
+                    for (store, gateway, payload) in rpcs {
+                        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                            break;
+                        };
+                        let service = service.clone();
+                        tokio::spawn(async move {
+                            service.on_rpc(&store, &gateway, &payload).await;
+                            drop(permit);
+                        });
+                    }
                 }
                 // The session task ended by itself: central stops with an error (exit 1), so
                 // its service manager restarts it, rather than running on deaf.
@@ -189,7 +229,28 @@ struct Service {
     /// Central has no HTTP endpoint of its own yet; its counters go into its rate-limited
     /// refusal log lines.
     metrics: Arc<Metrics>,
+    /// Acks and changes dropped because the outgoing queue was full.
+    not_queued: std::sync::atomic::AtomicU64,
 }
+
+/// What a message from a gateway is.
+enum Inbound {
+    /// Events (or a refused batch, empty, answered with the current ack).
+    Batch(super::GatewayBatch),
+    /// An rpc request.
+    Rpc {
+        store: String,
+        gateway: String,
+        payload: Vec<u8>,
+    },
+}
+
+/// Messages taken together: the batches among them share one transaction.
+const GROUP: usize = 64;
+
+/// Outgoing publishes central queues while the broker takes them (acks are tiny, identity
+/// changes under a kilobyte).
+const OUTGOING_QUEUE: usize = 16_384;
 
 impl Service {
     fn on_connected(&self) {
@@ -213,22 +274,59 @@ impl Service {
         tracing::info!("central connected and subscribed");
     }
 
-    async fn on_publish(&self, topic: &str, payload: &[u8], retain: bool) {
+    /// What a message is, once its topic checks out; `None` (counted) when it does not.
+    fn classify(&self, topic: &str, payload: &[u8], retain: bool) -> Option<Inbound> {
         let Some((store, gateway, rest)) = split_gateway_topic(topic) else {
-            return self.refused("unknown", "unexpected_topic", topic);
+            self.refused("unknown", "unexpected_topic", topic);
+            return None;
         };
         if !is_topic_id(store) || !is_topic_id(gateway) {
-            return self.refused(rest, "invalid_topic", topic);
+            self.refused(rest, "invalid_topic", topic);
+            return None;
         }
         // Neither events nor rpc requests are retained (docs/protocol.md): a retained one was left
         // on the broker by someone else and would be replayed at every connect.
         if retain {
-            return self.refused(rest, "retained_not_allowed", topic);
+            self.refused(rest, "retained_not_allowed", topic);
+            return None;
         }
         match rest {
-            "events" => self.on_batch(store, gateway, payload).await,
-            "rpc/req" => self.on_rpc(store, gateway, payload).await,
-            _ => self.refused(rest, "unexpected_topic", topic),
+            "events" => {
+                let events = match check_batch(store, gateway, payload) {
+                    Ok(batch) => batch.events,
+                    // Refused whole: it still gets the current ack.
+                    Err(reason) => {
+                        self.refused("events", reason.0, &reason.1);
+                        Vec::new()
+                    }
+                };
+                Some(Inbound::Batch(super::GatewayBatch {
+                    store: store.to_string(),
+                    gateway: gateway.to_string(),
+                    events,
+                }))
+            }
+            "rpc/req" => Some(Inbound::Rpc {
+                store: store.to_string(),
+                gateway: gateway.to_string(),
+                payload: payload.to_vec(),
+            }),
+            _ => {
+                self.refused(rest, "unexpected_topic", topic);
+                None
+            }
+        }
+    }
+
+    /// A publish the full outgoing queue refused: logged at the first and then every 1,000th,
+    /// not once per message, when the broker cannot keep up.
+    fn not_queued(&self, what: &str) {
+        let count = self
+            .not_queued
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            + 1;
+        if count == 1 || count % 1000 == 0 {
+            tracing::warn!(count, "central: outgoing MQTT queue full; dropped {what}");
         }
     }
 
@@ -236,59 +334,64 @@ impl Service {
         self.metrics.inbound_invalid(family, reason, detail);
     }
 
-    async fn on_batch(&self, store: &str, gateway: &str, payload: &[u8]) {
-        let batch = match check_batch(store, gateway, payload) {
-            Ok(batch) => Some(batch),
-            Err(reason) => {
-                self.refused("events", reason.0, &reason.1);
-                None
-            }
-        };
-        let (s, g) = (store.to_string(), gateway.to_string());
-        let result = match batch {
-            Some(batch) => self
-                .store
-                .store_batch(s, g, batch.events)
-                .await
-                .map(|o| (o.acked_upto, o.identity_changes)),
-            None => self.store.acked(s, g).await.map(|upto| (upto, Vec::new())),
-        };
-        // Central answers every batch, duplicates and refused ones too, with its current ack:
-        // a gateway whose ack was lost moves on.
-        match result {
-            // Nothing of this gateway's stored from seq 1 on (its first batch was lost, say, and
-            // a later one arrived): there is no ack to send, since 0 is outside the protocol's
-            // range. The gateway re-sends from its acked position after its ack timeout.
-            Ok((0, _)) => {
-                tracing::debug!(
-                    store,
-                    gateway,
-                    "central: nothing to ack yet (a gap before the first stored seq)"
-                );
-            }
-            Ok((upto, identity_changes)) => {
-                let ack = serde_json::to_vec(&Ack { upto_seq: upto }).unwrap_or_default();
-                let topic = GatewayTopics::new(store, gateway).ack();
-                if let Err(e) = self.client.try_publish(topic, QoS::AtLeastOnce, false, ack) {
-                    tracing::warn!(error = %e, "central: ack not queued; the gateway will re-send");
-                }
-                // Committed first, broadcast after: a change lost here is still in the store,
-                // and every gateway asks `identity.since` on its next connect. After the ack:
-                // a box that hears the ack before the new balance shows too few points for a
-                // moment, never points that could be spent twice.
-                for change in identity_changes {
-                    if let Err(e) = self.client.try_publish(
-                        topics::IDENTITY,
-                        QoS::AtLeastOnce,
-                        false,
-                        change.into_bytes(),
-                    ) {
-                        tracing::warn!(error = %e, "central: identity change not queued; gateways catch up with identity.since");
-                    }
-                }
-            }
+    /// Stores batches that arrived together in one transaction and answers each with its ack.
+    async fn on_batches(&self, batches: Vec<super::GatewayBatch>) {
+        let names: Vec<(String, String)> = batches
+            .iter()
+            .map(|b| (b.store.clone(), b.gateway.clone()))
+            .collect();
+        let outcomes = match self.store.store_batches(batches).await {
+            Ok(outcomes) => outcomes,
             Err(error) => {
-                tracing::error!(%error, store, gateway, "central: storing a batch failed; not acked")
+                tracing::error!(%error, batches = names.len(), "central: storing batches failed; not acked");
+                return;
+            }
+        };
+        for ((store, gateway), outcome) in names.iter().zip(outcomes) {
+            self.answer(store, gateway, outcome.acked_upto, outcome.identity_changes);
+        }
+    }
+
+    /// Central answers every batch, duplicates and refused ones too, with its current ack: a
+    /// gateway whose ack was lost moves on.
+    fn answer(&self, store: &str, gateway: &str, upto: u64, identity_changes: Vec<String>) {
+        if upto == 0 {
+            // Nothing of this gateway's stored from seq 1 on (its first batch was lost, say,
+            // and a later one arrived): there is no ack to send, since 0 is outside the
+            // protocol's range. The gateway re-sends from its acked position after its ack
+            // timeout.
+            tracing::debug!(
+                store,
+                gateway,
+                "central: nothing to ack yet (a gap before the first stored seq)"
+            );
+            return;
+        }
+        let ack = serde_json::to_vec(&Ack { upto_seq: upto }).unwrap_or_default();
+        let topic = GatewayTopics::new(store, gateway).ack();
+        if self
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, false, ack)
+            .is_err()
+        {
+            self.not_queued("an ack (the gateway re-sends after its ack timeout)");
+        }
+        // Committed first, broadcast after: a change lost here is still in the store, and
+        // every gateway asks `identity.since` on its next connect. After the ack: a box that
+        // hears the ack before the new balance shows too few points for a moment, never
+        // points that could be spent twice.
+        for change in identity_changes {
+            if self
+                .client
+                .try_publish(
+                    topics::IDENTITY,
+                    QoS::AtLeastOnce,
+                    false,
+                    change.into_bytes(),
+                )
+                .is_err()
+            {
+                self.not_queued("an identity change (boxes catch up with identity.since)");
             }
         }
     }

@@ -68,6 +68,17 @@ pub struct BatchOutcome {
     pub identity_changes: Vec<String>,
 }
 
+/// One gateway's batch as central received it (an empty one asks only for the current ack).
+#[derive(Debug, Clone)]
+pub struct GatewayBatch {
+    /// The store id from the topic.
+    pub store: String,
+    /// The gateway id from the topic.
+    pub gateway: String,
+    /// Its events, checked (seq order, ids).
+    pub events: Vec<WireEvent>,
+}
+
 /// Central's store. Cheap to clone: clones share the connection or the pool.
 #[derive(Clone)]
 pub enum Store {
@@ -172,9 +183,24 @@ impl Store {
         gateway: String,
         events: Vec<WireEvent>,
     ) -> Result<BatchOutcome, StoreError> {
-        transaction!(self, StoreError, |tx| store_batch(
-            tx, &store, &gateway, &events
-        ))
+        let mut outcomes = self
+            .store_batches(vec![GatewayBatch {
+                store,
+                gateway,
+                events,
+            }])
+            .await?;
+        outcomes.pop().ok_or(StoreError::Task("no outcome".into()))
+    }
+
+    /// Stores several gateways' batches in one transaction (one commit, one disk flush, for
+    /// what arrived together) and returns each one's outcome, in order. All or none: a
+    /// failure leaves every one unacked, to be sent again.
+    pub async fn store_batches(
+        &self,
+        batches: Vec<GatewayBatch>,
+    ) -> Result<Vec<BatchOutcome>, StoreError> {
+        transaction!(self, StoreError, |tx| store_batches(tx, &batches))
     }
 
     /// rpc `coupon.reserve`: the first reservation of a coupon wins; the same receipt asking
@@ -718,33 +744,50 @@ async fn reserve_coupon(
     }
 }
 
-async fn store_batch(
+async fn store_batches(
     tx: &mut impl Tx,
-    store: &str,
-    gateway: &str,
-    events: &[WireEvent],
-) -> Result<BatchOutcome, StoreError> {
+    batches: &[GatewayBatch],
+) -> Result<Vec<BatchOutcome>, StoreError> {
     // Two instances may hold the same gateway's batches (a re-send delivered to another
-    // member of the shared subscription): they take turns.
-    tx.lock(&format!("gateway:{store}/{gateway}")).await?;
-    let mut outcome = BatchOutcome::default();
-    let received_at = timestamp(std::time::SystemTime::now());
-    // Coupon locks are taken in coupon order, so two batches never wait on each other in a
-    // circle.
-    let mut redeemed: Vec<String> = events
+    // member of the shared subscription): they take turns. Every lock a transaction needs is
+    // taken up front, gateways then coupons, each in sorted order, so two transactions never
+    // wait on each other in a circle (identity, taken later, comes last for everyone).
+    let mut gateways: Vec<String> = batches
         .iter()
+        .map(|b| format!("gateway:{}/{}", b.store, b.gateway))
+        .collect();
+    gateways.sort();
+    gateways.dedup();
+    let mut coupons: Vec<String> = batches
+        .iter()
+        .flat_map(|b| &b.events)
         .filter(|e| e.kind == crate::protocol::EventKind::CouponRedeemed.as_str())
         .filter_map(|e| serde_json::from_str::<crate::protocol::CouponRedeemed>(e.body.get()).ok())
-        .map(|c| c.coupon)
+        .map(|c| format!("coupon:{}", c.coupon))
         .collect();
-    redeemed.sort();
-    redeemed.dedup();
-    for coupon in &redeemed {
-        tx.lock(&format!("coupon:{coupon}")).await?;
+    coupons.sort();
+    coupons.dedup();
+    for key in gateways.iter().chain(&coupons) {
+        tx.lock(key).await?;
     }
-    store_events(tx, store, gateway, events, &received_at, &mut outcome).await?;
-    outcome.acked_upto = advance(tx, store, gateway, &mut outcome.identity_changes).await?;
-    Ok(outcome)
+    let received_at = timestamp(std::time::SystemTime::now());
+    let mut outcomes = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let mut outcome = BatchOutcome::default();
+        let (store, gateway) = (batch.store.as_str(), batch.gateway.as_str());
+        store_events(
+            tx,
+            store,
+            gateway,
+            &batch.events,
+            &received_at,
+            &mut outcome,
+        )
+        .await?;
+        outcome.acked_upto = advance(tx, store, gateway, &mut outcome.identity_changes).await?;
+        outcomes.push(outcome);
+    }
+    Ok(outcomes)
 }
 
 /// `$first, $first+1, …` for `count` parameters.
@@ -1315,6 +1358,33 @@ mod tests {
                 .map(|r| r.int(0).unwrap())
                 .collect();
             assert_eq!(applied, vec![1, 2, 3, 4], "{}", engine.name);
+        }
+    }
+
+    /// Batches that arrived together share a transaction and each gets its own ack, a
+    /// gateway's second batch in the group seeing its first.
+    #[tokio::test]
+    async fn batches_stored_together_are_acked_each_in_order() {
+        for engine in engines().await {
+            let group = |store: &str, events: Vec<WireEvent>| GatewayBatch {
+                store: store.into(),
+                gateway: "g".into(),
+                events,
+            };
+            let outcomes = engine
+                .store
+                .store_batches(vec![
+                    group("a", vec![event(1, "a1"), event(2, "a2")]),
+                    group("b", vec![event(1, "b1")]),
+                    group("a", vec![event(3, "a3")]),
+                    group("b", vec![event(3, "b3")]),
+                ])
+                .await
+                .unwrap();
+            let acks: Vec<u64> = outcomes.iter().map(|o| o.acked_upto).collect();
+            assert_eq!(acks, vec![2, 1, 3, 1], "{}", engine.name);
+            let stored: u64 = outcomes.iter().map(|o| o.stored).sum();
+            assert_eq!(stored, 5, "{}", engine.name);
         }
     }
 

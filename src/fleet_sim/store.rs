@@ -53,6 +53,8 @@ pub(super) struct SimStore {
     last_progress: Instant,
     storm_mark: Option<u64>,
     acked_upto: u64,
+    /// The last seq of each batch sent and not yet acked.
+    in_flight: VecDeque<u64>,
 }
 
 const GATEWAY: &str = "gw-1";
@@ -86,6 +88,7 @@ impl SimStore {
             last_progress: Instant::now(),
             storm_mark: None,
             acked_upto: 0,
+            in_flight: VecDeque::new(),
         }
     }
 
@@ -117,9 +120,7 @@ impl SimStore {
                         connected = true;
                         self.totals.connected.fetch_add(1, Ordering::Relaxed);
                         // A gateway sends everything unacked again after a connect.
-                        for event in &mut self.unacked {
-                            event.sent = None;
-                        }
+                        self.rewind();
                     }
                     Some(Session::Down) => {
                         if connected {
@@ -262,30 +263,28 @@ impl SimStore {
         let ack_timeout = Duration::from_millis(sync.ack_timeout_ms);
         if let Some(first_sent) = self.unacked.front().and_then(|e| e.sent) {
             if first_sent.elapsed() > ack_timeout && self.last_progress.elapsed() > ack_timeout {
-                for event in &mut self.unacked {
-                    event.sent = None;
-                }
+                self.rewind();
             }
         }
-        let in_flight = self.unacked.iter().filter(|e| e.sent.is_some()).count();
-        let mut room = (sync.window_batches * self.plan.batch).saturating_sub(in_flight);
+        // Like the gateway's pump: a window of batches, not of events, so a slow central gets
+        // fuller batches rather than more of them.
         let topic = format!("storegate/v1/{}/{GATEWAY}/events", self.plan.store);
-        while room > 0 {
+        while self.in_flight.len() < sync.window_batches {
             let now = Instant::now();
             let batch: Vec<WireEvent> = self
                 .unacked
                 .iter_mut()
                 .filter(|e| e.sent.is_none())
-                .take(self.plan.batch.min(room))
+                .take(self.plan.batch)
                 .map(|e| {
                     e.sent = Some(now);
                     e.event.clone()
                 })
                 .collect();
-            if batch.is_empty() {
+            let Some(last) = batch.last().map(|e| e.seq) else {
                 return;
-            }
-            room -= batch.len();
+            };
+            self.in_flight.push_back(last);
             let payload = EventBatch {
                 gateway: GATEWAY.into(),
                 store: self.plan.store.clone(),
@@ -306,8 +305,19 @@ impl SimStore {
         }
     }
 
+    /// Everything unacked goes again, from the acked position.
+    fn rewind(&mut self) {
+        for event in &mut self.unacked {
+            event.sent = None;
+        }
+        self.in_flight.clear();
+    }
+
     fn acked(&mut self, upto: u64) {
         self.acked_upto = self.acked_upto.max(upto);
+        while self.in_flight.front().is_some_and(|last| *last <= upto) {
+            self.in_flight.pop_front();
+        }
         let now = Instant::now();
         let mut latencies = Vec::new();
         while self.unacked.front().is_some_and(|e| e.event.seq <= upto) {
