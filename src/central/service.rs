@@ -325,7 +325,7 @@ impl Service {
             .not_queued
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             + 1;
-        if count == 1 || count % 1000 == 0 {
+        if count == 1 || count.is_multiple_of(1000) {
             tracing::warn!(count, "central: outgoing MQTT queue full; dropped {what}");
         }
     }
