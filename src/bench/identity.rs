@@ -42,7 +42,8 @@ pub(super) fn run(
     Ok(json!({ "central": central, "till": till }))
 }
 
-fn event(seq: u64, kind: &str, body: Value) -> anyhow::Result<WireEvent> {
+/// A wire event of `kind` at `seq`, committed now at till `t1` (the fleet simulator's too).
+pub(crate) fn event(seq: u64, kind: &str, body: Value) -> anyhow::Result<WireEvent> {
     Ok(WireEvent {
         seq,
         id: ulid::Ulid::new().to_string(),

@@ -16,7 +16,7 @@
 //! Output: one JSON object on stdout; progress on stderr.
 
 mod drain;
-mod identity;
+pub(crate) mod identity;
 mod ingest;
 mod qr;
 mod scan_latency;

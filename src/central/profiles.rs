@@ -147,19 +147,7 @@ pub(super) async fn identify(
     }
     let mut attached = false;
     for identifier in identifiers {
-        attached |= tx
-            .execute(
-                "INSERT INTO profile_identifiers(hash, kind, verified, profile) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT DO NOTHING",
-                params![
-                    &identifier.hash,
-                    identifier.kind.as_str(),
-                    identifier.verified,
-                    &survivor
-                ],
-            )
-            .await?
-            > 0;
+        attached |= attach(tx, identifier, &survivor).await?;
     }
     let change = if created || attached || !merges.is_empty() {
         let view = view(tx, &survivor).await?;
@@ -172,6 +160,27 @@ pub(super) async fn identify(
         created,
         change,
     }))
+}
+
+/// Gives `profile` the identifier unless a profile has it already; whether it was added.
+pub(super) async fn attach(
+    tx: &mut impl Tx,
+    identifier: &Identifier,
+    profile: &str,
+) -> Result<bool, DbError> {
+    Ok(tx
+        .execute(
+            "INSERT INTO profile_identifiers(hash, kind, verified, profile) VALUES ($1, $2, $3, $4)
+             ON CONFLICT DO NOTHING",
+            params![
+                &identifier.hash,
+                identifier.kind.as_str(),
+                identifier.verified,
+                profile
+            ],
+        )
+        .await?
+        > 0)
 }
 
 /// Gives a change the next fleet-wide rev and stores it for `identity.since`; returns its JSON.

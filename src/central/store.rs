@@ -373,17 +373,7 @@ impl Store {
         transaction!(self, ChannelError, |tx| async move {
             super::profiles::lock(tx).await?;
             let root = live_root(tx, &profile).await?;
-            tx.execute(
-                "INSERT INTO profile_identifiers(hash, kind, verified, profile) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT DO NOTHING",
-                params![
-                    &identifier.hash,
-                    identifier.kind.as_str(),
-                    identifier.verified,
-                    &root
-                ],
-            )
-            .await?;
+            super::profiles::attach(tx, &identifier, &root).await?;
             let view = super::profiles::view(tx, &root).await?;
             let change =
                 super::profiles::record_change(tx, Vec::new(), vec![view], Vec::new()).await?;

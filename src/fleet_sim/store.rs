@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use serde_json::value::RawValue;
 use tokio::sync::{mpsc, watch};
 
 use storegate::protocol::{Ack, EventBatch, WireEvent};
@@ -229,20 +228,12 @@ impl SimStore {
                 )
             }
         };
-        let Ok(body) = RawValue::from_string(body.to_string()) else {
+        let Ok(event) = crate::bench::identity::event(seq, kind, body) else {
             return;
         };
         self.unacked.push_back(Unacked {
             identity: kind == "identity_seen",
-            event: WireEvent {
-                seq,
-                id: ulid::Ulid::new().to_string(),
-                kind: kind.into(),
-                at: storegate::protocol::timestamp(std::time::SystemTime::now()),
-                clock_synced: true,
-                till: "t1".into(),
-                body,
-            },
+            event,
             sent: None,
         });
         self.totals.generated.fetch_add(1, Ordering::Relaxed);
