@@ -213,19 +213,18 @@ pub(super) async fn record_change(
     Ok(json)
 }
 
+/// The refs that resolve to `$1` (itself included), as the table `members(ref)`.
+const MEMBERS: &str = "WITH RECURSIVE members(ref) AS (
+    SELECT CAST($1 AS TEXT)
+    UNION SELECT from_ref FROM profile_aliases JOIN members ON to_ref = members.ref)";
+
 /// Every ref that resolves to `root` (itself included).
 pub(super) async fn members(tx: &mut impl Tx, root: &str) -> Result<Vec<String>, DbError> {
-    tx.query(
-        "WITH RECURSIVE members(ref) AS (
-            SELECT CAST($1 AS TEXT)
-            UNION SELECT from_ref FROM profile_aliases JOIN members ON to_ref = members.ref)
-         SELECT ref FROM members",
-        params![root],
-    )
-    .await?
-    .iter()
-    .map(|row| row.text(0))
-    .collect()
+    tx.query(&format!("{MEMBERS} SELECT ref FROM members"), params![root])
+        .await?
+        .iter()
+        .map(|row| row.text(0))
+        .collect()
 }
 
 /// Records `points` for `customer` under `entry` (an event id, or an online order) once;
@@ -427,33 +426,35 @@ async fn create(tx: &mut impl Tx) -> Result<String, DbError> {
 
 /// The profile as gateways see it: its identifiers and the points of every ref merged into it.
 pub(super) async fn view(tx: &mut impl Tx, profile: &str) -> Result<ProfileView, DbError> {
-    let mut points = 0i64;
+    // Two statements whatever the number of merged refs: on PostgreSQL each is a round trip.
+    let points = tx
+        .query_one(
+            &format!(
+                "{MEMBERS} SELECT CAST(COALESCE(SUM(points), 0) AS BIGINT) FROM points_ledger
+                 WHERE profile IN (SELECT ref FROM members)"
+            ),
+            params![profile],
+        )
+        .await?
+        .int(0)?;
     let mut identifiers = Vec::new();
-    // One walk of the merges serves both the points and the identifiers.
-    for member in members(tx, profile).await? {
-        let sum = tx
-            .query_one(
-                "SELECT CAST(COALESCE(SUM(points), 0) AS BIGINT) FROM points_ledger WHERE profile = $1",
-                params![&member],
-            )
-            .await?
-            .int(0)?;
-        points = points.saturating_add(sum);
-        let rows = tx
-            .query(
-                "SELECT kind, hash, verified FROM profile_identifiers WHERE profile = $1",
-                params![&member],
-            )
-            .await?;
-        for row in rows {
-            let kind = serde_json::from_value(serde_json::Value::String(row.text(0)?)).ok();
-            if let Some(kind) = kind {
-                identifiers.push(Identifier {
-                    kind,
-                    hash: row.text(1)?,
-                    verified: row.opt_int(2)?.map(|v| v != 0),
-                });
-            }
+    let rows = tx
+        .query(
+            &format!(
+                "{MEMBERS} SELECT kind, hash, verified FROM profile_identifiers
+                 WHERE profile IN (SELECT ref FROM members)"
+            ),
+            params![profile],
+        )
+        .await?;
+    for row in rows {
+        let kind = serde_json::from_value(serde_json::Value::String(row.text(0)?)).ok();
+        if let Some(kind) = kind {
+            identifiers.push(Identifier {
+                kind,
+                hash: row.text(1)?,
+                verified: row.opt_int(2)?.map(|v| v != 0),
+            });
         }
     }
     identifiers.sort_by(|a, b| a.hash.cmp(&b.hash));

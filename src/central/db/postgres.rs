@@ -109,6 +109,8 @@ pub async fn open(url: &str) -> Result<deadpool_postgres::Pool, DbError> {
 /// A transaction on one pooled connection.
 pub struct PgTx<'a> {
     tx: deadpool_postgres::Transaction<'a>,
+    /// Locks this transaction holds: asking again would cost a round trip for nothing.
+    held: std::collections::HashSet<String>,
 }
 
 impl<'a> PgTx<'a> {
@@ -116,6 +118,7 @@ impl<'a> PgTx<'a> {
     pub async fn begin(client: &'a mut deadpool_postgres::Object) -> Result<PgTx<'a>, DbError> {
         Ok(PgTx {
             tx: client.transaction().await?,
+            held: std::collections::HashSet::new(),
         })
     }
 
@@ -206,6 +209,10 @@ impl Tx for PgTx<'_> {
     }
 
     async fn lock(&mut self, key: &str) -> Result<(), DbError> {
+        if self.held.contains(key) {
+            return Ok(());
+        }
+        self.held.insert(key.to_string());
         self.execute(
             "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
             &[Value::from(key)],
