@@ -340,15 +340,41 @@ impl Service {
             .iter()
             .map(|b| (b.store.clone(), b.gateway.clone()))
             .collect();
-        let outcomes = match self.store.store_batches(batches).await {
-            Ok(outcomes) => outcomes,
-            Err(error) => {
-                tracing::error!(%error, batches = names.len(), "central: storing batches failed; not acked");
-                return;
+        let alone = batches.len() == 1;
+        let retry = if alone { Vec::new() } else { batches.clone() };
+        match self.store.store_batches(batches).await {
+            Ok(outcomes) => {
+                for ((store, gateway), outcome) in names.iter().zip(outcomes) {
+                    self.answer(store, gateway, outcome.acked_upto, outcome.identity_changes);
+                }
             }
-        };
-        for ((store, gateway), outcome) in names.iter().zip(outcomes) {
-            self.answer(store, gateway, outcome.acked_upto, outcome.identity_changes);
+            Err(error) if alone => {
+                let (store, gateway) = &names[0];
+                tracing::error!(%error, store, gateway, "central: storing a batch failed; not acked");
+            }
+            // One batch that cannot be stored must not hold back the others it came with:
+            // each goes again on its own.
+            Err(error) => {
+                tracing::warn!(%error, batches = names.len(), "central: a group of batches failed; storing each alone");
+                for batch in retry {
+                    let (store, gateway) = (batch.store.clone(), batch.gateway.clone());
+                    match self.store.store_batches(vec![batch]).await {
+                        Ok(mut outcomes) => {
+                            if let Some(outcome) = outcomes.pop() {
+                                self.answer(
+                                    &store,
+                                    &gateway,
+                                    outcome.acked_upto,
+                                    outcome.identity_changes,
+                                );
+                            }
+                        }
+                        Err(error) => {
+                            tracing::error!(%error, store, gateway, "central: storing a batch failed; not acked")
+                        }
+                    }
+                }
+            }
         }
     }
 

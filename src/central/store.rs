@@ -472,7 +472,7 @@ async fn customer_view(
         "SELECT at, kind, store, gateway, body FROM events
          WHERE {} = $1
            AND kind IN ('purchase', 'identity_seen', 'coupon_redeemed')
-           AND applied IS NOT NULL
+           AND applied IS NOT NULL AND refused IS NULL
          ORDER BY at DESC LIMIT $2",
         tx.dialect().json_text("body", "customer")
     );
@@ -780,6 +780,13 @@ async fn store_batches(
     Ok(outcomes)
 }
 
+/// A wire string as a text column can hold it: PostgreSQL's text takes no NUL character. Only
+/// a refused event can carry one (every field a valid event has is checked), and it is kept
+/// for operators with U+FFFD in its place rather than failing its whole batch.
+fn storable(text: &str) -> String {
+    text.replace('\0', "\u{FFFD}")
+}
+
 /// `$first, $first+1, …` for `count` parameters.
 fn placeholders(first: usize, count: usize) -> String {
     (first..first + count)
@@ -902,15 +909,15 @@ async fn store_events(
             store.into(),
             gateway.into(),
             event.seq.into(),
-            event.id.as_str().into(),
-            event.kind.as_str().into(),
-            event.at.as_str().into(),
+            storable(&event.id).into(),
+            storable(&event.kind).into(),
+            storable(&event.at).into(),
             event.clock_synced.into(),
-            event.till.as_str().into(),
+            storable(&event.till).into(),
             event.body.get().into(),
             received_at.into(),
             id_seen.into(),
-            receipt.into(),
+            receipt.as_deref().map(storable).into(),
             refused.into(),
         ]);
     }
@@ -949,10 +956,10 @@ async fn keep_seq_conflict(
                 store,
                 gateway,
                 event.seq,
-                &event.id,
-                &event.kind,
-                &event.at,
-                &event.till,
+                storable(&event.id),
+                storable(&event.kind),
+                storable(&event.at),
+                storable(&event.till),
                 event.body.get(),
                 received_at
             ],
@@ -1375,6 +1382,53 @@ mod tests {
             assert_eq!(acks, vec![2, 1, 3, 1], "{}", engine.name);
             let stored: u64 = outcomes.iter().map(|o| o.stored).sum();
             assert_eq!(stored, 5, "{}", engine.name);
+        }
+    }
+
+    /// A NUL character in an event (JSON allows `\u0000`; PostgreSQL's jsonb and text do not)
+    /// makes the event a refused one, kept, its slot filled: not a batch that fails forever.
+    /// Reports, the customer view and erasure still work over it.
+    #[tokio::test]
+    async fn a_nul_character_in_an_event_is_refused_and_kept_not_a_failed_batch() {
+        for engine in engines().await {
+            let card = serde_json::json!({ "kind": "card", "hash": "cd".repeat(32) });
+            let seen = raw(
+                1,
+                "n1",
+                "identity_seen",
+                serde_json::json!({ "customer": "prov:g:01N", "identifiers": [card] }),
+            );
+            let poisoned = raw(
+                2,
+                "n2",
+                "identity_seen",
+                serde_json::json!({ "customer": "prov:g:01N", "identifiers": [card], "note": "a\u{0}b" }),
+            );
+            assert!(poisoned.body.get().contains("\\u0000"));
+            let mut bad_at = event(3, "n3");
+            bad_at.at = "2026-11-26\u{0}".into();
+            let o = store(&engine, "s", "g", &[seen, poisoned, bad_at, event(4, "n4")]).await;
+            assert_eq!((o.acked_upto, o.refused), (4, 2), "{}", engine.name);
+            let report = engine
+                .store
+                .kpis(
+                    "2000-01-01T00:00:00Z".into(),
+                    "2100-01-01T00:00:00Z".into(),
+                    None,
+                    None,
+                )
+                .await
+                .unwrap();
+            assert_eq!(report["store"]["purchases"], 1, "{}: {report}", engine.name);
+            let root = engine
+                .store
+                .resolve_profile("prov:g:01N".into())
+                .await
+                .unwrap();
+            let view = engine.store.customer(root.clone(), 10).await.unwrap();
+            assert_eq!(view.customer, root, "{}", engine.name);
+            let (erased, _) = engine.store.erase(root.clone()).await.unwrap();
+            assert_eq!(erased, root, "{}", engine.name);
         }
     }
 

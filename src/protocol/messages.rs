@@ -42,6 +42,11 @@ impl WireEvent {
         if !super::is_till_id(&self.till) {
             return Err(format!("till {:?} is not a till id", truncated(&self.till)));
         }
+        // JSON allows it; PostgreSQL's jsonb and text do not, and an event central cannot
+        // index would fail every batch it came in.
+        if self.body.get().contains("\\u0000") {
+            return Err("body holds a NUL character (\\u0000)".into());
+        }
         let body: serde_json::Value =
             serde_json::from_str(self.body.get()).map_err(|e| format!("body: {e}"))?;
         let body = body.as_object().ok_or("body is not a JSON object")?;

@@ -152,19 +152,28 @@ pub enum Dialect {
 }
 
 impl Dialect {
+    // On PostgreSQL a stored body is cast to jsonb only where it can be: a refused event may
+    // hold `\u0000`, which jsonb rejects, and one failing cast would fail the whole statement
+    // (a report, an erasure). CASE, because PostgreSQL does not promise AND's order.
+
     /// `column`'s JSON text holds an object; its `field` as text.
     pub fn json_text(self, column: &str, field: &str) -> String {
         match self {
             Dialect::Sqlite => format!("json_extract({column}, '$.{field}')"),
-            Dialect::Postgres => format!("({column}::jsonb ->> '{field}')"),
+            Dialect::Postgres => format!(
+                "(CASE WHEN strpos({column}, '\\u0000') = 0 THEN {column}::jsonb ->> '{field}' END)"
+            ),
         }
     }
 
-    /// `column`'s JSON `field` as an integer.
+    /// `column`'s JSON `field` as an integer (on PostgreSQL NULL when it is not one that fits).
     pub fn json_int(self, column: &str, field: &str) -> String {
         match self {
             Dialect::Sqlite => format!("json_extract({column}, '$.{field}')"),
-            Dialect::Postgres => format!("(({column}::jsonb ->> '{field}')::bigint)"),
+            Dialect::Postgres => {
+                let text = self.json_text(column, field);
+                format!("(CASE WHEN {text} ~ '^-?[0-9]{{1,18}}$' THEN CAST({text} AS BIGINT) END)")
+            }
         }
     }
 
@@ -172,9 +181,9 @@ impl Dialect {
     pub fn json_clear_array(self, column: &str, field: &str) -> String {
         match self {
             Dialect::Sqlite => format!("json_set({column}, '$.{field}', json('[]'))"),
-            Dialect::Postgres => {
-                format!("jsonb_set({column}::jsonb, '{{{field}}}', '[]'::jsonb)::text")
-            }
+            Dialect::Postgres => format!(
+                "(CASE WHEN strpos({column}, '\\u0000') = 0 THEN jsonb_set({column}::jsonb, '{{{field}}}', '[]'::jsonb)::text ELSE {column} END)"
+            ),
         }
     }
 }

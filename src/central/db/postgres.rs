@@ -23,7 +23,8 @@ const SCHEMA: &[&str] = &["
     CREATE INDEX events_id ON events(id);
     CREATE UNIQUE INDEX events_id_first ON events(id) WHERE duplicate_id = 0;
     CREATE INDEX events_receipt ON events(store, gateway, receipt) WHERE receipt IS NOT NULL;
-    CREATE INDEX events_customer ON events((body::jsonb ->> 'customer'))
+    CREATE INDEX events_customer
+        ON events((CASE WHEN strpos(body, '\\u0000') = 0 THEN body::jsonb ->> 'customer' END))
         WHERE kind IN ('purchase', 'identity_seen', 'coupon_redeemed');
     CREATE TABLE seq_conflicts(
         store TEXT NOT NULL, gateway TEXT NOT NULL, seq BIGINT NOT NULL, id TEXT NOT NULL,
