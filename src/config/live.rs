@@ -1,7 +1,7 @@
 //! The settings a running gateway re-reads on every use, so a signed remote layer can change
 //! them without a restart: the coupon keys (rotation), the offline coupon budgets, the
-//! loyalty rule and what receipts carry. Each part that uses them holds a [`Live`] watch and reads the current value
-//! per request; `remote_config` is the only writer.
+//! loyalty rule and what receipts carry. Each part that uses them holds a [`Live`] watch and
+//! reads the current value per request; `remote_config` is the only writer.
 
 use std::sync::Arc;
 

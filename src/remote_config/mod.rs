@@ -5,8 +5,8 @@
 //! A layer is applied only if a key in `[config] trusted_keys` signed it, it came on its own
 //! layer's topic, its version is above the last applied version of that layer, and it sets
 //! only what a remote layer may set (the live settings: `[coupons]` keys and budgets,
-//! `[loyalty]`, `[receipts]`). The settings are then the config file's, overlaid fleet < store < gateway,
-//! and must validate like the file's. Once applied, the journal writer must answer within
+//! `[loyalty]`, `[receipts]`). The settings are then the config file's, overlaid
+//! fleet < store < gateway, and must validate like the file's. Once applied, the journal writer must answer within
 //! the health check's time or the previous settings come back. Every outcome is reported,
 //! retained, on `…/config/state` (`ok`, `rejected` with the reason and the running config
 //! untouched, or `rolled_back`). Accepted layers are kept in the journal, so a box that
