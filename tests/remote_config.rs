@@ -263,22 +263,41 @@ fn config_sign_and_push_reach_a_running_gateway() {
 
     let body = dir.path().join("store-layer.toml");
     std::fs::write(&body, "[loyalty]\npoints_per_unit = 3\n").unwrap();
-    let signed = run(
-        &[
-            "config",
-            "sign",
-            "--key",
-            key_file.to_str().unwrap(),
-            "--layer",
-            "store",
-            "--version",
-            "1",
-            body.to_str().unwrap(),
-        ],
-        None,
-    );
+    // Version 1 of `layer`, signed from the body file as it is now.
+    let sign = |layer: &str| {
+        run(
+            &[
+                "config",
+                "sign",
+                "--key",
+                key_file.to_str().unwrap(),
+                "--layer",
+                layer,
+                "--version",
+                "1",
+                body.to_str().unwrap(),
+            ],
+            None,
+        )
+    };
+    let signed = sign("store");
     assert!(signed.status.success(), "{signed:?}");
     let config_path = config.to_str().unwrap();
+    let push_store = |payload: &[u8]| {
+        run(
+            &[
+                "config",
+                "push",
+                "--config",
+                config_path,
+                "--layer",
+                "store",
+                "--store",
+                "s-test",
+            ],
+            Some(payload),
+        )
+    };
     // The wrong layer is refused before anything is sent.
     let wrong = run(
         &[
@@ -292,19 +311,7 @@ fn config_sign_and_push_reach_a_running_gateway() {
         Some(&signed.stdout),
     );
     assert_eq!(wrong.status.code(), Some(1), "{wrong:?}");
-    let pushed = run(
-        &[
-            "config",
-            "push",
-            "--config",
-            config_path,
-            "--layer",
-            "store",
-            "--store",
-            "s-test",
-        ],
-        Some(&signed.stdout),
-    );
+    let pushed = push_store(&signed.stdout);
     assert!(pushed.status.success(), "{pushed:?}");
     let answer: Value = serde_json::from_slice(&pushed.stdout).unwrap();
     assert_eq!(answer["pushed"]["topic"], STORE_TOPIC);
@@ -315,35 +322,10 @@ fn config_sign_and_push_reach_a_running_gateway() {
 
     // The same push again (a retry, or the retained layer after a reconnect) changes nothing
     // and is not reported as a replay: the next report is the next layer's.
-    let again = run(
-        &[
-            "config",
-            "push",
-            "--config",
-            config_path,
-            "--layer",
-            "store",
-            "--store",
-            "s-test",
-        ],
-        Some(&signed.stdout),
-    );
+    let again = push_store(&signed.stdout);
     assert!(again.status.success(), "{again:?}");
     std::fs::write(&body, "[loyalty]\npoints_per_unit = 4\n").unwrap();
-    let gateway_layer = run(
-        &[
-            "config",
-            "sign",
-            "--key",
-            key_file.to_str().unwrap(),
-            "--layer",
-            "gateway",
-            "--version",
-            "1",
-            body.to_str().unwrap(),
-        ],
-        None,
-    );
+    let gateway_layer = sign("gateway");
     let pushed = run(
         &[
             "config",

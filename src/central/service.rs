@@ -336,29 +336,32 @@ impl Service {
 
     /// Stores batches that arrived together in one transaction and answers each with its ack.
     async fn on_batches(&self, batches: Vec<super::GatewayBatch>) {
-        let names: Vec<(String, String)> = batches
-            .iter()
-            .map(|b| (b.store.clone(), b.gateway.clone()))
-            .collect();
-        let alone = batches.len() == 1;
-        let retry = if alone { Vec::new() } else { batches.clone() };
-        match self.store.store_batches(batches).await {
+        let batches = Arc::new(batches);
+        match self.store.store_batches(batches.clone()).await {
             Ok(outcomes) => {
-                for ((store, gateway), outcome) in names.iter().zip(outcomes) {
-                    self.answer(store, gateway, outcome.acked_upto, outcome.identity_changes);
+                for (batch, outcome) in batches.iter().zip(outcomes) {
+                    self.answer(
+                        &batch.store,
+                        &batch.gateway,
+                        outcome.acked_upto,
+                        outcome.identity_changes,
+                    );
                 }
             }
-            Err(error) if alone => {
-                let (store, gateway) = &names[0];
-                tracing::error!(%error, store, gateway, "central: storing a batch failed; not acked");
+            Err(error) if batches.len() == 1 => {
+                tracing::error!(%error, store = %batches[0].store, gateway = %batches[0].gateway, "central: storing a batch failed; not acked");
             }
             // One batch that cannot be stored must not hold back the others it came with:
             // each goes again on its own.
             Err(error) => {
-                tracing::warn!(%error, batches = names.len(), "central: a group of batches failed; storing each alone");
-                for batch in retry {
+                tracing::warn!(%error, batches = batches.len(), "central: a group of batches failed; storing each alone");
+                for batch in batches.iter() {
                     let (store, gateway) = (batch.store.clone(), batch.gateway.clone());
-                    match self.store.store_batches(vec![batch]).await {
+                    match self
+                        .store
+                        .store_batches(Arc::new(vec![batch.clone()]))
+                        .await
+                    {
                         Ok(mut outcomes) => {
                             if let Some(outcome) = outcomes.pop() {
                                 self.answer(

@@ -169,13 +169,6 @@ impl Store {
         }
     }
 
-    /// The gateway's current ack (0 if never seen).
-    pub async fn acked(&self, store: String, gateway: String) -> Result<u64, StoreError> {
-        transaction!(self, StoreError, |tx| async move {
-            Ok::<_, StoreError>(acked(tx, &store, &gateway).await?)
-        })
-    }
-
     /// Stores a batch durably and returns the ack to send.
     pub async fn store_batch(
         &self,
@@ -184,21 +177,22 @@ impl Store {
         events: Vec<WireEvent>,
     ) -> Result<BatchOutcome, StoreError> {
         let mut outcomes = self
-            .store_batches(vec![GatewayBatch {
+            .store_batches(Arc::new(vec![GatewayBatch {
                 store,
                 gateway,
                 events,
-            }])
+            }]))
             .await?;
         outcomes.pop().ok_or(StoreError::Task("no outcome".into()))
     }
 
     /// Stores several gateways' batches in one transaction (one commit, one disk flush, for
     /// what arrived together) and returns each one's outcome, in order. All or none: a
-    /// failure leaves every one unacked, to be sent again.
+    /// failure leaves every one unacked, to be sent again. The batches are shared, not moved,
+    /// so a caller can store them again one by one without copying them beforehand.
     pub async fn store_batches(
         &self,
-        batches: Vec<GatewayBatch>,
+        batches: Arc<Vec<GatewayBatch>>,
     ) -> Result<Vec<BatchOutcome>, StoreError> {
         transaction!(self, StoreError, |tx| store_batches(tx, &batches))
     }
@@ -863,8 +857,9 @@ async fn store_events(
             .iter()
             .map(|row| row.text(0))
             .collect::<Result<_, _>>()?;
-    let receipts: Vec<String> = fresh.iter().filter_map(|e| e.receipt()).collect();
-    let receipt_refs: Vec<&str> = receipts.iter().map(String::as_str).collect();
+    // Each purchase's receipt is read from its body once, here.
+    let receipts: Vec<Option<String>> = fresh.iter().map(|e| e.receipt()).collect();
+    let receipt_refs: Vec<&str> = receipts.iter().flatten().map(String::as_str).collect();
     let mut receipt_holders: std::collections::HashMap<String, i64> = lookup_in(
         tx,
         "SELECT receipt, seq FROM events WHERE store = $1 AND gateway = $2 AND refused IS NULL AND receipt",
@@ -878,9 +873,8 @@ async fn store_events(
 
     let mut rows: Vec<[db::Value; 13]> = Vec::with_capacity(fresh.len());
     let mut redemptions = Vec::new();
-    for event in fresh {
+    for (event, receipt) in fresh.into_iter().zip(receipts) {
         let id_seen = !seen.insert(event.id.clone());
-        let receipt = event.receipt();
         let mut refused = event.check().err();
         if let (None, false, Some(receipt)) = (&refused, id_seen, &receipt) {
             if let Some(seq) = receipt_holders.get(receipt) {
@@ -1370,12 +1364,12 @@ mod tests {
             };
             let outcomes = engine
                 .store
-                .store_batches(vec![
+                .store_batches(Arc::new(vec![
                     group("a", vec![event(1, "a1"), event(2, "a2")]),
                     group("b", vec![event(1, "b1")]),
                     group("a", vec![event(3, "a3")]),
                     group("b", vec![event(3, "b3")]),
-                ])
+                ]))
                 .await
                 .unwrap();
             let acks: Vec<u64> = outcomes.iter().map(|o| o.acked_upto).collect();

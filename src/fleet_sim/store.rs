@@ -54,6 +54,9 @@ pub(super) struct SimStore {
     acked_upto: u64,
     /// The last seq of each batch sent and not yet acked.
     in_flight: VecDeque<u64>,
+    /// A real gateway's defaults: a window of batches in flight, and everything unacked sent
+    /// again from the acked position when no ack came for the ack timeout.
+    sync: storegate::config::SyncSection,
 }
 
 const GATEWAY: &str = "gw-1";
@@ -88,6 +91,7 @@ impl SimStore {
             storm_mark: None,
             acked_upto: 0,
             in_flight: VecDeque::new(),
+            sync: storegate::config::SyncSection::default(),
         }
     }
 
@@ -248,10 +252,7 @@ impl SimStore {
     }
 
     fn send(&mut self) {
-        // A real gateway's defaults: a window of batches in flight, and everything unacked sent
-        // again from the acked position when no ack came for the ack timeout.
-        let sync = storegate::config::SyncSection::default();
-        let ack_timeout = Duration::from_millis(sync.ack_timeout_ms);
+        let ack_timeout = Duration::from_millis(self.sync.ack_timeout_ms);
         if let Some(first_sent) = self.unacked.front().and_then(|e| e.sent) {
             if first_sent.elapsed() > ack_timeout && self.last_progress.elapsed() > ack_timeout {
                 self.rewind();
@@ -260,7 +261,7 @@ impl SimStore {
         // Like the gateway's pump: a window of batches, not of events, so a slow central gets
         // fuller batches rather than more of them.
         let topic = format!("storegate/v1/{}/{GATEWAY}/events", self.plan.store);
-        while self.in_flight.len() < sync.window_batches {
+        while self.in_flight.len() < self.sync.window_batches {
             let now = Instant::now();
             let batch: Vec<WireEvent> = self
                 .unacked

@@ -301,6 +301,19 @@ mod tests {
         (context, received, stop)
     }
 
+    /// The test reader, polled every 5 ms, with the IRQ line `irq` if given.
+    fn reader_config(irq: Option<&str>) -> NfcReaderConfig {
+        NfcReaderConfig {
+            name: "pi-reader".into(),
+            spi: "/dev/spidev0.0".into(),
+            till: "t1".into(),
+            spi_hz: 1_000_000,
+            poll_ms: 5,
+            reset_gpio: None,
+            irq_gpio: irq.map(|line| line.to_string().try_into().unwrap()),
+        }
+    }
+
     fn next(events: &mut tokio::sync::mpsc::Receiver<DeviceEvent>) -> DeviceEvent {
         for _ in 0..500 {
             if let Ok(event) = events.try_recv() {
@@ -318,15 +331,7 @@ mod tests {
     fn cards_on_the_simulated_chip_arrive_once_each_and_leave() {
         let field = Field::default();
         let chip_field = field.clone();
-        let config = NfcReaderConfig {
-            name: "pi-reader".into(),
-            spi: "/dev/spidev0.0".into(),
-            till: "t1".into(),
-            spi_hz: 1_000_000,
-            poll_ms: 5,
-            reset_gpio: None,
-            irq_gpio: None,
-        };
+        let config = reader_config(None);
         let mut reader = NfcReader::with_opener(
             config,
             Box::new(move |_| {
@@ -381,15 +386,7 @@ mod tests {
         let chip = SimulatedMfrc522::new(field.clone());
         let line = chip.irq_line();
         let chip = Mutex::new(Some(chip));
-        let config = NfcReaderConfig {
-            name: "pi-reader".into(),
-            spi: "/dev/spidev0.0".into(),
-            till: "t1".into(),
-            spi_hz: 1_000_000,
-            poll_ms: 5,
-            reset_gpio: None,
-            irq_gpio: Some("/dev/gpiochip0:24".to_string().try_into().unwrap()),
-        };
+        let config = reader_config(Some("/dev/gpiochip0:24"));
         let opened_line = line.clone();
         let mut reader = NfcReader::with_opener(
             config,
