@@ -11,6 +11,9 @@ use super::{
     KeptChange, NewEvent, PointsBalance, Position, Retention,
 };
 
+use crate::clock::{self, Clock};
+use crate::protocol::timestamp;
+
 /// How much room the journal's filesystem has, against the thresholds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Space {
@@ -44,8 +47,6 @@ impl DiskLimits {
         }
     }
 }
-use crate::clock::{self, Clock};
-use crate::protocol::timestamp;
 
 /// Most requests folded into one transaction; bounds a commit's latency under a flood.
 const MAX_GROUP: usize = 1024;
@@ -92,8 +93,7 @@ pub(super) fn spawn(
     commands: mpsc::Receiver<Command>,
     position: watch::Sender<Position>,
 ) -> Result<WriterThread, JournalError> {
-    let mut writer = Writer::new(conn, clock, retention, position)?;
-    writer.disk = disk;
+    let mut writer = Writer::new(conn, clock, retention, disk, position)?;
     let handle = std::thread::Builder::new()
         .name("journal-writer".into())
         .spawn(move || {
@@ -131,6 +131,7 @@ impl Writer {
         conn: Connection,
         clock: Arc<dyn Clock>,
         retention: Retention,
+        disk: DiskLimits,
         position: watch::Sender<Position>,
     ) -> Result<Writer, JournalError> {
         let current = read_position(&conn)?;
@@ -144,7 +145,7 @@ impl Writer {
             conn,
             clock,
             retention,
-            disk: DiskLimits::default(),
+            disk,
             position,
             current,
             last_at,
