@@ -244,6 +244,25 @@ fn three_centrals_on_postgres_store_every_event_once_through_a_kill_and_merge_as
         gateway.join().expect("a gateway did not get all its acks");
     }
     assert!(centrals[0].is_running() && centrals[2].is_running());
+    // Acked means stored; identities and points follow from the resolver, whichever living
+    // instance runs it (the killed one's queue included).
+    eventually(
+        "every queued identity and points effect applied",
+        Duration::from_secs(60),
+        || {
+            runtime.block_on(async {
+                let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+                    .await
+                    .unwrap();
+                tokio::spawn(connection);
+                db.query_one("SELECT COUNT(*) FROM pending_effects", &[])
+                    .await
+                    .unwrap()
+                    .get::<_, i64>(0)
+                    == 0
+            })
+        },
+    );
 
     let (events, distinct, conflicts, refused, acks, aliases, ledger) = runtime.block_on(async {
         let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
@@ -304,6 +323,7 @@ fn three_centrals_on_postgres_store_every_event_once_through_a_kill_and_merge_as
                     .unwrap();
             }
         }
+        while store.apply_pending(1024).await.unwrap().events > 0 {}
     });
     let conn = rusqlite::Connection::open(&single).unwrap();
     let single_aliases: HashMap<String, String> = conn

@@ -4,10 +4,12 @@
 
 pub mod api;
 pub(crate) mod db;
+mod effects;
 mod profiles;
 mod service;
 mod store;
 
+pub use effects::EffectsApplied;
 pub use service::{run, CentralError};
 pub use store::{
     BatchOutcome, ChannelError, CustomerView, GatewayBatch, OnlinePurchase, Registered, Store,

@@ -35,6 +35,9 @@ pub enum CentralError {
     /// The MQTT session task stopped on its own.
     #[error("central's MQTT session task ended unexpectedly")]
     SessionEnded,
+    /// The resolver task stopped on its own.
+    #[error("central's resolver task ended unexpectedly")]
+    ResolverEnded,
 }
 
 /// Runs the reference central until `shutdown` resolves.
@@ -99,12 +102,25 @@ pub async fn run(
         share_group: config.central.share_group.clone(),
         metrics: Arc::new(Metrics::new()),
         not_queued: std::sync::atomic::AtomicU64::new(0),
+        effects_queued: tokio::sync::Notify::new(),
     });
+    let (stop_resolver, resolver_stop) = tokio::sync::watch::channel(false);
+    let mut resolver = Some(tokio::spawn(resolve_effects(
+        service.clone(),
+        resolver_stop,
+    )));
     tokio::pin!(shutdown);
     let mut ended = Ok(());
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
+            // The resolver returns only when told to: central stops with an error rather than
+            // acking events whose identities and points nobody applies.
+            _ = async { resolver.as_mut()?.await.ok() }, if resolver.is_some() => {
+                resolver = None;
+                ended = Err(CentralError::ResolverEnded);
+                break;
+            }
             message = net_rx.recv() => match message {
                 Some(SessionEvent::Connected { .. }) => service.on_connected(),
                 Some(SessionEvent::Disconnected { .. }) => {}
@@ -168,6 +184,11 @@ pub async fn run(
         in_flight.acquire_many(u32::try_from(parallel).unwrap_or(u32::MAX)),
     )
     .await;
+    // The resolver finishes its round, so the changes it commits are broadcast too.
+    let _ = stop_resolver.send(true);
+    if let Some(task) = resolver {
+        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    }
     let offline = serde_json::to_vec(&CentralStatus {
         state: "offline".into(),
     })
@@ -231,6 +252,8 @@ struct Service {
     metrics: Arc<Metrics>,
     /// Acks and changes dropped because the outgoing queue was full.
     not_queued: std::sync::atomic::AtomicU64,
+    /// Told when a transaction queued effects for the resolver.
+    effects_queued: tokio::sync::Notify,
 }
 
 /// What a message from a gateway is.
@@ -251,6 +274,46 @@ const GROUP: usize = 64;
 /// Outgoing publishes central queues while the broker takes them (acks are tiny, identity
 /// changes under a kilobyte).
 const OUTGOING_QUEUE: usize = 16_384;
+
+/// Queued events the resolver applies per transaction.
+const EFFECTS_GROUP: usize = 1024;
+
+/// How often the resolver looks at the queue when nobody tells it: effects queued by another
+/// instance, or left by one that stopped before applying them.
+const EFFECTS_POLL: Duration = Duration::from_secs(1);
+
+/// Applies queued identity and points effects (`effects.rs`) until told to stop, and
+/// broadcasts the changes each round commits. A failed round is retried with backoff: the
+/// queue stays in the store, so nothing is lost while the database is away.
+async fn resolve_effects(service: Arc<Service>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
+    let mut failures = 0u64;
+    while !*stop.borrow() {
+        let wait = match service.store.apply_pending(EFFECTS_GROUP).await {
+            Ok(resolved) => {
+                backoff.reset();
+                failures = 0;
+                service.broadcast(resolved.changes);
+                if resolved.events == EFFECTS_GROUP {
+                    continue;
+                }
+                EFFECTS_POLL
+            }
+            Err(error) => {
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(100) {
+                    tracing::error!(%error, failures, "central: applying identity and points effects failed; retrying");
+                }
+                backoff.next_delay()
+            }
+        };
+        tokio::select! {
+            _ = service.effects_queued.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
 
 impl Service {
     fn on_connected(&self) {
@@ -339,13 +402,11 @@ impl Service {
         let batches = Arc::new(batches);
         match self.store.store_batches(batches.clone()).await {
             Ok(outcomes) => {
-                for (batch, outcome) in batches.iter().zip(outcomes) {
-                    self.answer(
-                        &batch.store,
-                        &batch.gateway,
-                        outcome.acked_upto,
-                        outcome.identity_changes,
-                    );
+                for (batch, outcome) in batches.iter().zip(&outcomes) {
+                    self.answer(&batch.store, &batch.gateway, outcome.acked_upto);
+                }
+                if outcomes.iter().any(|o| o.effects_queued > 0) {
+                    self.effects_queued.notify_one();
                 }
             }
             Err(error) if batches.len() == 1 => {
@@ -364,12 +425,10 @@ impl Service {
                     {
                         Ok(mut outcomes) => {
                             if let Some(outcome) = outcomes.pop() {
-                                self.answer(
-                                    &store,
-                                    &gateway,
-                                    outcome.acked_upto,
-                                    outcome.identity_changes,
-                                );
+                                self.answer(&store, &gateway, outcome.acked_upto);
+                                if outcome.effects_queued > 0 {
+                                    self.effects_queued.notify_one();
+                                }
                             }
                         }
                         Err(error) => {
@@ -383,7 +442,7 @@ impl Service {
 
     /// Central answers every batch, duplicates and refused ones too, with its current ack: a
     /// gateway whose ack was lost moves on.
-    fn answer(&self, store: &str, gateway: &str, upto: u64, identity_changes: Vec<String>) {
+    fn answer(&self, store: &str, gateway: &str, upto: u64) {
         if upto == 0 {
             // Nothing of this gateway's stored from seq 1 on (its first batch was lost, say,
             // and a later one arrived): there is no ack to send, since 0 is outside the
@@ -405,11 +464,12 @@ impl Service {
         {
             self.not_queued("an ack (the gateway re-sends after its ack timeout)");
         }
-        // Committed first, broadcast after: a change lost here is still in the store, and
-        // every gateway asks `identity.since` on its next connect. After the ack: a box that
-        // hears the ack before the new balance shows too few points for a moment, never
-        // points that could be spent twice.
-        for change in identity_changes {
+    }
+
+    /// Committed first, broadcast after: a change lost here is still in the store, and every
+    /// gateway asks `identity.since` on its next connect.
+    fn broadcast(&self, changes: Vec<String>) {
+        for change in changes {
             if self
                 .client
                 .try_publish(

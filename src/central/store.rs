@@ -64,8 +64,8 @@ pub struct BatchOutcome {
     pub refused: u64,
     /// Coupon redemptions beyond the coupon's uses (kept, and recorded as conflicts).
     pub coupon_conflicts: u64,
-    /// Identity changes the applied events made, stored, to be broadcast (JSON, rev order).
-    pub identity_changes: Vec<String>,
+    /// Applied events whose identity or points effects were queued for the resolver.
+    pub effects_queued: u64,
 }
 
 /// One gateway's batch as central received it (an empty one asks only for the current ack).
@@ -195,6 +195,17 @@ impl Store {
         batches: Arc<Vec<GatewayBatch>>,
     ) -> Result<Vec<BatchOutcome>, StoreError> {
         transaction!(self, StoreError, |tx| store_batches(tx, &batches))
+    }
+
+    /// Applies up to `limit` queued identity and points effects (`effects.rs`) in one
+    /// transaction; what it did, with the changes to broadcast.
+    pub async fn apply_pending(
+        &self,
+        limit: usize,
+    ) -> Result<super::effects::EffectsApplied, StoreError> {
+        transaction!(self, StoreError, |tx| async move {
+            Ok::<_, StoreError>(super::effects::apply_pending(tx, limit).await?)
+        })
     }
 
     /// rpc `coupon.reserve`: the first reservation of a coupon wins; the same receipt asking
@@ -755,23 +766,87 @@ async fn store_batches(
         tx.lock(key).await?;
     }
     let received_at = timestamp(std::time::SystemTime::now());
+    let mut numbers = ApplicationOrder::default();
     let mut outcomes = Vec::with_capacity(batches.len());
     for batch in batches {
         let mut outcome = BatchOutcome::default();
         let (store, gateway) = (batch.store.as_str(), batch.gateway.as_str());
-        store_events(
+        let acked = acked(tx, store, gateway).await?;
+        let prefix = store_events(
             tx,
-            store,
-            gateway,
+            Arrival {
+                store,
+                gateway,
+                acked,
+                received_at: &received_at,
+            },
             &batch.events,
-            &received_at,
+            &mut numbers,
             &mut outcome,
         )
         .await?;
-        outcome.acked_upto = advance(tx, store, gateway, &mut outcome.identity_changes).await?;
+        outcome.acked_upto = advance(
+            tx,
+            store,
+            gateway,
+            acked,
+            prefix,
+            &mut numbers,
+            &mut outcome,
+        )
+        .await?;
         outcomes.push(outcome);
     }
     Ok(outcomes)
+}
+
+/// Where a batch lands: its gateway, the ack central held for it when the batch came, and
+/// when it came.
+struct Arrival<'a> {
+    store: &'a str,
+    gateway: &'a str,
+    acked: u64,
+    received_at: &'a str,
+}
+
+/// Application-order numbers (`events.applied`) for one transaction, taken from the store a
+/// block at a time: one round trip per 1024 events, not one per batch.
+#[derive(Default)]
+struct ApplicationOrder {
+    next: i64,
+    end: i64,
+}
+
+impl ApplicationOrder {
+    /// The first of `count` consecutive fresh numbers (`count` at most a block).
+    async fn take(&mut self, tx: &mut impl Tx, count: i64) -> Result<i64, DbError> {
+        if self.end - self.next < count {
+            self.next = tx.applied_block().await?;
+            self.end = self.next + db::APPLIED_BLOCK;
+        }
+        let first = self.next;
+        self.next += count;
+        Ok(first)
+    }
+}
+
+/// Whether applying `event` does anything beyond storing it: an identification is resolved,
+/// a purchase by a customer moves points. Those are queued for the resolver.
+fn has_effects(event: &WireEvent) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Points {
+        customer: Option<String>,
+        #[serde(default)]
+        points: i64,
+        #[serde(default)]
+        points_redeemed: i64,
+    }
+    if event.kind == crate::protocol::EventKind::IdentitySeen.as_str() {
+        return true;
+    }
+    event.kind == crate::protocol::EventKind::Purchase.as_str()
+        && serde_json::from_str::<Points>(event.body.get())
+            .is_ok_and(|p| p.customer.is_some() && p.points != p.points_redeemed)
 }
 
 /// A wire string as a text column can hold it: PostgreSQL's text takes no NUL character. Only
@@ -781,52 +856,25 @@ fn storable(text: &str) -> String {
     text.replace('\0', "\u{FFFD}")
 }
 
-/// `$first, $first+1, …` for `count` parameters.
-fn placeholders(first: usize, count: usize) -> String {
-    (first..first + count)
-        .map(|n| format!("${n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Parameters per statement in the set-wise reads (a bounded number of statement shapes for
-/// the engines' statement caches).
-const IN_CHUNK: usize = 100;
-/// Rows per multi-row insert (13 parameters each).
-const INSERT_CHUNK: usize = 50;
-
-/// The values of `column` among `keys` that `sql_prefix … IN (…)` finds, `fixed` parameters
-/// first; a row is (key, value).
-async fn lookup_in(
-    tx: &mut impl Tx,
-    sql_prefix: &str,
-    fixed: &[db::Value],
-    keys: &[&str],
-) -> Result<Vec<db::Row>, DbError> {
-    let mut rows = Vec::new();
-    for chunk in keys.chunks(IN_CHUNK) {
-        let sql = format!(
-            "{sql_prefix} IN ({})",
-            placeholders(fixed.len() + 1, chunk.len())
-        );
-        let mut params = fixed.to_vec();
-        params.extend(chunk.iter().map(|k| db::Value::from(*k)));
-        rows.extend(tx.query(&sql, &params).await?);
-    }
-    Ok(rows)
-}
-
-/// Stores a batch's events set-wise: a handful of statements per batch, not per event.
+/// Stores a batch's events set-wise: a handful of statements per batch, not per event. The
+/// fresh events that continue the gateway's gap-free prefix (the usual case: a batch picks up
+/// where the ack stands) are applied as they are inserted, numbered in the same statement;
+/// returns the end of that prefix.
 async fn store_events(
     tx: &mut impl Tx,
-    store: &str,
-    gateway: &str,
+    arrival: Arrival<'_>,
     events: &[WireEvent],
-    received_at: &str,
+    numbers: &mut ApplicationOrder,
     outcome: &mut BatchOutcome,
-) -> Result<(), DbError> {
+) -> Result<u64, DbError> {
+    let Arrival {
+        store,
+        gateway,
+        acked,
+        received_at,
+    } = arrival;
     let (Some(first), Some(last)) = (events.first(), events.last()) else {
-        return Ok(());
+        return Ok(acked);
     };
     let held: std::collections::HashMap<i64, String> = tx
         .query(
@@ -846,13 +894,13 @@ async fn store_events(
         }
     }
     if fresh.is_empty() {
-        return Ok(());
+        return Ok(acked);
     }
     // The same id at another seq is a duplicate effect: the slot is filled (so the prefix can
     // advance) but marked, and never applied twice.
     let ids: Vec<&str> = fresh.iter().map(|e| e.id.as_str()).collect();
     let mut seen: std::collections::HashSet<String> =
-        lookup_in(tx, "SELECT id FROM events WHERE id", &[], &ids)
+        db::lookup_in(tx, "SELECT id FROM events WHERE id", &[], &ids)
             .await?
             .iter()
             .map(|row| row.text(0))
@@ -860,7 +908,7 @@ async fn store_events(
     // Each purchase's receipt is read from its body once, here.
     let receipts: Vec<Option<String>> = fresh.iter().map(|e| e.receipt()).collect();
     let receipt_refs: Vec<&str> = receipts.iter().flatten().map(String::as_str).collect();
-    let mut receipt_holders: std::collections::HashMap<String, i64> = lookup_in(
+    let mut receipt_holders: std::collections::HashMap<String, i64> = db::lookup_in(
         tx,
         "SELECT receipt, seq FROM events WHERE store = $1 AND gateway = $2 AND refused IS NULL AND receipt",
         params![store, gateway],
@@ -871,9 +919,18 @@ async fn store_events(
     .map(|row| Ok((row.text(0)?, row.int(1)?)))
     .collect::<Result<_, DbError>>()?;
 
-    let mut rows: Vec<[db::Value; 13]> = Vec::with_capacity(fresh.len());
+    // The fresh events from `acked + 1` on without a gap: applied now.
+    let prefix_len = fresh
+        .iter()
+        .zip(acked + 1..)
+        .take_while(|(event, seq)| event.seq == *seq)
+        .count();
+    let mut rows: Vec<[db::Value; 14]> = Vec::with_capacity(fresh.len());
     let mut redemptions = Vec::new();
-    for (event, receipt) in fresh.into_iter().zip(receipts) {
+    let mut queued = Vec::new();
+    // Numbers for the prefix, a block at a time: (number of index 0, end index).
+    let mut block = (0, 0);
+    for (index, (event, receipt)) in fresh.into_iter().zip(receipts).enumerate() {
         let id_seen = !seen.insert(event.id.clone());
         let mut refused = event.check().err();
         if let (None, false, Some(receipt)) = (&refused, id_seen, &receipt) {
@@ -899,6 +956,27 @@ async fn store_events(
                 redemptions.push(event);
             }
         }
+        // A refused event, or an id applied at another seq, fills its slot but is applied to
+        // nothing.
+        let index = index as i64;
+        let applied = if index < prefix_len as i64 && refused.is_none() && !id_seen {
+            if index >= block.1 {
+                let count = (prefix_len as i64 - index).min(db::APPLIED_BLOCK);
+                block = (numbers.take(tx, count).await? - index, index + count);
+            }
+            let applied = block.0 + index;
+            if has_effects(event) {
+                queued.push([
+                    db::Value::from(applied),
+                    store.into(),
+                    gateway.into(),
+                    event.seq.into(),
+                ]);
+            }
+            Some(applied)
+        } else {
+            None
+        };
         rows.push([
             store.into(),
             gateway.into(),
@@ -913,24 +991,26 @@ async fn store_events(
             id_seen.into(),
             receipt.as_deref().map(storable).into(),
             refused.into(),
+            applied.into(),
         ]);
     }
-    for chunk in rows.chunks(INSERT_CHUNK) {
-        let values = (0..chunk.len())
-            .map(|r| format!("({})", placeholders(r * 13 + 1, 13)))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "INSERT INTO events(store, gateway, seq, id, kind, at, clock_synced, till, body, received_at, duplicate_id, receipt, refused)
-             VALUES {values}"
-        );
-        let params: Vec<db::Value> = chunk.iter().flatten().cloned().collect();
-        tx.execute(&sql, &params).await?;
-    }
+    db::insert_rows(
+        tx,
+        "INSERT INTO events(store, gateway, seq, id, kind, at, clock_synced, till, body, received_at, duplicate_id, receipt, refused, applied)",
+        &rows,
+    )
+    .await?;
+    outcome.effects_queued += queued.len() as u64;
+    db::insert_rows(
+        tx,
+        "INSERT INTO pending_effects(applied, store, gateway, seq)",
+        &queued,
+    )
+    .await?;
     for event in redemptions {
         record_redemption(tx, store, gateway, event, outcome).await?;
     }
-    Ok(())
+    Ok(acked + prefix_len as u64)
 }
 
 /// A second event at a seq central holds under another id: kept aside, never dropped.
@@ -1018,76 +1098,39 @@ async fn record_redemption(
     Ok(())
 }
 
-/// What applying an event does beyond storing it: an `identity_seen` is resolved into
-/// profiles, a purchase's points go into the ledger (once per event id).
-async fn apply_effects(
-    tx: &mut impl Tx,
-    kind: &str,
-    body: &str,
-    id: &str,
-    identity_changes: &mut Vec<String>,
-) -> Result<(), DbError> {
-    let change = if kind == crate::protocol::EventKind::IdentitySeen.as_str() {
-        super::profiles::apply_seen(tx, body).await?
-    } else if kind == crate::protocol::EventKind::Purchase.as_str() {
-        match serde_json::from_str::<crate::protocol::Purchase>(body) {
-            Ok(purchase) => match &purchase.customer {
-                Some(customer) => {
-                    super::profiles::add_points(
-                        tx,
-                        id,
-                        customer,
-                        purchase.points.saturating_sub(purchase.points_redeemed),
-                        "store",
-                    )
-                    .await?
-                }
-                None => None,
-            },
-            Err(_) => None,
-        }
-    } else {
-        None
-    };
-    identity_changes.extend(change);
-    Ok(())
-}
-
-/// Moves the gateway's ack over every stored event that continues the gap-free prefix and
-/// applies those events in seq order.
+/// Moves the gateway's ack from the end of the batch's own prefix over every event stored
+/// earlier that continues it (a gap the batch filled), applies those in seq order, and
+/// records the ack.
 async fn advance(
     tx: &mut impl Tx,
     store: &str,
     gateway: &str,
-    identity_changes: &mut Vec<String>,
+    acked: u64,
+    prefix: u64,
+    numbers: &mut ApplicationOrder,
+    outcome: &mut BatchOutcome,
 ) -> Result<u64, DbError> {
-    let start = acked(tx, store, gateway).await?;
-    let mut upto = start;
+    let mut upto = prefix;
     loop {
         let next = tx
             .query(
-                "SELECT seq, kind, body, id, refused, duplicate_id FROM events
-                 WHERE store = $1 AND gateway = $2 AND seq > $3 ORDER BY seq LIMIT 1024",
+                "SELECT seq FROM events WHERE store = $1 AND gateway = $2 AND seq > $3
+                 ORDER BY seq LIMIT 1024",
                 params![store, gateway, upto],
             )
             .await?;
         let before = upto;
-        let mut effects = Vec::new();
         for row in &next {
-            let seq = row.int(0)?;
-            if seq.max(0) as u64 != upto + 1 {
+            if row.int(0)?.max(0) as u64 != upto + 1 {
                 break;
             }
             upto += 1;
-            // A refused event, or an id applied at another seq, fills its slot but is applied
-            // to nothing.
-            if row.opt_text(4)?.is_none() && row.int(5)? == 0 {
-                effects.push(row);
-            }
         }
         if upto > before {
-            // One statement numbers the whole run in seq order.
-            let base = tx.applied_block().await?;
+            // One statement numbers the whole run in seq order (a refused event, or an id
+            // applied at another seq, fills its slot but is applied to nothing); one more
+            // queues the run's effects.
+            let base = numbers.take(tx, (upto - before) as i64).await?;
             tx.execute(
                 "UPDATE events SET applied = $1 + (seq - $2)
                  WHERE store = $3 AND gateway = $4 AND seq >= $2 AND seq <= $5
@@ -1095,22 +1138,23 @@ async fn advance(
                 params![base, before + 1, store, gateway, upto],
             )
             .await?;
-            for row in effects {
-                apply_effects(
-                    tx,
-                    &row.text(1)?,
-                    &row.text(2)?,
-                    &row.text(3)?,
-                    identity_changes,
-                )
+            let queue = format!(
+                "INSERT INTO pending_effects(applied, store, gateway, seq)
+                 SELECT applied, store, gateway, seq FROM events
+                 WHERE store = $1 AND gateway = $2 AND seq >= $3 AND seq <= $4
+                   AND applied IS NOT NULL
+                   AND (kind = 'identity_seen' OR (kind = 'purchase' AND {} IS NOT NULL))",
+                tx.dialect().json_text("body", "customer")
+            );
+            outcome.effects_queued += tx
+                .execute(&queue, params![store, gateway, before + 1, upto])
                 .await?;
-            }
         }
         if upto == before || upto - before < next.len() as u64 || next.len() < 1024 {
             break;
         }
     }
-    if upto != start {
+    if upto != acked {
         tx.execute(
             "INSERT INTO gateways(store, gateway, acked_upto) VALUES ($1, $2, $3)
              ON CONFLICT(store, gateway) DO UPDATE SET acked_upto = excluded.acked_upto",
@@ -1253,6 +1297,18 @@ mod tests {
             kind: kind.into(),
             body: RawValue::from_string(body.to_string()).unwrap(),
             ..event(seq, id)
+        }
+    }
+
+    /// Applies every queued effect, as central's resolver does; the changes recorded.
+    async fn settle(engine: &Engine) -> Vec<String> {
+        let mut changes = Vec::new();
+        loop {
+            let resolved = engine.store.apply_pending(1024).await.unwrap();
+            changes.extend(resolved.changes);
+            if resolved.events == 0 {
+                return changes;
+            }
         }
     }
 
@@ -1403,6 +1459,7 @@ mod tests {
             bad_at.at = "2026-11-26\u{0}".into();
             let o = store(&engine, "s", "g", &[seen, poisoned, bad_at, event(4, "n4")]).await;
             assert_eq!((o.acked_upto, o.refused), (4, 2), "{}", engine.name);
+            settle(&engine).await;
             let report = engine
                 .store
                 .kpis(
@@ -1485,6 +1542,7 @@ mod tests {
             ];
             store(&engine, "s2", "g2", &two).await;
             store(&engine, "s2", "g2", &two).await;
+            settle(&engine).await;
             let view = engine
                 .store
                 .lookup_profile(vec![serde_json::from_value(card.clone()).unwrap()])
@@ -1545,8 +1603,11 @@ mod tests {
                     )
                 })
                 .collect();
-            let outcome = store(&engine, "s", "g1", &events).await;
-            assert_eq!(outcome.identity_changes.len(), 5, "{}", engine.name);
+            // One resolver round per event: a change each.
+            for event in &events {
+                store(&engine, "s", "g1", std::slice::from_ref(event)).await;
+                assert_eq!(settle(&engine).await.len(), 1, "{}", engine.name);
+            }
             let first = engine.store.identity_since(0, 3).await.unwrap();
             let rest = engine.store.identity_since(3, 1000).await.unwrap();
             let revs: Vec<u64> = first
@@ -1589,6 +1650,136 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(kept[0].int(0).unwrap(), 2, "{}", engine.name);
+        }
+    }
+
+    /// What a store's identity graph says, with central's own `p:` refs (random in each
+    /// store) replaced by the smallest given name (ref or identifier hash) in their profile.
+    async fn canonical_graph(
+        engine: &Engine,
+        refs: &[String],
+        hashes: &[String],
+    ) -> std::collections::BTreeMap<String, (String, i64)> {
+        let mut roots = std::collections::HashMap::new();
+        for name in refs {
+            let root = engine.store.resolve_profile(name.clone()).await.unwrap();
+            roots.insert(name.clone(), root);
+        }
+        let owners = engine
+            .store
+            .rows("SELECT hash, profile FROM profile_identifiers")
+            .await
+            .unwrap();
+        for row in owners {
+            let (hash, owner) = (row.text(0).unwrap(), row.text(1).unwrap());
+            if hashes.contains(&hash) {
+                let root = engine.store.resolve_profile(owner).await.unwrap();
+                roots.insert(hash, root);
+            }
+        }
+        let mut names: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+        for (name, root) in &roots {
+            let canonical = names.entry(root.clone()).or_insert_with(|| name.clone());
+            if name < canonical {
+                *canonical = name.clone();
+            }
+        }
+        let mut graph = std::collections::BTreeMap::new();
+        for (name, root) in &roots {
+            let points = match engine.store.customer(root.clone(), 1).await {
+                Ok(view) => view.points,
+                Err(_) => -1,
+            };
+            graph.insert(name.clone(), (names[root].clone(), points));
+        }
+        graph
+    }
+
+    /// The resolver applies a group of identifications on one snapshot and writes once; the
+    /// outcome is the one of applying the same events a transaction each: the same refs and
+    /// identifiers together, the same balances.
+    #[tokio::test]
+    async fn a_group_resolves_like_the_same_events_one_at_a_time() {
+        let mut rng = fastrand::Rng::with_seed(14);
+        let refs: Vec<String> = (0..16)
+            .map(|n| format!("prov:g1:{}", ulid_of(&format!("c{n}"))))
+            .chain(["p:fixed-old".to_string(), "p:fixed-unknown".to_string()])
+            .collect();
+        let hashes: Vec<String> = (1..=14).map(|n| format!("{n:064x}")).collect();
+        let mut events = Vec::new();
+        for seq in 1..=240u64 {
+            let customer = &refs[rng.usize(..refs.len())];
+            let event = if rng.u8(..3) > 0 {
+                let mut identifiers = Vec::new();
+                for _ in 0..rng.usize(1..3) {
+                    let hash = &hashes[rng.usize(..hashes.len())];
+                    // The last four are phones, verified or not: an unverified one decides
+                    // nothing.
+                    let index = hashes.iter().position(|h| h == hash).unwrap();
+                    identifiers.push(if index >= 10 {
+                        serde_json::json!({ "kind": "phone", "hash": hash, "verified": rng.bool() })
+                    } else {
+                        serde_json::json!({ "kind": "card", "hash": hash })
+                    });
+                }
+                raw(
+                    seq,
+                    &format!("e{seq}"),
+                    "identity_seen",
+                    serde_json::json!({ "customer": customer, "identifiers": identifiers }),
+                )
+            } else {
+                raw(
+                    seq,
+                    &format!("e{seq}"),
+                    "purchase",
+                    serde_json::json!({
+                        "receipt": format!("r-{seq}"), "lines": [{ "sku": "a", "qty": 1, "unit_minor": 100 }],
+                        "total_minor": 100, "currency": "EUR", "customer": customer,
+                        "points": rng.i64(1..20), "points_redeemed": rng.i64(0..3) }),
+                )
+            };
+            events.push(event);
+        }
+        let mut graphs = Vec::new();
+        for grouped in [false, true] {
+            for engine in engines().await {
+                // A profile older than any the events create, holding the first card.
+                engine
+                    .store
+                    .rows("INSERT INTO profiles(ref, created, points) VALUES ('p:fixed-old', 0, 0)")
+                    .await
+                    .unwrap();
+                engine
+                    .store
+                    .rows(
+                        "INSERT INTO profile_identifiers(hash, kind, verified, profile)
+                         VALUES ('0000000000000000000000000000000000000000000000000000000000000001', 'card', NULL, 'p:fixed-old')",
+                    )
+                    .await
+                    .unwrap();
+                if grouped {
+                    for batch in events.chunks(40) {
+                        store(&engine, "s", "g1", batch).await;
+                    }
+                    let resolved = engine.store.apply_pending(1024).await.unwrap();
+                    assert_eq!(resolved.events, events.len(), "{}: one group", engine.name);
+                } else {
+                    for event in &events {
+                        store(&engine, "s", "g1", std::slice::from_ref(event)).await;
+                        settle(&engine).await;
+                    }
+                }
+                let graph = canonical_graph(&engine, &refs, &hashes).await;
+                graphs.push((format!("{} grouped={grouped}", engine.name), graph));
+            }
+        }
+        let (first_name, first) = &graphs[0];
+        // The events do merge profiles, or the comparison would prove little.
+        let profiles: std::collections::HashSet<&String> = first.values().map(|(n, _)| n).collect();
+        assert!(profiles.len() < first.len() / 2, "{first:?}");
+        for (name, graph) in &graphs[1..] {
+            assert_eq!(graph, first, "{name} differs from {first_name}");
         }
     }
 }

@@ -239,3 +239,94 @@ pub fn ready<T, E: From<DbError>>(
         ))),
     }
 }
+
+/// `$first, $first+1, …` for `count` parameters.
+pub fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|n| format!("${n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Keys per set-wise read. Each chunk is padded to a power of two by repeating its last key,
+/// so a statement comes in a handful of shapes (the engines cache prepared statements).
+const IN_CHUNK: usize = 256;
+
+/// `keys` in chunks of at most [`IN_CHUNK`], each padded to a power of two.
+fn padded_chunks<'a>(keys: &'a [&'a str]) -> impl Iterator<Item = Vec<&'a str>> + 'a {
+    keys.chunks(IN_CHUNK).map(|chunk| {
+        let mut padded = chunk.to_vec();
+        if let Some(last) = chunk.last() {
+            padded.resize(chunk.len().next_power_of_two(), last);
+        }
+        padded
+    })
+}
+
+/// The rows `sql_prefix … IN (keys)` finds, `fixed` parameters first (a key may come back
+/// more than once when `keys` repeats it).
+pub async fn lookup_in(
+    tx: &mut impl Tx,
+    sql_prefix: &str,
+    fixed: &[Value],
+    keys: &[&str],
+) -> Result<Vec<Row>, DbError> {
+    let mut rows = Vec::new();
+    for chunk in padded_chunks(keys) {
+        let sql = format!(
+            "{sql_prefix} IN ({})",
+            placeholders(fixed.len() + 1, chunk.len())
+        );
+        let mut params = fixed.to_vec();
+        params.extend(chunk.iter().map(|k| Value::from(*k)));
+        rows.extend(tx.query(&sql, &params).await?);
+    }
+    Ok(rows)
+}
+
+/// The rows of `sql` for `keys` a chunk at a time: `{keys}` in `sql` stands for a table of
+/// one column, `item`, that holds the chunk's keys (a VALUES list).
+pub async fn query_with_keys(
+    tx: &mut impl Tx,
+    sql: &str,
+    keys: &[&str],
+) -> Result<Vec<Row>, DbError> {
+    let mut rows = Vec::new();
+    for chunk in padded_chunks(keys) {
+        let values = (1..=chunk.len())
+            .map(|n| format!("(CAST(${n} AS TEXT))"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = sql.replace(
+            "{keys}",
+            &format!("(SELECT column1 AS item FROM (VALUES {values}) AS listed)"),
+        );
+        let params: Vec<Value> = chunk.iter().map(|k| Value::from(*k)).collect();
+        rows.extend(tx.query(&sql, &params).await?);
+    }
+    Ok(rows)
+}
+
+/// Inserts `rows` with `insert` (`INSERT INTO t(columns…)`, and anything after `{values}`
+/// such as an ON CONFLICT clause), many rows per statement.
+pub async fn insert_rows<const N: usize>(
+    tx: &mut impl Tx,
+    insert: &str,
+    rows: &[[Value; N]],
+) -> Result<(), DbError> {
+    // Under a thousand parameters per statement, whatever the width.
+    for chunk in rows.chunks((960 / N).max(1)) {
+        let values = (0..chunk.len())
+            .map(|r| format!("({})", placeholders(r * N + 1, N)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let params: Vec<Value> = chunk.iter().flatten().cloned().collect();
+        let sql = if insert.contains("{values}") {
+            insert.replace("{values}", &format!("VALUES {values}"))
+        } else {
+            format!("{insert} VALUES {values}")
+        };
+        tx.execute(&sql, &params).await?;
+    }
+    Ok(())
+}

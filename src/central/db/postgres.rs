@@ -10,7 +10,8 @@ use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 use super::{DbError, Dialect, Row, Tx, Value, APPLIED_BLOCK};
 
 /// The schema, one migration per entry; `schema_version` says how many have run.
-const SCHEMA: &[&str] = &["
+const SCHEMA: &[&str] = &[
+    "
     CREATE TABLE gateways(
         store TEXT NOT NULL, gateway TEXT NOT NULL, acked_upto BIGINT NOT NULL,
         PRIMARY KEY(store, gateway));
@@ -55,7 +56,12 @@ const SCHEMA: &[&str] = &["
     CREATE INDEX points_ledger_profile ON points_ledger(profile);
     CREATE TABLE online_purchases(order_id TEXT PRIMARY KEY, customer TEXT NOT NULL,
         total_minor BIGINT NOT NULL, currency TEXT NOT NULL, lines TEXT NOT NULL,
-        points BIGINT NOT NULL, at TEXT NOT NULL);"];
+        points BIGINT NOT NULL, at TEXT NOT NULL);",
+    // Identity and points effects leave the ack path: an applied event with effects is queued
+    // in the transaction that stores it; the resolver applies the queue in application order.
+    "CREATE TABLE pending_effects(applied BIGINT PRIMARY KEY, store TEXT NOT NULL,
+        gateway TEXT NOT NULL, seq BIGINT NOT NULL);",
+];
 
 /// Connections central keeps open to PostgreSQL.
 const POOL_SIZE: usize = 16;

@@ -68,6 +68,11 @@ const SCHEMA: &[&str] = &[
     // 5 -> 6: an event id is applied at most once, enforced by the database (the same id at
     // another seq fills that slot marked `duplicate_id`), as on PostgreSQL.
     "CREATE UNIQUE INDEX events_id_first ON events(id) WHERE duplicate_id = 0;",
+    // 6 -> 7: identity and points effects leave the ack path. An applied event with effects
+    // is queued here in the transaction that stores it; the resolver applies the queue in
+    // application order, a group at a time, and deletes what it applied.
+    "CREATE TABLE pending_effects(applied INTEGER PRIMARY KEY, store TEXT NOT NULL,
+        gateway TEXT NOT NULL, seq INTEGER NOT NULL);",
 ];
 
 /// Opens (creating and migrating) central's SQLite file.

@@ -12,20 +12,16 @@
 //! Erasure deletes identifiers, strips them from stored events and past changes, and keeps
 //! only the pseudonymous ref.
 
-use super::db::{params, DbError, Tx};
+mod resolution;
+
+pub(super) use resolution::Graph;
+
+use super::db::{self, params, DbError, Tx};
 use crate::protocol::{Identifier, IdentityChange, Merge, ProfileView};
 
 /// The lock every identity resolution holds: the fleet-wide `rev`, profile creation and merges
 /// are one sequence, whichever central instance runs them.
 const IDENTITY_LOCK: &str = "identity";
-
-/// The `identity_seen` body central reads.
-#[derive(Debug, serde::Deserialize)]
-struct Seen {
-    customer: String,
-    #[serde(default)]
-    identifiers: Vec<Identifier>,
-}
 
 /// Holds the identity lock for the rest of the transaction.
 pub(super) async fn lock(tx: &mut impl Tx) -> Result<(), DbError> {
@@ -52,16 +48,6 @@ pub(super) async fn resolve(tx: &mut impl Tx, profile: &str) -> Result<String, D
     Ok(current)
 }
 
-/// Resolves one `identity_seen` body; the change it made, if any, as stored JSON.
-pub(super) async fn apply_seen(tx: &mut impl Tx, body: &str) -> Result<Option<String>, DbError> {
-    let Ok(seen) = serde_json::from_str::<Seen>(body) else {
-        return Ok(None);
-    };
-    Ok(identify(tx, Some(&seen.customer), &seen.identifiers)
-        .await?
-        .and_then(|r| r.change))
-}
-
 /// What resolving an identification did.
 pub(super) struct Resolved {
     /// The profile the identification belongs to.
@@ -72,16 +58,6 @@ pub(super) struct Resolved {
     pub change: Option<String>,
 }
 
-async fn owner(tx: &mut impl Tx, hash: &str) -> Result<Option<String>, DbError> {
-    tx.query_opt(
-        "SELECT profile FROM profile_identifiers WHERE hash = $1",
-        params![hash],
-    )
-    .await?
-    .map(|row| row.text(0))
-    .transpose()
-}
-
 /// Resolves an identification: by a gateway (`customer` is the ref it was recorded under) or
 /// by the online channel (`customer` is `None`). `None` when nothing mergeable was given.
 pub(super) async fn identify(
@@ -89,75 +65,25 @@ pub(super) async fn identify(
     customer: Option<&str>,
     identifiers: &[Identifier],
 ) -> Result<Option<Resolved>, DbError> {
-    let deciding: Vec<&Identifier> = identifiers.iter().filter(|i| i.is_mergeable()).collect();
-    if deciding.is_empty() {
+    if !identifiers.iter().any(Identifier::is_mergeable) {
         return Ok(None);
     }
     lock(tx).await?;
-    let mut candidates = Vec::new();
-    for identifier in &deciding {
-        if let Some(owner) = owner(tx, &identifier.hash).await? {
-            candidates.push(resolve(tx, &owner).await?);
-        }
-    }
-    // An erased profile is nobody's any more: a box that cached its ref before the erasure
-    // neither revives it nor links its history to whoever the identifiers belong to now.
-    let customer = match customer {
-        Some(c) => {
-            let root = resolve(tx, c).await?;
-            if is_erased(tx, &root).await? {
-                None
-            } else {
-                Some(c)
-            }
-        }
-        None => None,
+    let given: Vec<&Identifier> = identifiers.iter().collect();
+    let mut graph = Graph::load(tx, &customer.into_iter().collect::<Vec<_>>(), &given).await?;
+    let Some(decision) = graph.identify(customer, identifiers) else {
+        return Ok(None);
     };
-    if let Some(customer) = customer.filter(|c| c.starts_with("p:")) {
-        if exists(tx, customer).await? {
-            candidates.push(resolve(tx, customer).await?);
-        }
-    }
-    candidates.sort();
-    candidates.dedup();
-    let (survivor, created) = match oldest(tx, &candidates).await? {
-        Some(survivor) => (survivor, false),
-        None => (create(tx).await?, true),
-    };
-    let mut merges = Vec::new();
-    let from_refs = candidates
-        .iter()
-        .filter(|c| **c != survivor)
-        .map(String::as_str)
-        .chain(customer);
-    for from in from_refs {
-        if from == survivor || resolve(tx, from).await? == survivor {
-            continue;
-        }
-        tx.execute(
-            "INSERT INTO profile_aliases(from_ref, to_ref) VALUES ($1, $2)
-             ON CONFLICT(from_ref) DO UPDATE SET to_ref = excluded.to_ref",
-            params![from, &survivor],
-        )
-        .await?;
-        merges.push(Merge {
-            from: from.to_string(),
-            to: survivor.clone(),
-        });
-    }
-    let mut attached = false;
-    for identifier in identifiers {
-        attached |= attach(tx, identifier, &survivor).await?;
-    }
-    let change = if created || attached || !merges.is_empty() {
-        let view = view(tx, &survivor).await?;
-        Some(record_change(tx, merges, vec![view], Vec::new()).await?)
+    graph.write(tx).await?;
+    let change = if decision.changed() {
+        let view = view(tx, &decision.survivor).await?;
+        Some(record_change(tx, decision.merges, vec![view], Vec::new()).await?)
     } else {
         None
     };
     Ok(Some(Resolved {
-        survivor,
-        created,
+        survivor: decision.survivor,
+        created: decision.created,
         change,
     }))
 }
@@ -211,6 +137,61 @@ pub(super) async fn record_change(
     )
     .await?;
     Ok(json)
+}
+
+/// Largest change central builds from many identifications at once (merges and views), well
+/// under docs/protocol.md's payload cap: bigger groups are split into several changes.
+const CHANGE_BUDGET_BYTES: usize = 96 * 1024;
+
+/// Records `merges` and `profiles` as as few changes as fit [`CHANGE_BUDGET_BYTES`] each: a
+/// change goes to every box, so one per group of identifications, not one per event.
+pub(super) async fn record_changes(
+    tx: &mut impl Tx,
+    merges: Vec<Merge>,
+    profiles: Vec<ProfileView>,
+) -> Result<Vec<String>, DbError> {
+    let mut changes = Vec::new();
+    let (mut merges_part, mut profiles_part) = (Vec::new(), Vec::new());
+    let mut used = 0;
+    let items = merges
+        .into_iter()
+        .map(Part::Merge)
+        .chain(profiles.into_iter().map(Part::Profile));
+    for item in items {
+        let len = item.json_len();
+        if used + len > CHANGE_BUDGET_BYTES && used > 0 {
+            let (merges, profiles) = (
+                std::mem::take(&mut merges_part),
+                std::mem::take(&mut profiles_part),
+            );
+            changes.push(record_change(tx, merges, profiles, Vec::new()).await?);
+            used = 0;
+        }
+        used += len;
+        match item {
+            Part::Merge(merge) => merges_part.push(merge),
+            Part::Profile(view) => profiles_part.push(view),
+        }
+    }
+    if used > 0 {
+        changes.push(record_change(tx, merges_part, profiles_part, Vec::new()).await?);
+    }
+    Ok(changes)
+}
+
+/// One entry of a change being split to fit its budget.
+enum Part {
+    Merge(Merge),
+    Profile(ProfileView),
+}
+
+impl Part {
+    fn json_len(&self) -> usize {
+        match self {
+            Part::Merge(merge) => serde_json::to_string(merge).map_or(0, |j| j.len()),
+            Part::Profile(view) => serde_json::to_string(view).map_or(0, |j| j.len()),
+        }
+    }
 }
 
 /// The refs that resolve to `$1` (itself included), as the table `members(ref)`.
@@ -344,6 +325,16 @@ pub(super) async fn is_erased(tx: &mut impl Tx, profile: &str) -> Result<bool, D
         .is_some())
 }
 
+async fn owner(tx: &mut impl Tx, hash: &str) -> Result<Option<String>, DbError> {
+    tx.query_opt(
+        "SELECT profile FROM profile_identifiers WHERE hash = $1",
+        params![hash],
+    )
+    .await?
+    .map(|row| row.text(0))
+    .transpose()
+}
+
 /// rpc `profile.lookup`: the profile the identifiers belong to (mergeable ones decide; an
 /// unverified one is looked up only when nothing mergeable is given), or none.
 pub(super) async fn lookup(
@@ -374,93 +365,72 @@ pub(super) async fn exists(tx: &mut impl Tx, profile: &str) -> Result<bool, DbEr
         .is_some())
 }
 
-/// The oldest of `candidates`: earliest created, then smallest ref.
-async fn oldest(tx: &mut impl Tx, candidates: &[String]) -> Result<Option<String>, DbError> {
-    let mut best: Option<(i64, String)> = None;
-    for candidate in candidates {
-        let Some(row) = tx
-            .query_opt(
-                "SELECT created FROM profiles WHERE ref = $1",
-                params![candidate],
-            )
-            .await?
-        else {
-            continue;
-        };
-        let created = row.int(0)?;
-        if best
-            .as_ref()
-            .is_none_or(|(c, r)| (created, candidate) < (*c, r))
-        {
-            best = Some((created, candidate.clone()));
-        }
-    }
-    Ok(best.map(|(_, r)| r))
-}
-
-/// A new `p:` profile; its creation order is a counter, not a clock.
-async fn create(tx: &mut impl Tx) -> Result<String, DbError> {
-    let created = tx
-        .query_one(
-            "UPDATE counters SET value = value + 1 WHERE name = 'profile_seq' RETURNING value",
-            &[],
-        )
-        .await?
-        .int(0)?;
-    let id = ulid::Ulid::new().0;
-    let profile = format!(
-        "p:{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
-        (id >> 96) as u32,
-        (id >> 80) as u16,
-        (id >> 64) as u16,
-        (id >> 48) as u16,
-        id & 0xffff_ffff_ffff
-    );
-    tx.execute(
-        "INSERT INTO profiles(ref, created, points) VALUES ($1, $2, 0)",
-        params![&profile, created],
-    )
-    .await?;
-    Ok(profile)
-}
-
 /// The profile as gateways see it: its identifiers and the points of every ref merged into it.
 pub(super) async fn view(tx: &mut impl Tx, profile: &str) -> Result<ProfileView, DbError> {
-    // Two statements whatever the number of merged refs: on PostgreSQL each is a round trip.
-    let points = tx
-        .query_one(
-            &format!(
-                "{MEMBERS} SELECT CAST(COALESCE(SUM(points), 0) AS BIGINT) FROM points_ledger
-                 WHERE profile IN (SELECT ref FROM members)"
-            ),
-            params![profile],
-        )
+    views(tx, &[profile])
         .await?
-        .int(0)?;
-    let mut identifiers = Vec::new();
-    let rows = tx
-        .query(
-            &format!(
-                "{MEMBERS} SELECT kind, hash, verified FROM profile_identifiers
-                 WHERE profile IN (SELECT ref FROM members)"
-            ),
-            params![profile],
-        )
-        .await?;
-    for row in rows {
-        let kind = serde_json::from_value(serde_json::Value::String(row.text(0)?)).ok();
+        .pop()
+        .ok_or_else(|| DbError::Type("no view of a profile".into()))
+}
+
+/// The views of `profiles` (roots), in their order: two statements per few hundred profiles
+/// whatever the number of refs merged into each.
+pub(super) async fn views(
+    tx: &mut impl Tx,
+    profiles: &[&str],
+) -> Result<Vec<ProfileView>, DbError> {
+    const MEMBERS_OF_KEYS: &str = "WITH RECURSIVE members(root, ref) AS (
+        SELECT item, item FROM {keys} AS given
+        UNION SELECT members.root, profile_aliases.from_ref FROM profile_aliases
+              JOIN members ON profile_aliases.to_ref = members.ref)";
+    let mut points: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    for row in db::query_with_keys(
+        tx,
+        &format!(
+            "{MEMBERS_OF_KEYS} SELECT members.root, CAST(COALESCE(SUM(points_ledger.points), 0) AS BIGINT)
+             FROM members LEFT JOIN points_ledger ON points_ledger.profile = members.ref
+             GROUP BY members.root"
+        ),
+        profiles,
+    )
+    .await?
+    {
+        points.insert(row.text(0)?, row.int(1)?);
+    }
+    let mut identifiers: std::collections::HashMap<String, Vec<Identifier>> =
+        std::collections::HashMap::new();
+    for row in db::query_with_keys(
+        tx,
+        &format!(
+            "{MEMBERS_OF_KEYS} SELECT DISTINCT members.root, kind, hash, verified FROM members
+             JOIN profile_identifiers ON profile_identifiers.profile = members.ref"
+        ),
+        profiles,
+    )
+    .await?
+    {
+        let kind = serde_json::from_value(serde_json::Value::String(row.text(1)?)).ok();
         if let Some(kind) = kind {
-            identifiers.push(Identifier {
-                kind,
-                hash: row.text(1)?,
-                verified: row.opt_int(2)?.map(|v| v != 0),
-            });
+            identifiers
+                .entry(row.text(0)?)
+                .or_default()
+                .push(Identifier {
+                    kind,
+                    hash: row.text(2)?,
+                    verified: row.opt_int(3)?.map(|v| v != 0),
+                });
         }
     }
-    identifiers.sort_by(|a, b| a.hash.cmp(&b.hash));
-    Ok(ProfileView {
-        profile: profile.to_string(),
-        identifiers,
-        points,
-    })
+    Ok(profiles
+        .iter()
+        .map(|profile| {
+            let mut identifiers = identifiers.get(*profile).cloned().unwrap_or_default();
+            identifiers.sort_by(|a, b| a.hash.cmp(&b.hash));
+            ProfileView {
+                profile: profile.to_string(),
+                identifiers,
+                points: points.get(*profile).copied().unwrap_or(0),
+            }
+        })
+        .collect())
 }

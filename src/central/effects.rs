@@ -1,0 +1,160 @@
+//! The resolver: what applied events do beyond being stored, off the ack path. An ack means
+//! stored (docs/protocol.md "Cumulative ack"); the transaction that stores an applied
+//! `identity_seen`, or a purchase that moves a customer's points, also queues it in
+//! `pending_effects`. The resolver takes the queue in application order, a group at a time,
+//! under the identity lock (so one resolver runs at once across central instances, whichever
+//! instance gets there): it resolves the group's identifications on one snapshot of the
+//! identity graph, enters its purchases into the points ledger, records one change with every
+//! merge and the new view of every profile the group touched, and deletes what it applied,
+//! all in one transaction. A box hears its ack first and the new balance a moment later: it
+//! shows too few points for that moment, never points that could be spent twice.
+
+use serde::Deserialize;
+
+use super::db::{self, params, DbError, Tx};
+use super::profiles::{self, Graph};
+use crate::protocol::{EventKind, Identifier};
+
+/// What one round of the resolver did.
+#[derive(Debug, Default)]
+pub struct EffectsApplied {
+    /// Queued events it applied.
+    pub events: usize,
+    /// The changes it recorded, to broadcast after the commit (JSON, rev order).
+    pub changes: Vec<String>,
+}
+
+/// An `identity_seen` body as the resolver reads it.
+#[derive(Debug, Deserialize)]
+struct Seen {
+    customer: String,
+    #[serde(default)]
+    identifiers: Vec<Identifier>,
+}
+
+/// A purchase body as the resolver reads it.
+#[derive(Debug, Deserialize)]
+struct Earned {
+    customer: Option<String>,
+    #[serde(default)]
+    points: i64,
+    #[serde(default)]
+    points_redeemed: i64,
+}
+
+/// Applies up to `limit` queued events, oldest application first.
+pub(super) async fn apply_pending(
+    tx: &mut impl Tx,
+    limit: usize,
+) -> Result<EffectsApplied, DbError> {
+    profiles::lock(tx).await?;
+    let rows = tx
+        .query(
+            "SELECT pending_effects.applied, events.kind, events.body, events.id
+             FROM pending_effects JOIN events ON events.store = pending_effects.store
+               AND events.gateway = pending_effects.gateway AND events.seq = pending_effects.seq
+             ORDER BY pending_effects.applied LIMIT $1",
+            params![limit as u64],
+        )
+        .await?;
+    if rows.is_empty() {
+        return Ok(EffectsApplied::default());
+    }
+    let mut applied = Vec::with_capacity(rows.len());
+    let mut seen = Vec::new();
+    let mut earned = Vec::new();
+    for row in &rows {
+        applied.push(row.int(0)?);
+        let (kind, body) = (row.text(1)?, row.text(2)?);
+        // Bodies were checked when stored; one that does not read is applied to nothing.
+        if kind == EventKind::IdentitySeen.as_str() {
+            if let Ok(identification) = serde_json::from_str::<Seen>(&body) {
+                seen.push(identification);
+            }
+        } else if kind == EventKind::Purchase.as_str() {
+            if let Ok(Earned {
+                customer: Some(customer),
+                points,
+                points_redeemed,
+            }) = serde_json::from_str::<Earned>(&body)
+            {
+                let points = points.saturating_sub(points_redeemed);
+                if points != 0 {
+                    earned.push((row.text(3)?, customer, points));
+                }
+            }
+        }
+    }
+
+    let mut refs: Vec<&str> = seen.iter().map(|s| s.customer.as_str()).collect();
+    refs.extend(earned.iter().map(|(_, customer, _)| customer.as_str()));
+    let identifiers: Vec<&Identifier> = seen.iter().flat_map(|s| &s.identifiers).collect();
+    let mut graph = Graph::load(tx, &refs, &identifiers).await?;
+    let mut merges = Vec::new();
+    let mut touched = Vec::new();
+    for identification in &seen {
+        let decision = graph.identify(Some(&identification.customer), &identification.identifiers);
+        if let Some(decision) = decision.filter(|d| d.changed()) {
+            merges.extend(decision.merges);
+            touched.push(decision.survivor);
+        }
+    }
+    graph.write(tx).await?;
+
+    // Once per event id: the ledger's key holds it whoever applies the event.
+    let at = crate::protocol::timestamp(std::time::SystemTime::now());
+    let entries: Vec<[db::Value; 5]> = earned
+        .iter()
+        .map(|(id, customer, points)| {
+            [
+                id.into(),
+                customer.into(),
+                (*points).into(),
+                "store".into(),
+                at.as_str().into(),
+            ]
+        })
+        .collect();
+    db::insert_rows(
+        tx,
+        "INSERT INTO points_ledger(entry, profile, points, source, at) {values}
+         ON CONFLICT DO NOTHING",
+        &entries,
+    )
+    .await?;
+    touched.extend(earned.iter().map(|(_, customer, _)| customer.clone()));
+
+    // Every touched profile as it stands after the whole group (a survivor merged later in
+    // the group shows as the profile it went into); refs without a live profile have none.
+    let mut roots: Vec<String> = touched
+        .iter()
+        .map(|profile| graph.resolve(profile))
+        .filter(|root| graph.exists(root))
+        .collect();
+    roots.sort();
+    roots.dedup();
+    let root_refs: Vec<&str> = roots.iter().map(String::as_str).collect();
+    let views = profiles::views(tx, &root_refs).await?;
+    let changes = if merges.is_empty() && views.is_empty() {
+        Vec::new()
+    } else {
+        profiles::record_changes(tx, merges, views).await?
+    };
+
+    for chunk in applied.chunks(256) {
+        // Padded to a power of two (the last number repeated): a handful of statement shapes.
+        let mut params: Vec<db::Value> = chunk.iter().map(|a| db::Value::from(*a)).collect();
+        if let Some(last) = params.last().cloned() {
+            params.resize(params.len().next_power_of_two(), last);
+        }
+        let sql = format!(
+            "DELETE FROM pending_effects WHERE applied IN ({})",
+            db::placeholders(1, params.len())
+        );
+        tx.execute(&sql, &params).await?;
+    }
+    Ok(EffectsApplied {
+        events: rows.len(),
+        changes,
+    })
+}
