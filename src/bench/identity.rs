@@ -204,6 +204,7 @@ fn till_latency(key: &HmacKey, calls: usize, broker: Option<&str>) -> anyhow::Re
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let central = runtime.spawn(storegate::central::run(
         central_config,
+        || {},
         storegate::daemon::signalled(stopped),
     ));
     let config = write_gateway_config(

@@ -3,6 +3,7 @@
 //! resolves identities, keeps the points ledger and serves the online channel (`api.rs`).
 
 pub mod api;
+mod batches;
 pub(crate) mod db;
 mod effects;
 mod profiles;

@@ -35,14 +35,17 @@ pub enum CentralError {
     /// The MQTT session task stopped on its own.
     #[error("central's MQTT session task ended unexpectedly")]
     SessionEnded,
-    /// The resolver task stopped on its own.
-    #[error("central's resolver task ended unexpectedly")]
-    ResolverEnded,
+    /// A writer or the resolver stopped on its own.
+    #[error("central's writer or resolver task ended unexpectedly")]
+    WorkerEnded,
 }
 
-/// Runs the reference central until `shutdown` resolves.
+/// Runs the reference central until `shutdown` resolves; `ready` is called once its store is
+/// open and its online channel listening (the MQTT session connects, and reconnects, on its
+/// own).
 pub async fn run(
     config: CentralConfig,
+    ready: impl FnOnce(),
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), CentralError> {
     let store = Store::open(&config.central.db).await?;
@@ -91,11 +94,13 @@ pub async fn run(
         }
         None => None,
     };
-    // Messages are handled in arrival order, as many at once as the store can take: one for
-    // SQLite (its single writer), a pool's worth for PostgreSQL, where batches of different
-    // gateways commit side by side and those of one gateway take turns on its lock.
+    // Batches go to writers, as many as the store can usefully run at once: one for SQLite
+    // (its single writer), a pool's worth for PostgreSQL. A gateway always goes to the same
+    // writer, so this instance's transactions never wait on each other's gateway locks (only
+    // on another instance's, which a shared subscription makes brief); each writer stores
+    // what has queued up for it in one transaction.
     let parallel = store.parallelism();
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(parallel));
+    let rpcs_in_flight = Arc::new(tokio::sync::Semaphore::new(parallel));
     let service = Arc::new(Service {
         client,
         store,
@@ -104,69 +109,52 @@ pub async fn run(
         not_queued: std::sync::atomic::AtomicU64::new(0),
         effects_queued: tokio::sync::Notify::new(),
     });
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut writers = Vec::with_capacity(parallel);
+    for _ in 0..parallel {
+        let (queue, queued) = mpsc::channel(WRITER_QUEUE);
+        writers.push(queue);
+        tasks.spawn(write_batches(service.clone(), queued));
+    }
     let (stop_resolver, resolver_stop) = tokio::sync::watch::channel(false);
-    let mut resolver = Some(tokio::spawn(resolve_effects(
-        service.clone(),
-        resolver_stop,
-    )));
+    tasks.spawn(resolve_effects(service.clone(), resolver_stop));
+    ready();
     tokio::pin!(shutdown);
     let mut ended = Ok(());
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
-            // The resolver returns only when told to: central stops with an error rather than
-            // acking events whose identities and points nobody applies.
-            _ = async { resolver.as_mut()?.await.ok() }, if resolver.is_some() => {
-                resolver = None;
-                ended = Err(CentralError::ResolverEnded);
+            // Writers and the resolver return only when central stops: one that ends before
+            // stops central with an error (exit 1, restarted by its service manager) rather
+            // than leaving gateways unacked or effects unapplied.
+            Some(_) = tasks.join_next() => {
+                ended = Err(CentralError::WorkerEnded);
                 break;
             }
             message = net_rx.recv() => match message {
                 Some(SessionEvent::Connected { .. }) => service.on_connected(),
                 Some(SessionEvent::Disconnected { .. }) => {}
                 Some(SessionEvent::Message { topic, payload, retain }) => {
-                    // What else has arrived goes along: batches together in one transaction.
-                    let mut batches = Vec::new();
-                    let mut rpcs = Vec::new();
-                    let mut next = Some((topic, payload, retain));
-                    while let Some((topic, payload, retain)) = next.take() {
-                        match service.classify(&topic, &payload, retain) {
-                            Some(Inbound::Batch(batch)) => batches.push(batch),
-                            Some(Inbound::Rpc { store, gateway, payload }) => {
-                                rpcs.push((store, gateway, payload))
+                    match service.classify(&topic, &payload, retain) {
+                        Some(Inbound::Batch(batch)) => {
+                            let writer = &writers[writer_of(&batch.store, &batch.gateway, parallel)];
+                            // A full queue holds the intake back: the broker keeps the rest.
+                            if writer.send(batch).await.is_err() {
+                                ended = Err(CentralError::WorkerEnded);
+                                break;
                             }
-                            None => {}
                         }
-                        if batches.len() + rpcs.len() >= GROUP {
-                            break;
+                        Some(Inbound::Rpc { store, gateway, payload }) => {
+                            let Ok(permit) = rpcs_in_flight.clone().acquire_owned().await else {
+                                break;
+                            };
+                            let service = service.clone();
+                            tokio::spawn(async move {
+                                service.on_rpc(&store, &gateway, &payload).await;
+                                drop(permit);
+                            });
                         }
-                        match net_rx.try_recv() {
-                            Ok(SessionEvent::Message { topic, payload, retain }) => {
-                                next = Some((topic, payload, retain))
-                            }
-                            Ok(SessionEvent::Connected { .. }) => service.on_connected(),
-                            Ok(SessionEvent::Disconnected { .. }) | Err(_) => {}
-                        }
-                    }
-                    if !batches.is_empty() {
-                        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-                            break;
-                        };
-                        let service = service.clone();
-                        tokio::spawn(async move {
-                            service.on_batches(batches).await;
-                            drop(permit);
-                        });
-                    }
-                    for (store, gateway, payload) in rpcs {
-                        let Ok(permit) = in_flight.clone().acquire_owned().await else {
-                            break;
-                        };
-                        let service = service.clone();
-                        tokio::spawn(async move {
-                            service.on_rpc(&store, &gateway, &payload).await;
-                            drop(permit);
-                        });
+                        None => {}
                     }
                 }
                 // The session task ended by itself: central stops with an error (exit 1), so
@@ -178,17 +166,20 @@ pub async fn run(
             },
         }
     }
-    // What is being stored finishes (and is acked) before central says it is offline.
+    // What is queued is stored (and acked), and the resolver finishes its round, before
+    // central says it is offline.
+    drop(writers);
+    let _ = stop_resolver.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(10), async {
+        while tasks.join_next().await.is_some() {}
+    })
+    .await;
+    tasks.abort_all();
     let _ = tokio::time::timeout(
         Duration::from_secs(10),
-        in_flight.acquire_many(u32::try_from(parallel).unwrap_or(u32::MAX)),
+        rpcs_in_flight.acquire_many(u32::try_from(parallel).unwrap_or(u32::MAX)),
     )
     .await;
-    // The resolver finishes its round, so the changes it commits are broadcast too.
-    let _ = stop_resolver.send(true);
-    if let Some(task) = resolver {
-        let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
-    }
     let offline = serde_json::to_vec(&CentralStatus {
         state: "offline".into(),
     })
@@ -268,8 +259,28 @@ enum Inbound {
     },
 }
 
-/// Messages taken together: the batches among them share one transaction.
+/// Most batches a writer stores in one transaction.
 const GROUP: usize = 64;
+
+/// Batches waiting for each writer before the intake waits for it.
+const WRITER_QUEUE: usize = 256;
+
+/// The writer a gateway's batches go to.
+fn writer_of(store: &str, gateway: &str, writers: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    (store, gateway).hash(&mut hasher);
+    (hasher.finish() % writers.max(1) as u64) as usize
+}
+
+/// Stores the batches queued for one writer, what has queued up together in one transaction,
+/// until the queue closes.
+async fn write_batches(service: Arc<Service>, mut queued: mpsc::Receiver<super::GatewayBatch>) {
+    let mut batches = Vec::with_capacity(GROUP);
+    while queued.recv_many(&mut batches, GROUP).await > 0 {
+        service.on_batches(std::mem::take(&mut batches)).await;
+    }
+}
 
 /// Outgoing publishes central queues while the broker takes them (acks are tiny, identity
 /// changes under a kilobyte).

@@ -1,18 +1,13 @@
 //! Central's storage, on SQLite (the embedded default) or PostgreSQL (several instances on one
-//! database): the same logic runs on either through `db::Tx`. Dedup by (gateway, seq) and by
-//! event id; application in seq order; the ack is the end of the gap-free prefix of stored
-//! events.
-//!
-//! A second event at a (gateway, seq) that central already holds under another id is not
-//! dropped: it goes to `seq_conflicts` (a gateway whose journal was restored from an old copy
-//! re-used seqs before it saw our ack), so no event is ever lost silently. An event that
-//! breaks docs/protocol.md, or a second purchase with a receipt the gateway already used, is
-//! stored with `refused` set: it fills its seq slot, is applied to nothing, and stays for
-//! operators (docs/protocol.md "Cumulative ack").
+//! database): the same logic runs on either through `db::Tx`, each call one transaction.
+//! Gateways' batches are stored by `batches.rs` (dedup, acks, application order); their
+//! identity and points effects are applied by the resolver in `effects.rs`; profiles, merges
+//! and the points ledger live in `profiles/`. This file is the handle the service and the
+//! online channel call, the online channel's own queries, and the conformance suite both
+//! engines pass.
 //!
 //! What must not interleave between central instances is locked inside the transaction:
-//! a batch holds its gateway's lock from its first read, coupon redemptions their coupon's,
-//! identity resolution the identity lock, always in that order. Unique constraints back each
+//! gateways, then coupons, then identity, always in that order. Unique constraints back each
 //! of them (an event id is applied once, a coupon reserved once, a ledger entry counted once).
 
 use std::sync::{Arc, Mutex};
@@ -194,7 +189,9 @@ impl Store {
         &self,
         batches: Arc<Vec<GatewayBatch>>,
     ) -> Result<Vec<BatchOutcome>, StoreError> {
-        transaction!(self, StoreError, |tx| store_batches(tx, &batches))
+        transaction!(self, StoreError, |tx| async move {
+            Ok::<_, StoreError>(super::batches::store_batches(tx, &batches).await?)
+        })
     }
 
     /// Applies up to `limit` queued identity and points effects (`effects.rs`) in one
@@ -689,18 +686,6 @@ async fn live_root(tx: &mut impl Tx, profile: &str) -> Result<String, ChannelErr
     Ok(root)
 }
 
-async fn acked(tx: &mut impl Tx, store: &str, gateway: &str) -> Result<u64, DbError> {
-    let upto = tx
-        .query_opt(
-            "SELECT acked_upto FROM gateways WHERE store = $1 AND gateway = $2",
-            params![store, gateway],
-        )
-        .await?
-        .map(|row| row.int(0))
-        .transpose()?;
-    Ok(upto.unwrap_or(0).max(0) as u64)
-}
-
 async fn reserve_coupon(
     tx: &mut impl Tx,
     store: &str,
@@ -737,432 +722,6 @@ async fn reserve_coupon(
             message: format!("coupon {coupon} is already reserved or redeemed"),
         }))
     }
-}
-
-async fn store_batches(
-    tx: &mut impl Tx,
-    batches: &[GatewayBatch],
-) -> Result<Vec<BatchOutcome>, StoreError> {
-    // Two instances may hold the same gateway's batches (a re-send delivered to another
-    // member of the shared subscription): they take turns. Every lock a transaction needs is
-    // taken up front, gateways then coupons, each in sorted order, so two transactions never
-    // wait on each other in a circle (identity, taken later, comes last for everyone).
-    let mut gateways: Vec<String> = batches
-        .iter()
-        .map(|b| format!("gateway:{}/{}", b.store, b.gateway))
-        .collect();
-    gateways.sort();
-    gateways.dedup();
-    let mut coupons: Vec<String> = batches
-        .iter()
-        .flat_map(|b| &b.events)
-        .filter(|e| e.kind == crate::protocol::EventKind::CouponRedeemed.as_str())
-        .filter_map(|e| serde_json::from_str::<crate::protocol::CouponRedeemed>(e.body.get()).ok())
-        .map(|c| format!("coupon:{}", c.coupon))
-        .collect();
-    coupons.sort();
-    coupons.dedup();
-    for key in gateways.iter().chain(&coupons) {
-        tx.lock(key).await?;
-    }
-    let received_at = timestamp(std::time::SystemTime::now());
-    let mut numbers = ApplicationOrder::default();
-    let mut outcomes = Vec::with_capacity(batches.len());
-    for batch in batches {
-        let mut outcome = BatchOutcome::default();
-        let (store, gateway) = (batch.store.as_str(), batch.gateway.as_str());
-        let acked = acked(tx, store, gateway).await?;
-        let prefix = store_events(
-            tx,
-            Arrival {
-                store,
-                gateway,
-                acked,
-                received_at: &received_at,
-            },
-            &batch.events,
-            &mut numbers,
-            &mut outcome,
-        )
-        .await?;
-        outcome.acked_upto = advance(
-            tx,
-            store,
-            gateway,
-            acked,
-            prefix,
-            &mut numbers,
-            &mut outcome,
-        )
-        .await?;
-        outcomes.push(outcome);
-    }
-    Ok(outcomes)
-}
-
-/// Where a batch lands: its gateway, the ack central held for it when the batch came, and
-/// when it came.
-struct Arrival<'a> {
-    store: &'a str,
-    gateway: &'a str,
-    acked: u64,
-    received_at: &'a str,
-}
-
-/// Application-order numbers (`events.applied`) for one transaction, taken from the store a
-/// block at a time: one round trip per 1024 events, not one per batch.
-#[derive(Default)]
-struct ApplicationOrder {
-    next: i64,
-    end: i64,
-}
-
-impl ApplicationOrder {
-    /// The first of `count` consecutive fresh numbers (`count` at most a block).
-    async fn take(&mut self, tx: &mut impl Tx, count: i64) -> Result<i64, DbError> {
-        if self.end - self.next < count {
-            self.next = tx.applied_block().await?;
-            self.end = self.next + db::APPLIED_BLOCK;
-        }
-        let first = self.next;
-        self.next += count;
-        Ok(first)
-    }
-}
-
-/// Whether applying `event` does anything beyond storing it: an identification is resolved,
-/// a purchase by a customer moves points. Those are queued for the resolver.
-fn has_effects(event: &WireEvent) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Points {
-        customer: Option<String>,
-        #[serde(default)]
-        points: i64,
-        #[serde(default)]
-        points_redeemed: i64,
-    }
-    if event.kind == crate::protocol::EventKind::IdentitySeen.as_str() {
-        return true;
-    }
-    event.kind == crate::protocol::EventKind::Purchase.as_str()
-        && serde_json::from_str::<Points>(event.body.get())
-            .is_ok_and(|p| p.customer.is_some() && p.points != p.points_redeemed)
-}
-
-/// A wire string as a text column can hold it: PostgreSQL's text takes no NUL character. Only
-/// a refused event can carry one (every field a valid event has is checked), and it is kept
-/// for operators with U+FFFD in its place rather than failing its whole batch.
-fn storable(text: &str) -> String {
-    text.replace('\0', "\u{FFFD}")
-}
-
-/// Stores a batch's events set-wise: a handful of statements per batch, not per event. The
-/// fresh events that continue the gateway's gap-free prefix (the usual case: a batch picks up
-/// where the ack stands) are applied as they are inserted, numbered in the same statement;
-/// returns the end of that prefix.
-async fn store_events(
-    tx: &mut impl Tx,
-    arrival: Arrival<'_>,
-    events: &[WireEvent],
-    numbers: &mut ApplicationOrder,
-    outcome: &mut BatchOutcome,
-) -> Result<u64, DbError> {
-    let Arrival {
-        store,
-        gateway,
-        acked,
-        received_at,
-    } = arrival;
-    let (Some(first), Some(last)) = (events.first(), events.last()) else {
-        return Ok(acked);
-    };
-    let held: std::collections::HashMap<i64, String> = tx
-        .query(
-            "SELECT seq, id FROM events WHERE store = $1 AND gateway = $2 AND seq >= $3 AND seq <= $4",
-            params![store, gateway, first.seq, last.seq],
-        )
-        .await?
-        .iter()
-        .map(|row| Ok((row.int(0)?, row.text(1)?)))
-        .collect::<Result<_, DbError>>()?;
-    let mut fresh = Vec::with_capacity(events.len());
-    for event in events {
-        match held.get(&(event.seq.min(i64::MAX as u64) as i64)) {
-            Some(id) if *id == event.id => outcome.duplicates += 1,
-            Some(_) => keep_seq_conflict(tx, store, gateway, event, received_at, outcome).await?,
-            None => fresh.push(event),
-        }
-    }
-    if fresh.is_empty() {
-        return Ok(acked);
-    }
-    // The same id at another seq is a duplicate effect: the slot is filled (so the prefix can
-    // advance) but marked, and never applied twice.
-    let ids: Vec<&str> = fresh.iter().map(|e| e.id.as_str()).collect();
-    let mut seen: std::collections::HashSet<String> =
-        db::lookup_in(tx, "SELECT id FROM events WHERE id", &[], &ids)
-            .await?
-            .iter()
-            .map(|row| row.text(0))
-            .collect::<Result<_, _>>()?;
-    // Each purchase's receipt is read from its body once, here.
-    let receipts: Vec<Option<String>> = fresh.iter().map(|e| e.receipt()).collect();
-    let receipt_refs: Vec<&str> = receipts.iter().flatten().map(String::as_str).collect();
-    let mut receipt_holders: std::collections::HashMap<String, i64> = db::lookup_in(
-        tx,
-        "SELECT receipt, seq FROM events WHERE store = $1 AND gateway = $2 AND refused IS NULL AND receipt",
-        params![store, gateway],
-        &receipt_refs,
-    )
-    .await?
-    .iter()
-    .map(|row| Ok((row.text(0)?, row.int(1)?)))
-    .collect::<Result<_, DbError>>()?;
-
-    // The fresh events from `acked + 1` on without a gap: applied now.
-    let prefix_len = fresh
-        .iter()
-        .zip(acked + 1..)
-        .take_while(|(event, seq)| event.seq == *seq)
-        .count();
-    let mut rows: Vec<[db::Value; 14]> = Vec::with_capacity(fresh.len());
-    let mut redemptions = Vec::new();
-    let mut queued = Vec::new();
-    // Numbers for the prefix, a block at a time: (number of index 0, end index).
-    let mut block = (0, 0);
-    for (index, (event, receipt)) in fresh.into_iter().zip(receipts).enumerate() {
-        let id_seen = !seen.insert(event.id.clone());
-        let mut refused = event.check().err();
-        if let (None, false, Some(receipt)) = (&refused, id_seen, &receipt) {
-            if let Some(seq) = receipt_holders.get(receipt) {
-                refused = Some(format!(
-                    "duplicate_receipt: receipt already recorded at seq {seq}"
-                ));
-            }
-        }
-        if let (None, Some(receipt)) = (&refused, &receipt) {
-            receipt_holders
-                .entry(receipt.clone())
-                .or_insert(event.seq.min(i64::MAX as u64) as i64);
-        }
-        if let Some(reason) = &refused {
-            tracing::error!(store, gateway, seq = event.seq, id = %event.id, reason, "event kept as a conflict, applied to nothing");
-            outcome.refused += 1;
-        } else if id_seen {
-            outcome.duplicates += 1;
-        } else {
-            outcome.stored += 1;
-            if event.kind == crate::protocol::EventKind::CouponRedeemed.as_str() {
-                redemptions.push(event);
-            }
-        }
-        // A refused event, or an id applied at another seq, fills its slot but is applied to
-        // nothing.
-        let index = index as i64;
-        let applied = if index < prefix_len as i64 && refused.is_none() && !id_seen {
-            if index >= block.1 {
-                let count = (prefix_len as i64 - index).min(db::APPLIED_BLOCK);
-                block = (numbers.take(tx, count).await? - index, index + count);
-            }
-            let applied = block.0 + index;
-            if has_effects(event) {
-                queued.push([
-                    db::Value::from(applied),
-                    store.into(),
-                    gateway.into(),
-                    event.seq.into(),
-                ]);
-            }
-            Some(applied)
-        } else {
-            None
-        };
-        rows.push([
-            store.into(),
-            gateway.into(),
-            event.seq.into(),
-            storable(&event.id).into(),
-            storable(&event.kind).into(),
-            storable(&event.at).into(),
-            event.clock_synced.into(),
-            storable(&event.till).into(),
-            event.body.get().into(),
-            received_at.into(),
-            id_seen.into(),
-            receipt.as_deref().map(storable).into(),
-            refused.into(),
-            applied.into(),
-        ]);
-    }
-    db::insert_rows(
-        tx,
-        "INSERT INTO events(store, gateway, seq, id, kind, at, clock_synced, till, body, received_at, duplicate_id, receipt, refused, applied)",
-        &rows,
-    )
-    .await?;
-    outcome.effects_queued += queued.len() as u64;
-    db::insert_rows(
-        tx,
-        "INSERT INTO pending_effects(applied, store, gateway, seq)",
-        &queued,
-    )
-    .await?;
-    for event in redemptions {
-        record_redemption(tx, store, gateway, event, outcome).await?;
-    }
-    Ok(acked + prefix_len as u64)
-}
-
-/// A second event at a seq central holds under another id: kept aside, never dropped.
-async fn keep_seq_conflict(
-    tx: &mut impl Tx,
-    store: &str,
-    gateway: &str,
-    event: &WireEvent,
-    received_at: &str,
-    outcome: &mut BatchOutcome,
-) -> Result<(), DbError> {
-    let inserted = tx
-        .execute(
-            "INSERT INTO seq_conflicts(store, gateway, seq, id, kind, at, till, body, received_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
-            params![
-                store,
-                gateway,
-                event.seq,
-                storable(&event.id),
-                storable(&event.kind),
-                storable(&event.at),
-                storable(&event.till),
-                event.body.get(),
-                received_at
-            ],
-        )
-        .await?;
-    if inserted > 0 {
-        tracing::error!(store, gateway, seq = event.seq, id = %event.id, "seq re-used with another id; kept in seq_conflicts");
-        outcome.conflicts += 1;
-    } else {
-        outcome.duplicates += 1;
-    }
-    Ok(())
-}
-
-/// Records a coupon redemption; one beyond the coupon's uses (counted by distinct receipts
-/// across the fleet) is kept as a conflict. Both events stay; neither is dropped.
-async fn record_redemption(
-    tx: &mut impl Tx,
-    store: &str,
-    gateway: &str,
-    event: &WireEvent,
-    outcome: &mut BatchOutcome,
-) -> Result<(), DbError> {
-    let Ok(body) = serde_json::from_str::<crate::protocol::CouponRedeemed>(event.body.get()) else {
-        return Ok(());
-    };
-    tx.execute(
-        "INSERT INTO coupon_redemptions(event_id, coupon, store, gateway, receipt, mode, uses)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-        params![
-            &event.id,
-            &body.coupon,
-            store,
-            gateway,
-            &body.receipt,
-            &body.mode,
-            body.uses
-        ],
-    )
-    .await?;
-    let uses = tx
-        .query_one(
-            "SELECT COUNT(*) FROM (SELECT DISTINCT store, gateway, receipt FROM coupon_redemptions WHERE coupon = $1) AS receipts",
-            params![&body.coupon],
-        )
-        .await?
-        .int(0)?;
-    if uses.max(0) as u64 > body.uses {
-        let detail = format!(
-            "coupon {} redeemed {uses} times (allowed {}); this one at {store}/{gateway} receipt {} ({})",
-            body.coupon, body.uses, body.receipt, body.mode
-        );
-        tracing::warn!(store, gateway, coupon = %body.coupon, %detail, "coupon redeemed beyond its uses; kept as a conflict");
-        tx.execute(
-            "INSERT INTO coupon_conflicts(event_id, coupon, detail) VALUES ($1, $2, $3)
-             ON CONFLICT DO NOTHING",
-            params![&event.id, &body.coupon, detail],
-        )
-        .await?;
-        outcome.coupon_conflicts += 1;
-    }
-    Ok(())
-}
-
-/// Moves the gateway's ack from the end of the batch's own prefix over every event stored
-/// earlier that continues it (a gap the batch filled), applies those in seq order, and
-/// records the ack.
-async fn advance(
-    tx: &mut impl Tx,
-    store: &str,
-    gateway: &str,
-    acked: u64,
-    prefix: u64,
-    numbers: &mut ApplicationOrder,
-    outcome: &mut BatchOutcome,
-) -> Result<u64, DbError> {
-    let mut upto = prefix;
-    loop {
-        let next = tx
-            .query(
-                "SELECT seq FROM events WHERE store = $1 AND gateway = $2 AND seq > $3
-                 ORDER BY seq LIMIT 1024",
-                params![store, gateway, upto],
-            )
-            .await?;
-        let before = upto;
-        for row in &next {
-            if row.int(0)?.max(0) as u64 != upto + 1 {
-                break;
-            }
-            upto += 1;
-        }
-        if upto > before {
-            // One statement numbers the whole run in seq order (a refused event, or an id
-            // applied at another seq, fills its slot but is applied to nothing); one more
-            // queues the run's effects.
-            let base = numbers.take(tx, (upto - before) as i64).await?;
-            tx.execute(
-                "UPDATE events SET applied = $1 + (seq - $2)
-                 WHERE store = $3 AND gateway = $4 AND seq >= $2 AND seq <= $5
-                   AND refused IS NULL AND duplicate_id = 0",
-                params![base, before + 1, store, gateway, upto],
-            )
-            .await?;
-            let queue = format!(
-                "INSERT INTO pending_effects(applied, store, gateway, seq)
-                 SELECT applied, store, gateway, seq FROM events
-                 WHERE store = $1 AND gateway = $2 AND seq >= $3 AND seq <= $4
-                   AND applied IS NOT NULL
-                   AND (kind = 'identity_seen' OR (kind = 'purchase' AND {} IS NOT NULL))",
-                tx.dialect().json_text("body", "customer")
-            );
-            outcome.effects_queued += tx
-                .execute(&queue, params![store, gateway, before + 1, upto])
-                .await?;
-        }
-        if upto == before || upto - before < next.len() as u64 || next.len() < 1024 {
-            break;
-        }
-    }
-    if upto != acked {
-        tx.execute(
-            "INSERT INTO gateways(store, gateway, acked_upto) VALUES ($1, $2, $3)
-             ON CONFLICT(store, gateway) DO UPDATE SET acked_upto = excluded.acked_upto",
-            params![store, gateway, upto],
-        )
-        .await?;
-    }
-    Ok(upto)
 }
 
 /// Rows of a read-only query, for tests that look at what central holds.
@@ -1780,6 +1339,102 @@ mod tests {
         assert!(profiles.len() < first.len() / 2, "{first:?}");
         for (name, graph) in &graphs[1..] {
             assert_eq!(graph, first, "{name} differs from {first_name}");
+        }
+    }
+
+    /// Everything a store holds about events, as comparable rows (application numbers as
+    /// their order, not their values).
+    async fn event_tables(engine: &Engine) -> Vec<String> {
+        let mut tables = Vec::new();
+        for sql in [
+            "SELECT store, gateway, seq, id, kind, duplicate_id, receipt, refused,
+                    CASE WHEN applied IS NULL THEN 0 ELSE 1 END FROM events ORDER BY store, gateway, seq",
+            "SELECT store, gateway, acked_upto FROM gateways ORDER BY store, gateway",
+            "SELECT store, gateway, seq, id FROM seq_conflicts ORDER BY store, gateway, seq",
+            "SELECT event_id, coupon, store, gateway, receipt FROM coupon_redemptions ORDER BY event_id",
+            "SELECT event_id, coupon FROM coupon_conflicts ORDER BY event_id",
+            "SELECT events.store, events.gateway, events.seq FROM pending_effects
+             JOIN events ON events.applied = pending_effects.applied ORDER BY 1, 2, 3",
+        ] {
+            let rows = engine.store.rows(sql).await.unwrap();
+            tables.push(format!("{:?}", rows.iter().map(|r| &r.0).collect::<Vec<_>>()));
+        }
+        tables
+    }
+
+    /// Batches stored as one group (set-wise, two batches of one gateway in two rounds) leave
+    /// exactly what storing them one transaction each leaves, with the same outcomes: gaps
+    /// filled in the group, re-sends, a seq re-used, a receipt used twice, a single-use coupon
+    /// redeemed at two stores, an id at a second seq.
+    #[tokio::test]
+    async fn a_group_of_batches_stores_what_one_at_a_time_stores() {
+        let redeemed = |seq, id: &str, receipt: &str| {
+            raw(
+                seq,
+                id,
+                "coupon_redeemed",
+                serde_json::json!({ "coupon": "c-1", "customer": null, "receipt": receipt,
+                    "discount_minor": 500, "mode": "offline", "uses": 1 }),
+            )
+        };
+        let seen = |seq, id: &str| {
+            raw(
+                seq,
+                id,
+                "identity_seen",
+                serde_json::json!({ "customer": "prov:g:01ARZ3NDEKTSV4RRFFQ69G5FAV",
+                    "identifiers": [{ "kind": "card", "hash": "ef".repeat(32) }] }),
+            )
+        };
+        let batch = |store: &str, events: Vec<WireEvent>| GatewayBatch {
+            store: store.into(),
+            gateway: "g".into(),
+            events,
+        };
+        let batches = vec![
+            batch("a", vec![event(1, "a1"), event(2, "a2"), seen(3, "a3")]),
+            batch("b", vec![event(2, "b2"), redeemed(3, "b3", "rb")]),
+            batch("a", vec![event(3, "a3"), purchase(4, "a4", "r-1")]),
+            batch("b", vec![event(1, "b1")]),
+            batch("c", vec![redeemed(1, "c1", "rc"), event(2, "a2")]),
+            batch("a", vec![event(2, "other"), event(5, "a5")]),
+            batch("c", Vec::new()),
+        ];
+        let mut results = Vec::new();
+        for grouped in [true, false] {
+            for engine in engines().await {
+                let outcomes = if grouped {
+                    engine
+                        .store
+                        .store_batches(Arc::new(batches.clone()))
+                        .await
+                        .unwrap()
+                } else {
+                    let mut outcomes = Vec::new();
+                    for one in &batches {
+                        let stored = engine.store.store_batches(Arc::new(vec![one.clone()]));
+                        outcomes.extend(stored.await.unwrap());
+                    }
+                    outcomes
+                };
+                let tables = event_tables(&engine).await;
+                results.push((
+                    format!("{} grouped={grouped}", engine.name),
+                    outcomes,
+                    tables,
+                ));
+            }
+        }
+        let (name, outcomes, tables) = &results[0];
+        let acks: Vec<u64> = outcomes.iter().map(|o| o.acked_upto).collect();
+        assert_eq!(acks, vec![3, 0, 4, 3, 2, 5, 2], "{name}");
+        let total = |f: fn(&BatchOutcome) -> u64| outcomes.iter().map(f).sum::<u64>();
+        assert_eq!(total(|o| o.conflicts), 1, "{name}: seq 2 of a re-used");
+        assert_eq!(total(|o| o.coupon_conflicts), 1, "{name}: c-1 twice");
+        assert_eq!(total(|o| o.refused), 1, "{name}: receipt r-1 twice");
+        for (other, other_outcomes, other_tables) in &results[1..] {
+            assert_eq!(other_outcomes, outcomes, "{other} vs {name}");
+            assert_eq!(other_tables, tables, "{other} vs {name}");
         }
     }
 }

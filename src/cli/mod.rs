@@ -483,8 +483,9 @@ fn run_gateway(path: PathBuf) -> anyhow::Result<()> {
 fn run_central(path: PathBuf) -> anyhow::Result<()> {
     let config = storegate::config::load_central(&path)?;
     runtime()?.block_on(async {
-        print_json(&serde_json::json!({ "ready": { "central": config.central.client_id } }));
-        storegate::central::run(config, terminate_signal()).await
+        let client_id = config.central.client_id.clone();
+        let ready = || print_json(&serde_json::json!({ "ready": { "central": client_id } }));
+        storegate::central::run(config, ready, terminate_signal()).await
     })?;
     Ok(())
 }

@@ -58,8 +58,11 @@ pub fn run(purchases: Option<u64>, rate: f64) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         let (stop, stopped) = watch::channel(false);
-        let central_task =
-            tokio::spawn(storegate::central::run(central, signalled(stopped.clone())));
+        let central_task = tokio::spawn(storegate::central::run(
+            central,
+            || {},
+            signalled(stopped.clone()),
+        ));
         let start_gateway = |config| {
             let (ready_tx, ready_rx) = oneshot::channel();
             let task = tokio::spawn(daemon::run(

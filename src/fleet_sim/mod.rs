@@ -342,6 +342,7 @@ fn start_central(
     ))?;
     Ok(tokio::spawn(storegate::central::run(
         config,
+        || {},
         storegate::daemon::signalled(stopped),
     )))
 }

@@ -205,6 +205,15 @@ pub trait Tx {
     /// coupon or identity never interleave. One SQLite writer needs none.
     async fn lock(&mut self, key: &str) -> Result<(), DbError>;
 
+    /// Holds every key, taken in the order given (callers sort them, so two transactions
+    /// never wait on each other in a circle).
+    async fn lock_all(&mut self, keys: &[String]) -> Result<(), DbError> {
+        for key in keys {
+            self.lock(key).await?;
+        }
+        Ok(())
+    }
+
     /// The first of 1024 fresh application-order numbers (`events.applied`).
     async fn applied_block(&mut self) -> Result<i64, DbError>;
 
@@ -248,16 +257,17 @@ pub fn placeholders(first: usize, count: usize) -> String {
         .join(", ")
 }
 
-/// Keys per set-wise read. Each chunk is padded to a power of two by repeating its last key,
-/// so a statement comes in a handful of shapes (the engines cache prepared statements).
+/// Keys per set-wise read.
 const IN_CHUNK: usize = 256;
 
-/// `keys` in chunks of at most [`IN_CHUNK`], each padded to a power of two.
-fn padded_chunks<'a>(keys: &'a [&'a str]) -> impl Iterator<Item = Vec<&'a str>> + 'a {
-    keys.chunks(IN_CHUNK).map(|chunk| {
+/// `rows` in chunks of at most `per_chunk`, each padded to a power of two by repeating its
+/// last row, so a statement comes in a handful of shapes (the engines cache prepared
+/// statements). Readers must not mind a repeated key.
+fn padded_chunks<T: Clone>(rows: &[T], per_chunk: usize) -> impl Iterator<Item = Vec<T>> + '_ {
+    rows.chunks(per_chunk.max(1)).map(|chunk| {
         let mut padded = chunk.to_vec();
         if let Some(last) = chunk.last() {
-            padded.resize(chunk.len().next_power_of_two(), last);
+            padded.resize(chunk.len().next_power_of_two(), last.clone());
         }
         padded
     })
@@ -272,7 +282,7 @@ pub async fn lookup_in(
     keys: &[&str],
 ) -> Result<Vec<Row>, DbError> {
     let mut rows = Vec::new();
-    for chunk in padded_chunks(keys) {
+    for chunk in padded_chunks(keys, IN_CHUNK) {
         let sql = format!(
             "{sql_prefix} IN ({})",
             placeholders(fixed.len() + 1, chunk.len())
@@ -284,27 +294,42 @@ pub async fn lookup_in(
     Ok(rows)
 }
 
-/// The rows of `sql` for `keys` a chunk at a time: `{keys}` in `sql` stands for a table of
-/// one column, `item`, that holds the chunk's keys (a VALUES list).
+/// The rows of `sql` for `rows` a chunk at a time: `{values}` in `sql` stands for the chunk
+/// as a table, `(VALUES …)`, whose columns `column1`, `column2`, … have the SQL types
+/// `types`. A row may be read more than once (chunks are padded).
+pub async fn query_values<const N: usize>(
+    tx: &mut impl Tx,
+    sql: &str,
+    types: [&str; N],
+    rows: &[[Value; N]],
+) -> Result<Vec<Row>, DbError> {
+    let mut out = Vec::new();
+    for chunk in padded_chunks(rows, (IN_CHUNK / N).max(1)) {
+        let values = (0..chunk.len())
+            .map(|r| {
+                let row = (0..N)
+                    .map(|c| format!("CAST(${} AS {})", r * N + c + 1, types[c]))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!("({row})")
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = sql.replace("{values}", &format!("(VALUES {values})"));
+        let params: Vec<Value> = chunk.into_iter().flatten().collect();
+        out.extend(tx.query(&sql, &params).await?);
+    }
+    Ok(out)
+}
+
+/// [`query_values`] for one text column.
 pub async fn query_with_keys(
     tx: &mut impl Tx,
     sql: &str,
     keys: &[&str],
 ) -> Result<Vec<Row>, DbError> {
-    let mut rows = Vec::new();
-    for chunk in padded_chunks(keys) {
-        let values = (1..=chunk.len())
-            .map(|n| format!("(CAST(${n} AS TEXT))"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = sql.replace(
-            "{keys}",
-            &format!("(SELECT column1 AS item FROM (VALUES {values}) AS listed)"),
-        );
-        let params: Vec<Value> = chunk.iter().map(|k| Value::from(*k)).collect();
-        rows.extend(tx.query(&sql, &params).await?);
-    }
-    Ok(rows)
+    let rows: Vec<[Value; 1]> = keys.iter().map(|k| [Value::from(*k)]).collect();
+    query_values(tx, sql, ["TEXT"], &rows).await
 }
 
 /// Inserts `rows` with `insert` (`INSERT INTO t(columns…)`, and anything after `{values}`

@@ -228,6 +228,35 @@ impl Tx for PgTx<'_> {
         .map(drop)
     }
 
+    async fn lock_all(&mut self, keys: &[String]) -> Result<(), DbError> {
+        let fresh: Vec<&str> = keys
+            .iter()
+            .filter(|key| self.held.insert(key.to_string()))
+            .map(String::as_str)
+            .collect();
+        // One statement for many: a VALUES list is scanned, and each lock taken, in order.
+        // Padded with the last key (a lock held twice is still one lock) to a power of two:
+        // a handful of statement shapes.
+        for chunk in fresh.chunks(256) {
+            let mut params: Vec<Value> = chunk.iter().map(|k| Value::from(*k)).collect();
+            if let Some(last) = params.last().cloned() {
+                params.resize(params.len().next_power_of_two(), last);
+            }
+            let values = (1..=params.len())
+                .map(|n| format!("(CAST(${n} AS TEXT))"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            self.execute(
+                &format!(
+                    "SELECT pg_advisory_xact_lock(hashtextextended(column1, 0)) FROM (VALUES {values}) AS keys"
+                ),
+                &params,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     async fn applied_block(&mut self) -> Result<i64, DbError> {
         // The sequence steps by APPLIED_BLOCK: each value starts a block of its own.
         debug_assert_eq!(APPLIED_BLOCK, 1024);

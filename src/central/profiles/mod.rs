@@ -380,7 +380,7 @@ pub(super) async fn views(
     profiles: &[&str],
 ) -> Result<Vec<ProfileView>, DbError> {
     const MEMBERS_OF_KEYS: &str = "WITH RECURSIVE members(root, ref) AS (
-        SELECT item, item FROM {keys} AS given
+        SELECT given.column1, given.column1 FROM {values} AS given
         UNION SELECT members.root, profile_aliases.from_ref FROM profile_aliases
               JOIN members ON profile_aliases.to_ref = members.ref)";
     let mut points: std::collections::HashMap<String, i64> = std::collections::HashMap::new();

@@ -98,7 +98,7 @@ impl Graph {
         let walked = db::query_with_keys(
             tx,
             "WITH RECURSIVE walk(ref, depth) AS (
-                 SELECT item, 0 FROM {keys} AS given
+                 SELECT given.column1, 0 FROM {values} AS given
                  UNION
                  SELECT profile_aliases.to_ref, walk.depth + 1 FROM walk
                  JOIN profile_aliases ON profile_aliases.from_ref = walk.ref

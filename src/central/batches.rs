@@ -1,0 +1,586 @@
+//! Storing gateways' batches (docs/protocol.md "Cumulative ack"): dedup by (gateway, seq) and
+//! by event id, application in seq order, and the ack at the end of each gateway's gap-free
+//! prefix of stored events.
+//!
+//! A second event at a (gateway, seq) that central already holds under another id is not
+//! dropped: it goes to `seq_conflicts` (a gateway whose journal was restored from an old copy
+//! re-used seqs before it saw our ack), so no event is ever lost silently. An event that
+//! breaks docs/protocol.md, or a second purchase with a receipt the gateway already used, is
+//! stored with `refused` set: it fills its seq slot, is applied to nothing, and stays for
+//! operators.
+//!
+//! Batches that arrive together are stored set-wise in one transaction: a fixed handful of
+//! statements for the whole group (its acks, the seqs and ids it repeats, its receipts, its
+//! inserts, its coupon redemptions), not a handful per batch, since on PostgreSQL every
+//! statement is a round trip. A group holds each gateway at most once per round; a gateway
+//! with two batches in the group has them stored in two rounds, in arrival order.
+//!
+//! What must not interleave between central instances is locked inside the transaction, all
+//! up front: the group's gateways, then its coupons, each in sorted order. Unique constraints
+//! back each of them (an event id is applied once, a coupon redemption recorded once). The
+//! identity and points effects of applied events are queued for the resolver (`effects.rs`).
+
+use std::collections::{HashMap, HashSet};
+
+use super::db::{self, params, DbError, Tx};
+use super::store::{BatchOutcome, GatewayBatch};
+use crate::protocol::{timestamp, CouponRedeemed, EventKind, WireEvent};
+
+/// Stores `batches` in the caller's transaction; each one's outcome, in order.
+pub(super) async fn store_batches(
+    tx: &mut impl Tx,
+    batches: &[GatewayBatch],
+) -> Result<Vec<BatchOutcome>, DbError> {
+    // Two instances may hold the same gateway's batches (a re-send delivered to another
+    // member of the shared subscription): they take turns.
+    let mut gateways: Vec<String> = batches
+        .iter()
+        .map(|b| format!("gateway:{}/{}", b.store, b.gateway))
+        .collect();
+    gateways.sort();
+    gateways.dedup();
+    let mut coupons: Vec<String> = batches
+        .iter()
+        .flat_map(|b| &b.events)
+        .filter(|e| e.kind == EventKind::CouponRedeemed.as_str())
+        .filter_map(|e| serde_json::from_str::<CouponRedeemed>(e.body.get()).ok())
+        .map(|c| format!("coupon:{}", c.coupon))
+        .collect();
+    coupons.sort();
+    coupons.dedup();
+    gateways.extend(coupons);
+    tx.lock_all(&gateways).await?;
+
+    let received_at = timestamp(std::time::SystemTime::now());
+    let mut numbers = ApplicationOrder::default();
+    let mut outcomes = vec![BatchOutcome::default(); batches.len()];
+    for round in rounds(batches) {
+        let members: Vec<&GatewayBatch> = round.iter().map(|&index| &batches[index]).collect();
+        let stored = store_round(tx, &members, &received_at, &mut numbers).await?;
+        for (index, outcome) in round.into_iter().zip(stored) {
+            outcomes[index] = outcome;
+        }
+    }
+    Ok(outcomes)
+}
+
+/// Indices of `batches` in rounds that hold each gateway at most once, in arrival order.
+fn rounds(batches: &[GatewayBatch]) -> Vec<Vec<usize>> {
+    let mut rounds: Vec<Vec<usize>> = Vec::new();
+    let mut next: HashMap<(&str, &str), usize> = HashMap::new();
+    for (index, batch) in batches.iter().enumerate() {
+        let round = next
+            .entry((batch.store.as_str(), batch.gateway.as_str()))
+            .or_insert(0);
+        if rounds.len() <= *round {
+            rounds.push(Vec::new());
+        }
+        rounds[*round].push(index);
+        *round += 1;
+    }
+    rounds
+}
+
+/// A gateway as a map key.
+type GatewayKey = (String, String);
+
+fn key_of(batch: &GatewayBatch) -> GatewayKey {
+    (batch.store.clone(), batch.gateway.clone())
+}
+
+/// A seq as central stores it (seqs are checked to be below 2^53 on arrival).
+fn seq_value(seq: u64) -> i64 {
+    seq.min(i64::MAX as u64) as i64
+}
+
+/// Stores one round, batches of distinct gateways; each one's outcome, in order.
+async fn store_round(
+    tx: &mut impl Tx,
+    round: &[&GatewayBatch],
+    received_at: &str,
+    numbers: &mut ApplicationOrder,
+) -> Result<Vec<BatchOutcome>, DbError> {
+    let mut outcomes = vec![BatchOutcome::default(); round.len()];
+    let gateways: Vec<[db::Value; 2]> = round
+        .iter()
+        .map(|b| [b.store.as_str().into(), b.gateway.as_str().into()])
+        .collect();
+    let mut acked: HashMap<GatewayKey, u64> = HashMap::new();
+    for row in db::query_values(
+        tx,
+        "SELECT gateways.store, gateways.gateway, gateways.acked_upto FROM gateways
+         JOIN {values} AS given ON gateways.store = given.column1 AND gateways.gateway = given.column2",
+        ["TEXT", "TEXT"],
+        &gateways,
+    )
+    .await?
+    {
+        acked.insert((row.text(0)?, row.text(1)?), row.int(2)?.max(0) as u64);
+    }
+
+    // What central already holds at the seqs the batches carry.
+    let ranges: Vec<[db::Value; 4]> = round
+        .iter()
+        .filter_map(|b| {
+            let (first, last) = (b.events.first()?, b.events.last()?);
+            Some([
+                b.store.as_str().into(),
+                b.gateway.as_str().into(),
+                first.seq.into(),
+                last.seq.into(),
+            ])
+        })
+        .collect();
+    let mut held: HashMap<GatewayKey, HashMap<i64, String>> = HashMap::new();
+    for row in db::query_values(
+        tx,
+        "SELECT events.store, events.gateway, events.seq, events.id FROM events
+         JOIN {values} AS given ON events.store = given.column1 AND events.gateway = given.column2
+          AND events.seq >= given.column3 AND events.seq <= given.column4",
+        ["TEXT", "TEXT", "BIGINT", "BIGINT"],
+        &ranges,
+    )
+    .await?
+    {
+        held.entry((row.text(0)?, row.text(1)?))
+            .or_default()
+            .insert(row.int(2)?, row.text(3)?);
+    }
+
+    let mut fresh: Vec<Vec<&WireEvent>> = Vec::with_capacity(round.len());
+    for (batch, outcome) in round.iter().zip(outcomes.iter_mut()) {
+        let holding = held.get(&key_of(batch));
+        let mut new = Vec::with_capacity(batch.events.len());
+        for event in &batch.events {
+            match holding.and_then(|h| h.get(&seq_value(event.seq))) {
+                Some(id) if *id == event.id => outcome.duplicates += 1,
+                Some(_) => {
+                    keep_seq_conflict(tx, batch, event, received_at, outcome).await?;
+                }
+                None => new.push(event),
+            }
+        }
+        fresh.push(new);
+    }
+
+    // The same id at another seq is a duplicate effect: the slot is filled (so the prefix can
+    // advance) but marked, and never applied twice.
+    let ids: Vec<&str> = fresh.iter().flatten().map(|e| e.id.as_str()).collect();
+    let mut seen: HashSet<String> = db::lookup_in(tx, "SELECT id FROM events WHERE id", &[], &ids)
+        .await?
+        .iter()
+        .map(|row| row.text(0))
+        .collect::<Result<_, _>>()?;
+    // Each purchase's receipt is read from its body once, here.
+    let receipts: Vec<Vec<Option<String>>> = fresh
+        .iter()
+        .map(|events| events.iter().map(|e| e.receipt()).collect())
+        .collect();
+    let receipt_keys: Vec<[db::Value; 3]> = round
+        .iter()
+        .zip(&receipts)
+        .flat_map(|(batch, receipts)| {
+            receipts.iter().flatten().map(|receipt| {
+                [
+                    batch.store.as_str().into(),
+                    batch.gateway.as_str().into(),
+                    receipt.as_str().into(),
+                ]
+            })
+        })
+        .collect();
+    let mut receipt_holders: HashMap<(String, String, String), i64> = HashMap::new();
+    for row in db::query_values(
+        tx,
+        "SELECT events.store, events.gateway, events.receipt, events.seq FROM events
+         JOIN {values} AS given ON events.store = given.column1 AND events.gateway = given.column2
+          AND events.receipt = given.column3
+         WHERE events.refused IS NULL",
+        ["TEXT", "TEXT", "TEXT"],
+        &receipt_keys,
+    )
+    .await?
+    {
+        receipt_holders.insert((row.text(0)?, row.text(1)?, row.text(2)?), row.int(3)?);
+    }
+
+    let mut rows: Vec<[db::Value; 14]> = Vec::new();
+    let mut queued: Vec<[db::Value; 4]> = Vec::new();
+    let mut redemptions = Vec::new();
+    let mut prefixes = Vec::with_capacity(round.len());
+    let groups = round
+        .iter()
+        .zip(outcomes.iter_mut())
+        .zip(&fresh)
+        .zip(receipts);
+    for (((batch, outcome), events), receipts) in groups {
+        let acked = acked.get(&key_of(batch)).copied().unwrap_or(0);
+        // The fresh events from `acked + 1` on without a gap are applied as they are
+        // inserted (the usual case: a batch picks up where the ack stands).
+        let prefix_len = events
+            .iter()
+            .zip(acked + 1..)
+            .take_while(|(event, seq)| event.seq == *seq)
+            .count();
+        prefixes.push(acked + prefix_len as u64);
+        // Numbers for the prefix, a block at a time: (number of index 0, end index).
+        let mut block = (0, 0);
+        for (index, (event, receipt)) in events.iter().zip(receipts).enumerate() {
+            let id_seen = !seen.insert(event.id.clone());
+            let mut refused = event.check().err();
+            let receipt_key = receipt
+                .as_ref()
+                .map(|r| (batch.store.clone(), batch.gateway.clone(), r.clone()));
+            if let (None, false, Some(key)) = (&refused, id_seen, &receipt_key) {
+                if let Some(seq) = receipt_holders.get(key) {
+                    refused = Some(format!(
+                        "duplicate_receipt: receipt already recorded at seq {seq}"
+                    ));
+                }
+            }
+            if let (None, Some(key)) = (&refused, receipt_key) {
+                receipt_holders.entry(key).or_insert(seq_value(event.seq));
+            }
+            if let Some(reason) = &refused {
+                tracing::error!(store = %batch.store, gateway = %batch.gateway, seq = event.seq, id = %event.id, reason, "event kept as a conflict, applied to nothing");
+                outcome.refused += 1;
+            } else if id_seen {
+                outcome.duplicates += 1;
+            } else {
+                outcome.stored += 1;
+                if event.kind == EventKind::CouponRedeemed.as_str() {
+                    redemptions.push((*batch, *event));
+                }
+            }
+            // A refused event, or an id applied at another seq, fills its slot but is
+            // applied to nothing.
+            let index = index as i64;
+            let applied = if index < prefix_len as i64 && refused.is_none() && !id_seen {
+                if index >= block.1 {
+                    let count = (prefix_len as i64 - index).min(db::APPLIED_BLOCK);
+                    block = (numbers.take(tx, count).await? - index, index + count);
+                }
+                let applied = block.0 + index;
+                if has_effects(event) {
+                    outcome.effects_queued += 1;
+                    queued.push([
+                        applied.into(),
+                        batch.store.as_str().into(),
+                        batch.gateway.as_str().into(),
+                        event.seq.into(),
+                    ]);
+                }
+                Some(applied)
+            } else {
+                None
+            };
+            rows.push([
+                batch.store.as_str().into(),
+                batch.gateway.as_str().into(),
+                event.seq.into(),
+                storable(&event.id).into(),
+                storable(&event.kind).into(),
+                storable(&event.at).into(),
+                event.clock_synced.into(),
+                storable(&event.till).into(),
+                event.body.get().into(),
+                received_at.into(),
+                id_seen.into(),
+                receipt.as_deref().map(storable).into(),
+                refused.into(),
+                applied.into(),
+            ]);
+        }
+    }
+    db::insert_rows(
+        tx,
+        "INSERT INTO events(store, gateway, seq, id, kind, at, clock_synced, till, body, received_at, duplicate_id, receipt, refused, applied)",
+        &rows,
+    )
+    .await?;
+    db::insert_rows(
+        tx,
+        "INSERT INTO pending_effects(applied, store, gateway, seq)",
+        &queued,
+    )
+    .await?;
+    let conflicts = record_redemptions(tx, &redemptions).await?;
+    for (batch, outcome) in round.iter().zip(outcomes.iter_mut()) {
+        outcome.coupon_conflicts += conflicts
+            .iter()
+            .filter(|(store, gateway)| *store == batch.store && *gateway == batch.gateway)
+            .count() as u64;
+    }
+
+    // Events stored earlier beyond a batch's prefix (a gap the batch filled) continue it.
+    let ends: Vec<[db::Value; 3]> = round
+        .iter()
+        .zip(&prefixes)
+        .map(|(b, end)| {
+            [
+                b.store.as_str().into(),
+                b.gateway.as_str().into(),
+                (*end).into(),
+            ]
+        })
+        .collect();
+    let mut following: HashMap<GatewayKey, u64> = HashMap::new();
+    for row in db::query_values(
+        tx,
+        "SELECT events.store, events.gateway, MIN(events.seq) FROM events
+         JOIN {values} AS given ON events.store = given.column1 AND events.gateway = given.column2
+          AND events.seq > given.column3
+         GROUP BY events.store, events.gateway",
+        ["TEXT", "TEXT", "BIGINT"],
+        &ends,
+    )
+    .await?
+    {
+        following.insert((row.text(0)?, row.text(1)?), row.int(2)?.max(0) as u64);
+    }
+    let mut moved: Vec<[db::Value; 3]> = Vec::new();
+    for ((batch, outcome), prefix) in round.iter().zip(outcomes.iter_mut()).zip(prefixes) {
+        let key = key_of(batch);
+        let mut upto = prefix;
+        if following.get(&key) == Some(&(prefix + 1)) {
+            upto = advance(tx, batch, prefix, numbers, outcome).await?;
+        }
+        if upto != acked.get(&key).copied().unwrap_or(0) {
+            moved.push([
+                batch.store.as_str().into(),
+                batch.gateway.as_str().into(),
+                upto.into(),
+            ]);
+        }
+        outcome.acked_upto = upto;
+    }
+    db::insert_rows(
+        tx,
+        "INSERT INTO gateways(store, gateway, acked_upto) {values}
+         ON CONFLICT(store, gateway) DO UPDATE SET acked_upto = excluded.acked_upto",
+        &moved,
+    )
+    .await?;
+    Ok(outcomes)
+}
+
+/// Application-order numbers (`events.applied`) for one transaction, taken from the store a
+/// block at a time: one round trip per 1024 events, not one per batch.
+#[derive(Default)]
+struct ApplicationOrder {
+    next: i64,
+    end: i64,
+}
+
+impl ApplicationOrder {
+    /// The first of `count` consecutive fresh numbers (`count` at most a block).
+    async fn take(&mut self, tx: &mut impl Tx, count: i64) -> Result<i64, DbError> {
+        if self.end - self.next < count {
+            self.next = tx.applied_block().await?;
+            self.end = self.next + db::APPLIED_BLOCK;
+        }
+        let first = self.next;
+        self.next += count;
+        Ok(first)
+    }
+}
+
+/// Whether applying `event` does anything beyond storing it: an identification is resolved,
+/// a purchase by a customer moves points. Those are queued for the resolver.
+fn has_effects(event: &WireEvent) -> bool {
+    #[derive(serde::Deserialize)]
+    struct Points {
+        customer: Option<String>,
+        #[serde(default)]
+        points: i64,
+        #[serde(default)]
+        points_redeemed: i64,
+    }
+    if event.kind == EventKind::IdentitySeen.as_str() {
+        return true;
+    }
+    event.kind == EventKind::Purchase.as_str()
+        && serde_json::from_str::<Points>(event.body.get())
+            .is_ok_and(|p| p.customer.is_some() && p.points != p.points_redeemed)
+}
+
+/// A wire string as a text column can hold it: PostgreSQL's text takes no NUL character. Only
+/// a refused event can carry one (every field a valid event has is checked), and it is kept
+/// for operators with U+FFFD in its place rather than failing its whole batch.
+fn storable(text: &str) -> String {
+    text.replace('\0', "\u{FFFD}")
+}
+
+/// A second event at a seq central holds under another id: kept aside, never dropped.
+async fn keep_seq_conflict(
+    tx: &mut impl Tx,
+    batch: &GatewayBatch,
+    event: &WireEvent,
+    received_at: &str,
+    outcome: &mut BatchOutcome,
+) -> Result<(), DbError> {
+    let (store, gateway) = (batch.store.as_str(), batch.gateway.as_str());
+    let inserted = tx
+        .execute(
+            "INSERT INTO seq_conflicts(store, gateway, seq, id, kind, at, till, body, received_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+            params![
+                store,
+                gateway,
+                event.seq,
+                storable(&event.id),
+                storable(&event.kind),
+                storable(&event.at),
+                storable(&event.till),
+                event.body.get(),
+                received_at
+            ],
+        )
+        .await?;
+    if inserted > 0 {
+        tracing::error!(store, gateway, seq = event.seq, id = %event.id, "seq re-used with another id; kept in seq_conflicts");
+        outcome.conflicts += 1;
+    } else {
+        outcome.duplicates += 1;
+    }
+    Ok(())
+}
+
+/// Records coupon redemptions; one beyond its coupon's uses (counted by distinct receipts
+/// across the fleet, in the order the redemptions are stored) is kept as a conflict. Both
+/// events stay; neither is dropped. The (store, gateway) of each conflict.
+async fn record_redemptions(
+    tx: &mut impl Tx,
+    redemptions: &[(&GatewayBatch, &WireEvent)],
+) -> Result<Vec<(String, String)>, DbError> {
+    let parsed: Vec<(&GatewayBatch, &WireEvent, CouponRedeemed)> = redemptions
+        .iter()
+        .filter_map(|(batch, event)| {
+            let body = serde_json::from_str::<CouponRedeemed>(event.body.get()).ok()?;
+            Some((*batch, *event, body))
+        })
+        .collect();
+    if parsed.is_empty() {
+        return Ok(Vec::new());
+    }
+    let coupons: Vec<&str> = parsed.iter().map(|(_, _, c)| c.coupon.as_str()).collect();
+    // Every receipt each coupon was redeemed for so far.
+    let mut receipts: HashMap<String, HashSet<(String, String, String)>> = HashMap::new();
+    for row in db::lookup_in(
+        tx,
+        "SELECT coupon, store, gateway, receipt FROM coupon_redemptions WHERE coupon",
+        &[],
+        &coupons,
+    )
+    .await?
+    {
+        receipts.entry(row.text(0)?).or_default().insert((
+            row.text(1)?,
+            row.text(2)?,
+            row.text(3)?,
+        ));
+    }
+    let mut recorded: Vec<[db::Value; 7]> = Vec::with_capacity(parsed.len());
+    let mut conflicts: Vec<[db::Value; 3]> = Vec::new();
+    let mut conflicted = Vec::new();
+    for (batch, event, body) in parsed {
+        let (store, gateway) = (batch.store.as_str(), batch.gateway.as_str());
+        let redeemed = receipts.entry(body.coupon.clone()).or_default();
+        redeemed.insert((store.to_string(), gateway.to_string(), body.receipt.clone()));
+        let uses = redeemed.len() as u64;
+        if uses > body.uses {
+            let detail = format!(
+                "coupon {} redeemed {uses} times (allowed {}); this one at {store}/{gateway} receipt {} ({})",
+                body.coupon, body.uses, body.receipt, body.mode
+            );
+            tracing::warn!(store, gateway, coupon = %body.coupon, %detail, "coupon redeemed beyond its uses; kept as a conflict");
+            conflicts.push([
+                event.id.as_str().into(),
+                body.coupon.as_str().into(),
+                detail.into(),
+            ]);
+            conflicted.push((store.to_string(), gateway.to_string()));
+        }
+        recorded.push([
+            event.id.as_str().into(),
+            body.coupon.into(),
+            store.into(),
+            gateway.into(),
+            body.receipt.into(),
+            body.mode.into(),
+            body.uses.into(),
+        ]);
+    }
+    db::insert_rows(
+        tx,
+        "INSERT INTO coupon_redemptions(event_id, coupon, store, gateway, receipt, mode, uses) {values}
+         ON CONFLICT DO NOTHING",
+        &recorded,
+    )
+    .await?;
+    db::insert_rows(
+        tx,
+        "INSERT INTO coupon_conflicts(event_id, coupon, detail) {values} ON CONFLICT DO NOTHING",
+        &conflicts,
+    )
+    .await?;
+    Ok(conflicted)
+}
+
+/// Moves a gateway's ack from the end of its batch's own prefix over every event stored
+/// earlier that continues it (a gap the batch filled), applying those in seq order; the new
+/// end of the prefix.
+async fn advance(
+    tx: &mut impl Tx,
+    batch: &GatewayBatch,
+    prefix: u64,
+    numbers: &mut ApplicationOrder,
+    outcome: &mut BatchOutcome,
+) -> Result<u64, DbError> {
+    let (store, gateway) = (batch.store.as_str(), batch.gateway.as_str());
+    let mut upto = prefix;
+    loop {
+        let next = tx
+            .query(
+                "SELECT seq FROM events WHERE store = $1 AND gateway = $2 AND seq > $3
+                 ORDER BY seq LIMIT 1024",
+                params![store, gateway, upto],
+            )
+            .await?;
+        let before = upto;
+        for row in &next {
+            if row.int(0)?.max(0) as u64 != upto + 1 {
+                break;
+            }
+            upto += 1;
+        }
+        if upto > before {
+            // One statement numbers the whole run in seq order (a refused event, or an id
+            // applied at another seq, fills its slot but is applied to nothing); one more
+            // queues the run's effects.
+            let base = numbers.take(tx, (upto - before) as i64).await?;
+            tx.execute(
+                "UPDATE events SET applied = $1 + (seq - $2)
+                 WHERE store = $3 AND gateway = $4 AND seq >= $2 AND seq <= $5
+                   AND refused IS NULL AND duplicate_id = 0",
+                params![base, before + 1, store, gateway, upto],
+            )
+            .await?;
+            let queue = format!(
+                "INSERT INTO pending_effects(applied, store, gateway, seq)
+                 SELECT applied, store, gateway, seq FROM events
+                 WHERE store = $1 AND gateway = $2 AND seq >= $3 AND seq <= $4
+                   AND applied IS NOT NULL
+                   AND (kind = 'identity_seen' OR (kind = 'purchase' AND {} IS NOT NULL))",
+                tx.dialect().json_text("body", "customer")
+            );
+            outcome.effects_queued += tx
+                .execute(&queue, params![store, gateway, before + 1, upto])
+                .await?;
+        }
+        if upto == before || upto - before < next.len() as u64 || next.len() < 1024 {
+            break;
+        }
+    }
+    Ok(upto)
+}
