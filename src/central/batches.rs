@@ -22,7 +22,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::db::{self, params, DbError, Tx};
+use super::db::{self, params, DbError, Pipeline, Tx};
 use super::store::{BatchOutcome, GatewayBatch};
 use crate::protocol::{timestamp, CouponRedeemed, EventKind, WireEvent};
 
@@ -49,14 +49,16 @@ pub(super) async fn store_batches(
     coupons.sort();
     coupons.dedup();
     gateways.extend(coupons);
-    tx.lock_all(&gateways).await?;
+    // Taken by the first statements of the first round's reads, before anything is read.
+    let mut locks = tx.lock_statements(&gateways);
 
     let received_at = timestamp(std::time::SystemTime::now());
     let mut numbers = ApplicationOrder::default();
     let mut outcomes = vec![BatchOutcome::default(); batches.len()];
     for round in rounds(batches) {
         let members: Vec<&GatewayBatch> = round.iter().map(|&index| &batches[index]).collect();
-        let stored = store_round(tx, &members, &received_at, &mut numbers).await?;
+        let locks = std::mem::take(&mut locks);
+        let stored = store_round(tx, locks, &members, &received_at, &mut numbers).await?;
         for (index, outcome) in round.into_iter().zip(stored) {
             outcomes[index] = outcome;
         }
@@ -93,32 +95,46 @@ fn seq_value(seq: u64) -> i64 {
     seq.min(i64::MAX as u64) as i64
 }
 
-/// Stores one round, batches of distinct gateways; each one's outcome, in order.
+/// Stores one round, batches of distinct gateways; each one's outcome, in order. Two
+/// pipelines: every read the round needs, then every write, each one round trip on
+/// PostgreSQL.
 async fn store_round(
     tx: &mut impl Tx,
+    locks: Vec<(String, Vec<db::Value>)>,
     round: &[&GatewayBatch],
     received_at: &str,
     numbers: &mut ApplicationOrder,
 ) -> Result<Vec<BatchOutcome>, DbError> {
     let mut outcomes = vec![BatchOutcome::default(); round.len()];
+    let dialect = tx.dialect();
+    let events = || {
+        round
+            .iter()
+            .flat_map(|b| b.events.iter().map(move |e| (*b, e)))
+    };
+
+    // The reads: where each gateway's ack stands, what central holds at the batches' seqs,
+    // which of their ids and receipts it knows, what their coupons were redeemed for. Each
+    // is a subquery or an index probe per key, whatever plan a cached statement settled on
+    // while the tables were small. Ids, receipts and coupons are asked for every event (a
+    // re-sent one's own among them): only fresh events read the answers.
+    let mut reads = Pipeline::new();
+    reads.add_statements(locks);
+    let block_part = numbers
+        .is_empty()
+        .then(|| reads.add(tx.applied_block_sql(), &[]));
     let gateways: Vec<[db::Value; 2]> = round
         .iter()
         .map(|b| [b.store.as_str().into(), b.gateway.as_str().into()])
         .collect();
-    let mut acked: HashMap<GatewayKey, u64> = HashMap::new();
-    for row in db::query_values(
-        tx,
-        "SELECT gateways.store, gateways.gateway, gateways.acked_upto FROM gateways
-         JOIN {values} AS given ON gateways.store = given.column1 AND gateways.gateway = given.column2",
+    let acked_part = reads.add_values(
+        "SELECT given.column1, given.column2,
+                (SELECT acked_upto FROM gateways WHERE gateways.store = given.column1
+                    AND gateways.gateway = given.column2)
+         FROM {values} AS given",
         ["TEXT", "TEXT"],
         &gateways,
-    )
-    .await?
-    {
-        acked.insert((row.text(0)?, row.text(1)?), row.int(2)?.max(0) as u64);
-    }
-
-    // What central already holds at the seqs the batches carry.
+    );
     let ranges: Vec<[db::Value; 4]> = round
         .iter()
         .filter_map(|b| {
@@ -131,50 +147,31 @@ async fn store_round(
             ])
         })
         .collect();
-    let mut held: HashMap<GatewayKey, HashMap<i64, String>> = HashMap::new();
-    for row in db::query_values(
-        tx,
-        "SELECT events.store, events.gateway, events.seq, events.id FROM events
-         JOIN {values} AS given ON events.store = given.column1 AND events.gateway = given.column2
-          AND events.seq >= given.column3 AND events.seq <= given.column4",
+    // Seqs and ids as one JSON list per batch: a refused event's id may hold any character.
+    let held_part = reads.add_values(
+        &format!(
+            "SELECT given.column1, given.column2,
+                    (SELECT {} FROM events WHERE events.store = given.column1
+                        AND events.gateway = given.column2
+                        AND events.seq >= given.column3 AND events.seq <= given.column4)
+             FROM {{values}} AS given",
+            dialect.json_pairs("events.seq", "events.id")
+        ),
         ["TEXT", "TEXT", "BIGINT", "BIGINT"],
         &ranges,
-    )
-    .await?
-    {
-        held.entry((row.text(0)?, row.text(1)?))
-            .or_default()
-            .insert(row.int(2)?, row.text(3)?);
-    }
-
-    let mut fresh: Vec<Vec<&WireEvent>> = Vec::with_capacity(round.len());
-    for (batch, outcome) in round.iter().zip(outcomes.iter_mut()) {
-        let holding = held.get(&key_of(batch));
-        let mut new = Vec::with_capacity(batch.events.len());
-        for event in &batch.events {
-            match holding.and_then(|h| h.get(&seq_value(event.seq))) {
-                Some(id) if *id == event.id => outcome.duplicates += 1,
-                Some(_) => {
-                    keep_seq_conflict(tx, batch, event, received_at, outcome).await?;
-                }
-                None => new.push(event),
-            }
-        }
-        fresh.push(new);
-    }
-
-    // The same id at another seq is a duplicate effect: the slot is filled (so the prefix can
-    // advance) but marked, and never applied twice.
-    let ids: Vec<&str> = fresh.iter().flatten().map(|e| e.id.as_str()).collect();
-    let mut seen: HashSet<String> = db::lookup_in(tx, "SELECT id FROM events WHERE id", &[], &ids)
-        .await?
-        .iter()
-        .map(|row| row.text(0))
-        .collect::<Result<_, _>>()?;
+    );
+    // An id's first event is the one without the duplicate mark: the unique index over
+    // those answers.
+    let ids: Vec<&str> = events().map(|(_, e)| e.id.as_str()).collect();
+    let ids_part = reads.add_in(
+        "SELECT id FROM events WHERE duplicate_id = 0 AND id",
+        &[],
+        &ids,
+    );
     // Each purchase's receipt is read from its body once, here.
-    let receipts: Vec<Vec<Option<String>>> = fresh
+    let receipts: Vec<Vec<Option<String>>> = round
         .iter()
-        .map(|events| events.iter().map(|e| e.receipt()).collect())
+        .map(|b| b.events.iter().map(|e| e.receipt()).collect())
         .collect();
     let receipt_keys: Vec<[db::Value; 3]> = round
         .iter()
@@ -189,43 +186,99 @@ async fn store_round(
             })
         })
         .collect();
-    let mut receipt_holders: HashMap<(String, String, String), i64> = HashMap::new();
-    for row in db::query_values(
-        tx,
-        "SELECT events.store, events.gateway, events.receipt, events.seq FROM events
-         JOIN {values} AS given ON events.store = given.column1 AND events.gateway = given.column2
-          AND events.receipt = given.column3
-         WHERE events.refused IS NULL",
+    // `receipt IS NOT NULL` is the receipt index's condition, spelled out for the planner.
+    let receipts_part = reads.add_values(
+        "SELECT given.column1, given.column2, given.column3,
+                (SELECT MIN(events.seq) FROM events WHERE events.store = given.column1
+                    AND events.gateway = given.column2 AND events.receipt = given.column3
+                    AND events.receipt IS NOT NULL AND events.refused IS NULL)
+         FROM {values} AS given",
         ["TEXT", "TEXT", "TEXT"],
         &receipt_keys,
-    )
-    .await?
-    {
-        receipt_holders.insert((row.text(0)?, row.text(1)?, row.text(2)?), row.int(3)?);
+    );
+    let redeemed: Vec<(&GatewayBatch, &WireEvent, CouponRedeemed)> = events()
+        .filter(|(_, e)| e.kind == EventKind::CouponRedeemed.as_str())
+        .filter_map(|(b, e)| Some((b, e, serde_json::from_str(e.body.get()).ok()?)))
+        .collect();
+    let coupons: Vec<&str> = redeemed.iter().map(|(_, _, c)| c.coupon.as_str()).collect();
+    let coupons_part = reads.add_in(
+        "SELECT coupon, store, gateway, receipt FROM coupon_redemptions WHERE coupon",
+        &[],
+        &coupons,
+    );
+    let mut answers = reads.run(tx).await?;
+    if let Some(part) = block_part {
+        if let Some(row) = answers.take(part).first() {
+            numbers.starting_at(row.int(0)?);
+        }
+    }
+
+    let mut acked: HashMap<GatewayKey, u64> = HashMap::new();
+    for row in answers.take(acked_part) {
+        if let Some(upto) = row.opt_int(2)? {
+            acked.insert((row.text(0)?, row.text(1)?), upto.max(0) as u64);
+        }
+    }
+    let mut held: HashMap<GatewayKey, HashMap<i64, String>> = HashMap::new();
+    for row in answers.take(held_part) {
+        let Some(listed) = row.opt_text(2)? else {
+            continue;
+        };
+        let pairs: Vec<(i64, String)> =
+            serde_json::from_str(&listed).map_err(|e| DbError::Type(format!("held seqs: {e}")))?;
+        held.entry((row.text(0)?, row.text(1)?))
+            .or_default()
+            .extend(pairs);
+    }
+    let mut seen: HashSet<String> = answers
+        .take(ids_part)
+        .iter()
+        .map(|row| row.text(0))
+        .collect::<Result<_, _>>()?;
+    let mut receipt_holders: HashMap<(String, String, String), i64> = HashMap::new();
+    for row in answers.take(receipts_part) {
+        if let Some(seq) = row.opt_int(3)? {
+            receipt_holders.insert((row.text(0)?, row.text(1)?, row.text(2)?), seq);
+        }
+    }
+    // Every receipt each coupon was redeemed for so far.
+    let mut coupon_receipts: HashMap<String, HashSet<(String, String, String)>> = HashMap::new();
+    for row in answers.take(coupons_part) {
+        coupon_receipts.entry(row.text(0)?).or_default().insert((
+            row.text(1)?,
+            row.text(2)?,
+            row.text(3)?,
+        ));
     }
 
     let mut rows: Vec<[db::Value; 14]> = Vec::new();
     let mut queued: Vec<[db::Value; 4]> = Vec::new();
-    let mut redemptions = Vec::new();
+    let mut stored_redemptions: HashSet<&str> = HashSet::new();
     let mut prefixes = Vec::with_capacity(round.len());
-    let groups = round
-        .iter()
-        .zip(outcomes.iter_mut())
-        .zip(&fresh)
-        .zip(receipts);
-    for (((batch, outcome), events), receipts) in groups {
+    for ((batch, outcome), receipts) in round.iter().zip(outcomes.iter_mut()).zip(receipts) {
+        let holding = held.get(&key_of(batch));
+        let mut fresh = Vec::with_capacity(batch.events.len());
+        for (event, receipt) in batch.events.iter().zip(receipts) {
+            match holding.and_then(|h| h.get(&seq_value(event.seq))) {
+                Some(id) if *id == event.id => outcome.duplicates += 1,
+                Some(_) => keep_seq_conflict(tx, batch, event, received_at, outcome).await?,
+                None => fresh.push((event, receipt)),
+            }
+        }
         let acked = acked.get(&key_of(batch)).copied().unwrap_or(0);
         // The fresh events from `acked + 1` on without a gap are applied as they are
         // inserted (the usual case: a batch picks up where the ack stands).
-        let prefix_len = events
+        let prefix_len = fresh
             .iter()
             .zip(acked + 1..)
-            .take_while(|(event, seq)| event.seq == *seq)
+            .take_while(|((event, _), seq)| event.seq == *seq)
             .count();
         prefixes.push(acked + prefix_len as u64);
         // Numbers for the prefix, a block at a time: (number of index 0, end index).
         let mut block = (0, 0);
-        for (index, (event, receipt)) in events.iter().zip(receipts).enumerate() {
+        for (index, (event, receipt)) in fresh.into_iter().enumerate() {
+            // The same id at another seq is a duplicate effect: the slot is filled (so the
+            // prefix can advance) but marked, and never applied twice.
             let id_seen = !seen.insert(event.id.clone());
             let mut refused = event.check().err();
             let receipt_key = receipt
@@ -249,7 +302,7 @@ async fn store_round(
             } else {
                 outcome.stored += 1;
                 if event.kind == EventKind::CouponRedeemed.as_str() {
-                    redemptions.push((*batch, *event));
+                    stored_redemptions.insert(event.id.as_str());
                 }
             }
             // A refused event, or an id applied at another seq, fills its slot but is
@@ -263,11 +316,13 @@ async fn store_round(
                 let applied = block.0 + index;
                 if has_effects(event) {
                     outcome.effects_queued += 1;
+                    // What the resolver reads travels with the queue entry: the resolver
+                    // never joins the events table.
                     queued.push([
                         applied.into(),
-                        batch.store.as_str().into(),
-                        batch.gateway.as_str().into(),
-                        event.seq.into(),
+                        event.id.as_str().into(),
+                        event.kind.as_str().into(),
+                        event.body.get().into(),
                     ]);
                 }
                 Some(applied)
@@ -292,27 +347,83 @@ async fn store_round(
             ]);
         }
     }
-    db::insert_rows(
-        tx,
-        "INSERT INTO events(store, gateway, seq, id, kind, at, clock_synced, till, body, received_at, duplicate_id, receipt, refused, applied)",
-        &rows,
-    )
-    .await?;
-    db::insert_rows(
-        tx,
-        "INSERT INTO pending_effects(applied, store, gateway, seq)",
-        &queued,
-    )
-    .await?;
-    let conflicts = record_redemptions(tx, &redemptions).await?;
-    for (batch, outcome) in round.iter().zip(outcomes.iter_mut()) {
-        outcome.coupon_conflicts += conflicts
-            .iter()
-            .filter(|(store, gateway)| *store == batch.store && *gateway == batch.gateway)
-            .count() as u64;
+
+    // A redemption beyond its coupon's uses (counted by distinct receipts across the fleet,
+    // in the order the redemptions are stored) is kept as a conflict. Both events stay.
+    let mut redemptions: Vec<[db::Value; 7]> = Vec::new();
+    let mut conflicts: Vec<[db::Value; 3]> = Vec::new();
+    for (batch, event, body) in redeemed {
+        if !stored_redemptions.contains(event.id.as_str()) {
+            continue;
+        }
+        let (store, gateway) = (batch.store.as_str(), batch.gateway.as_str());
+        let receipts = coupon_receipts.entry(body.coupon.clone()).or_default();
+        receipts.insert((store.to_string(), gateway.to_string(), body.receipt.clone()));
+        let uses = receipts.len() as u64;
+        if uses > body.uses {
+            let detail = format!(
+                "coupon {} redeemed {uses} times (allowed {}); this one at {store}/{gateway} receipt {} ({})",
+                body.coupon, body.uses, body.receipt, body.mode
+            );
+            tracing::warn!(store, gateway, coupon = %body.coupon, %detail, "coupon redeemed beyond its uses; kept as a conflict");
+            conflicts.push([
+                event.id.as_str().into(),
+                body.coupon.as_str().into(),
+                detail.into(),
+            ]);
+            if let Some(index) = round.iter().position(|b| std::ptr::eq(*b, batch)) {
+                outcomes[index].coupon_conflicts += 1;
+            }
+        }
+        redemptions.push([
+            event.id.as_str().into(),
+            body.coupon.into(),
+            store.into(),
+            gateway.into(),
+            body.receipt.into(),
+            body.mode.into(),
+            body.uses.into(),
+        ]);
     }
 
-    // Events stored earlier beyond a batch's prefix (a gap the batch filled) continue it.
+    // The writes, and then the first event stored beyond each batch's prefix (a gap the
+    // batch filled continues it). Each gateway's ack is written where its prefix ends; the
+    // rare batch that filled a gap moves it further below.
+    let mut writes = Pipeline::new();
+    writes.add_insert(
+        "INSERT INTO events(store, gateway, seq, id, kind, at, clock_synced, till, body, received_at, duplicate_id, receipt, refused, applied)",
+        &rows,
+    );
+    writes.add_insert(
+        "INSERT INTO pending_effects(applied, id, kind, body)",
+        &queued,
+    );
+    writes.add_insert(
+        "INSERT INTO coupon_redemptions(event_id, coupon, store, gateway, receipt, mode, uses) {values}
+         ON CONFLICT DO NOTHING",
+        &redemptions,
+    );
+    writes.add_insert(
+        "INSERT INTO coupon_conflicts(event_id, coupon, detail) {values} ON CONFLICT DO NOTHING",
+        &conflicts,
+    );
+    let moved: Vec<[db::Value; 3]> = round
+        .iter()
+        .zip(&prefixes)
+        .filter(|(b, prefix)| **prefix != acked.get(&key_of(b)).copied().unwrap_or(0))
+        .map(|(b, prefix)| {
+            [
+                b.store.as_str().into(),
+                b.gateway.as_str().into(),
+                (*prefix).into(),
+            ]
+        })
+        .collect();
+    writes.add_insert(
+        "INSERT INTO gateways(store, gateway, acked_upto) {values}
+         ON CONFLICT(store, gateway) DO UPDATE SET acked_upto = excluded.acked_upto",
+        &moved,
+    );
     let ends: Vec<[db::Value; 3]> = round
         .iter()
         .zip(&prefixes)
@@ -324,43 +435,33 @@ async fn store_round(
             ]
         })
         .collect();
-    let mut following: HashMap<GatewayKey, u64> = HashMap::new();
-    for row in db::query_values(
-        tx,
-        "SELECT events.store, events.gateway, MIN(events.seq) FROM events
-         JOIN {values} AS given ON events.store = given.column1 AND events.gateway = given.column2
-          AND events.seq > given.column3
-         GROUP BY events.store, events.gateway",
+    let following_part = writes.add_values(
+        "SELECT given.column1, given.column2,
+                (SELECT MIN(events.seq) FROM events WHERE events.store = given.column1
+                    AND events.gateway = given.column2 AND events.seq > given.column3)
+         FROM {values} AS given",
         ["TEXT", "TEXT", "BIGINT"],
         &ends,
-    )
-    .await?
-    {
-        following.insert((row.text(0)?, row.text(1)?), row.int(2)?.max(0) as u64);
+    );
+    let mut answers = writes.run(tx).await?;
+    let mut following: HashMap<GatewayKey, u64> = HashMap::new();
+    for row in answers.take(following_part) {
+        if let Some(next) = row.opt_int(2)? {
+            following.insert((row.text(0)?, row.text(1)?), next.max(0) as u64);
+        }
     }
-    let mut moved: Vec<[db::Value; 3]> = Vec::new();
     for ((batch, outcome), prefix) in round.iter().zip(outcomes.iter_mut()).zip(prefixes) {
-        let key = key_of(batch);
-        let mut upto = prefix;
-        if following.get(&key) == Some(&(prefix + 1)) {
-            upto = advance(tx, batch, prefix, numbers, outcome).await?;
+        outcome.acked_upto = prefix;
+        if following.get(&key_of(batch)) == Some(&(prefix + 1)) {
+            outcome.acked_upto = advance(tx, batch, prefix, numbers, outcome).await?;
+            tx.execute(
+                "INSERT INTO gateways(store, gateway, acked_upto) VALUES ($1, $2, $3)
+                 ON CONFLICT(store, gateway) DO UPDATE SET acked_upto = excluded.acked_upto",
+                params![&batch.store, &batch.gateway, outcome.acked_upto],
+            )
+            .await?;
         }
-        if upto != acked.get(&key).copied().unwrap_or(0) {
-            moved.push([
-                batch.store.as_str().into(),
-                batch.gateway.as_str().into(),
-                upto.into(),
-            ]);
-        }
-        outcome.acked_upto = upto;
     }
-    db::insert_rows(
-        tx,
-        "INSERT INTO gateways(store, gateway, acked_upto) {values}
-         ON CONFLICT(store, gateway) DO UPDATE SET acked_upto = excluded.acked_upto",
-        &moved,
-    )
-    .await?;
     Ok(outcomes)
 }
 
@@ -373,6 +474,16 @@ struct ApplicationOrder {
 }
 
 impl ApplicationOrder {
+    fn is_empty(&self) -> bool {
+        self.next == self.end
+    }
+
+    /// A block reserved ahead (read with other statements) replaces what is left.
+    fn starting_at(&mut self, first: i64) {
+        self.next = first;
+        self.end = first + db::APPLIED_BLOCK;
+    }
+
     /// The first of `count` consecutive fresh numbers (`count` at most a block).
     async fn take(&mut self, tx: &mut impl Tx, count: i64) -> Result<i64, DbError> {
         if self.end - self.next < count {
@@ -446,87 +557,6 @@ async fn keep_seq_conflict(
     Ok(())
 }
 
-/// Records coupon redemptions; one beyond its coupon's uses (counted by distinct receipts
-/// across the fleet, in the order the redemptions are stored) is kept as a conflict. Both
-/// events stay; neither is dropped. The (store, gateway) of each conflict.
-async fn record_redemptions(
-    tx: &mut impl Tx,
-    redemptions: &[(&GatewayBatch, &WireEvent)],
-) -> Result<Vec<(String, String)>, DbError> {
-    let parsed: Vec<(&GatewayBatch, &WireEvent, CouponRedeemed)> = redemptions
-        .iter()
-        .filter_map(|(batch, event)| {
-            let body = serde_json::from_str::<CouponRedeemed>(event.body.get()).ok()?;
-            Some((*batch, *event, body))
-        })
-        .collect();
-    if parsed.is_empty() {
-        return Ok(Vec::new());
-    }
-    let coupons: Vec<&str> = parsed.iter().map(|(_, _, c)| c.coupon.as_str()).collect();
-    // Every receipt each coupon was redeemed for so far.
-    let mut receipts: HashMap<String, HashSet<(String, String, String)>> = HashMap::new();
-    for row in db::lookup_in(
-        tx,
-        "SELECT coupon, store, gateway, receipt FROM coupon_redemptions WHERE coupon",
-        &[],
-        &coupons,
-    )
-    .await?
-    {
-        receipts.entry(row.text(0)?).or_default().insert((
-            row.text(1)?,
-            row.text(2)?,
-            row.text(3)?,
-        ));
-    }
-    let mut recorded: Vec<[db::Value; 7]> = Vec::with_capacity(parsed.len());
-    let mut conflicts: Vec<[db::Value; 3]> = Vec::new();
-    let mut conflicted = Vec::new();
-    for (batch, event, body) in parsed {
-        let (store, gateway) = (batch.store.as_str(), batch.gateway.as_str());
-        let redeemed = receipts.entry(body.coupon.clone()).or_default();
-        redeemed.insert((store.to_string(), gateway.to_string(), body.receipt.clone()));
-        let uses = redeemed.len() as u64;
-        if uses > body.uses {
-            let detail = format!(
-                "coupon {} redeemed {uses} times (allowed {}); this one at {store}/{gateway} receipt {} ({})",
-                body.coupon, body.uses, body.receipt, body.mode
-            );
-            tracing::warn!(store, gateway, coupon = %body.coupon, %detail, "coupon redeemed beyond its uses; kept as a conflict");
-            conflicts.push([
-                event.id.as_str().into(),
-                body.coupon.as_str().into(),
-                detail.into(),
-            ]);
-            conflicted.push((store.to_string(), gateway.to_string()));
-        }
-        recorded.push([
-            event.id.as_str().into(),
-            body.coupon.into(),
-            store.into(),
-            gateway.into(),
-            body.receipt.into(),
-            body.mode.into(),
-            body.uses.into(),
-        ]);
-    }
-    db::insert_rows(
-        tx,
-        "INSERT INTO coupon_redemptions(event_id, coupon, store, gateway, receipt, mode, uses) {values}
-         ON CONFLICT DO NOTHING",
-        &recorded,
-    )
-    .await?;
-    db::insert_rows(
-        tx,
-        "INSERT INTO coupon_conflicts(event_id, coupon, detail) {values} ON CONFLICT DO NOTHING",
-        &conflicts,
-    )
-    .await?;
-    Ok(conflicted)
-}
-
 /// Moves a gateway's ack from the end of its batch's own prefix over every event stored
 /// earlier that continues it (a gap the batch filled), applying those in seq order; the new
 /// end of the prefix.
@@ -567,8 +597,8 @@ async fn advance(
             )
             .await?;
             let queue = format!(
-                "INSERT INTO pending_effects(applied, store, gateway, seq)
-                 SELECT applied, store, gateway, seq FROM events
+                "INSERT INTO pending_effects(applied, id, kind, body)
+                 SELECT applied, id, kind, body FROM events
                  WHERE store = $1 AND gateway = $2 AND seq >= $3 AND seq <= $4
                    AND applied IS NOT NULL
                    AND (kind = 'identity_seen' OR (kind = 'purchase' AND {} IS NOT NULL))",

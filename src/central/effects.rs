@@ -50,10 +50,7 @@ pub(super) async fn apply_pending(
     profiles::lock(tx).await?;
     let rows = tx
         .query(
-            "SELECT pending_effects.applied, events.kind, events.body, events.id
-             FROM pending_effects JOIN events ON events.store = pending_effects.store
-               AND events.gateway = pending_effects.gateway AND events.seq = pending_effects.seq
-             ORDER BY pending_effects.applied LIMIT $1",
+            "SELECT applied, kind, body, id FROM pending_effects ORDER BY applied LIMIT $1",
             params![limit as u64],
         )
         .await?;

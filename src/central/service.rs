@@ -94,12 +94,13 @@ pub async fn run(
         }
         None => None,
     };
-    // Batches go to writers, as many as the store can usefully run at once: one for SQLite
-    // (its single writer), a pool's worth for PostgreSQL. A gateway always goes to the same
-    // writer, so this instance's transactions never wait on each other's gateway locks (only
-    // on another instance's, which a shared subscription makes brief); each writer stores
-    // what has queued up for it in one transaction.
+    // Batches go to writers: one for SQLite (its single writer), `[central] writers` for
+    // PostgreSQL. A gateway always goes to the same writer, so this instance's transactions
+    // never wait on each other's gateway locks (only on another instance's, which a shared
+    // subscription makes brief); each writer stores what has queued up for it in one
+    // transaction. Rpcs run beside them, as many as the store takes.
     let parallel = store.parallelism();
+    let writer_count = parallel.min(config.central.writers).max(1);
     let rpcs_in_flight = Arc::new(tokio::sync::Semaphore::new(parallel));
     let service = Arc::new(Service {
         client,
@@ -110,8 +111,8 @@ pub async fn run(
         effects_queued: tokio::sync::Notify::new(),
     });
     let mut tasks = tokio::task::JoinSet::new();
-    let mut writers = Vec::with_capacity(parallel);
-    for _ in 0..parallel {
+    let mut writers = Vec::with_capacity(writer_count);
+    for _ in 0..writer_count {
         let (queue, queued) = mpsc::channel(WRITER_QUEUE);
         writers.push(queue);
         tasks.spawn(write_batches(service.clone(), queued));
@@ -137,7 +138,7 @@ pub async fn run(
                 Some(SessionEvent::Message { topic, payload, retain }) => {
                     match service.classify(&topic, &payload, retain) {
                         Some(Inbound::Batch(batch)) => {
-                            let writer = &writers[writer_of(&batch.store, &batch.gateway, parallel)];
+                            let writer = &writers[writer_of(&batch.store, &batch.gateway, writer_count)];
                             // A full queue holds the intake back: the broker keeps the rest.
                             if writer.send(batch).await.is_err() {
                                 ended = Err(CentralError::WorkerEnded);
@@ -287,7 +288,7 @@ async fn write_batches(service: Arc<Service>, mut queued: mpsc::Receiver<super::
 const OUTGOING_QUEUE: usize = 16_384;
 
 /// Queued events the resolver applies per transaction.
-const EFFECTS_GROUP: usize = 1024;
+const EFFECTS_GROUP: usize = 4096;
 
 /// How often the resolver looks at the queue when nobody tells it: effects queued by another
 /// instance, or left by one that stopped before applying them.

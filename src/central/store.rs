@@ -205,6 +205,16 @@ impl Store {
         })
     }
 
+    /// Applied events whose identity and points effects the resolver has yet to apply.
+    pub async fn pending_effects(&self) -> Result<u64, StoreError> {
+        transaction!(self, StoreError, |tx| async move {
+            let row = tx
+                .query_one("SELECT COUNT(*) FROM pending_effects", &[])
+                .await?;
+            Ok::<_, StoreError>(row.int(0)?.max(0) as u64)
+        })
+    }
+
     /// rpc `coupon.reserve`: the first reservation of a coupon wins; the same receipt asking
     /// again (a retried call) is told it holds the reservation.
     pub async fn reserve_coupon(
@@ -1353,7 +1363,7 @@ mod tests {
             "SELECT store, gateway, seq, id FROM seq_conflicts ORDER BY store, gateway, seq",
             "SELECT event_id, coupon, store, gateway, receipt FROM coupon_redemptions ORDER BY event_id",
             "SELECT event_id, coupon FROM coupon_conflicts ORDER BY event_id",
-            "SELECT events.store, events.gateway, events.seq FROM pending_effects
+            "SELECT events.store, events.gateway, events.seq, pending_effects.id FROM pending_effects
              JOIN events ON events.applied = pending_effects.applied ORDER BY 1, 2, 3",
         ] {
             let rows = engine.store.rows(sql).await.unwrap();

@@ -61,6 +61,15 @@ pub struct CentralSection {
     /// Bearer tokens the online channel accepts; required when `api_listen` is set.
     #[serde(default)]
     pub api_tokens: Vec<String>,
+    /// Transactions storing batches at once (each gateway always in the same one). SQLite
+    /// has one writer whatever this says; on PostgreSQL fewer, fuller transactions beat many
+    /// small ones until the database has cores to spare (README "Running central at scale").
+    #[serde(default = "default_central_writers")]
+    pub writers: usize,
+}
+
+fn default_central_writers() -> usize {
+    2
 }
 
 fn default_central_client_id() -> String {
@@ -105,6 +114,9 @@ impl CentralConfig {
                 .map_err(|e| ConfigError::key("coupons.signing_key", e.to_string()))?;
         }
         self.loyalty.validate()?;
+        if !(1..=64).contains(&self.central.writers) {
+            return Err(ConfigError::key("central.writers", "must be 1 to 64"));
+        }
         if let Some(group) = &self.central.share_group {
             if group.is_empty() || group.contains(['/', '+', '#']) {
                 return Err(ConfigError::key(

@@ -65,6 +65,11 @@ pub struct FleetSimArgs {
     /// Seed of the traffic (printed, so a run can be repeated).
     #[arg(long)]
     seed: Option<u64>,
+    /// Central's store (a SQLite path or `postgres://…`), read each second to follow its
+    /// resolver: how many acked events still wait for their identity and points effects.
+    /// Implied by `--central-db`.
+    #[arg(long)]
+    watch_db: Option<String>,
 }
 
 /// What every store adds to, read by the progress line and the summary.
@@ -73,6 +78,8 @@ pub(crate) struct Totals {
     pub generated: AtomicU64,
     pub acked: AtomicU64,
     pub identities_acked: AtomicU64,
+    /// Acked events with identity or points effects for central's resolver.
+    pub effects_acked: AtomicU64,
     pub backlog: AtomicU64,
     pub connected: AtomicUsize,
     /// Stores whose events from before the storm's reconnect are all acked.
@@ -167,6 +174,14 @@ async fn simulate(args: &FleetSimArgs) -> anyhow::Result<serde_json::Value> {
     }
     let address = storegate::config::BrokerAddress::parse(&url).map_err(anyhow::Error::msg)?;
     wait_for_central(&address).await?;
+    let watched = match args.watch_db.as_ref().or(central_db.as_ref()) {
+        Some(db) => Some(
+            storegate::central::Store::open(db)
+                .await
+                .context("--watch-db")?,
+        ),
+        None => None,
+    };
 
     let totals = Arc::new(Totals::default());
     let (phase_tx, phase) = watch::channel(Phase::Running);
@@ -210,6 +225,9 @@ async fn simulate(args: &FleetSimArgs) -> anyhow::Result<serde_json::Value> {
     let mut storm_reconnected: Option<Instant> = None;
     let mut last_acked = 0;
     let mut last_identities = 0;
+    let mut last_applied = 0;
+    let mut effects_in_run = None;
+    let mut effects_drained = None;
     let mut acked_in_run = None;
     let mut peak = 0;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -242,18 +260,48 @@ async fn simulate(args: &FleetSimArgs) -> anyhow::Result<serde_json::Value> {
         let backlog = totals.backlog.load(Ordering::Relaxed);
         let connected = totals.connected.load(Ordering::Relaxed);
         let recent_p99 = percentile_ms(&recent_latencies(&totals), 0.99);
+        // Acked events whose effects central has applied: acked with effects, less what its
+        // queue still holds.
+        let pending = match &watched {
+            Some(store) => {
+                tokio::time::timeout(Duration::from_millis(500), store.pending_effects())
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
+            }
+            None => None,
+        };
+        let applied = pending.map(|pending| {
+            totals
+                .effects_acked
+                .load(Ordering::Relaxed)
+                .saturating_sub(pending)
+        });
+        let applied_now = applied.map(|a| a.saturating_sub(last_applied));
         series.push(serde_json::json!({
             "second": second, "acked_per_sec": acked - last_acked, "backlog": backlog,
             "connected": connected, "ack_p99_ms": recent_p99,
+            "effects_applied_per_sec": applied_now, "effects_pending": pending,
         }));
+        let effects = match (applied_now, pending) {
+            (Some(applied), Some(pending)) => {
+                format!("effects {applied:>6}/s (pending {pending:>7})")
+            }
+            _ => format!("identities {:>6}/s", identities - last_identities),
+        };
         eprintln!(
-            "{} {second:>4} s  acked {:>7}/s  identities {:>6}/s  backlog {backlog:>8}  connected {connected}/{}  ack p99 {}",
+            "{} {second:>4} s  acked {:>7}/s  {effects}  backlog {backlog:>8}  connected {connected}/{}  ack p99 {}",
             bar(elapsed, run_for),
             acked - last_acked,
-            identities - last_identities,
             args.stores,
             recent_p99.map_or("-".into(), |ms| format!("{ms:.0} ms")),
         );
+        if let Some(applied) = applied {
+            last_applied = applied;
+            if acked_in_run.is_some() && effects_in_run.is_none() {
+                effects_in_run = Some((applied, elapsed));
+            }
+        }
         peak = peak.max(acked - last_acked);
         last_acked = acked;
         last_identities = identities;
@@ -265,7 +313,12 @@ async fn simulate(args: &FleetSimArgs) -> anyhow::Result<serde_json::Value> {
             }
         }
         let draining = *phase_tx.borrow() == Phase::Draining;
-        if draining && backlog == 0 && acked == totals.generated.load(Ordering::Relaxed) {
+        let all_acked = backlog == 0 && acked == totals.generated.load(Ordering::Relaxed);
+        if draining && all_acked && effects_drained.is_none() && pending.is_some_and(|p| p == 0) {
+            effects_drained = acked_in_run.map(|(_, during): (u64, Duration)| elapsed - during);
+        }
+        // With central's store watched, the run ends once its resolver has caught up too.
+        if draining && all_acked && (watched.is_none() || effects_drained.is_some()) {
             break;
         }
         if elapsed >= drain_limit {
@@ -313,6 +366,10 @@ async fn simulate(args: &FleetSimArgs) -> anyhow::Result<serde_json::Value> {
         "peak_acked_per_sec": peak,
         "drained_secs": acked_in_run.map(|(_, during)| round1((elapsed - during).as_secs_f64())),
         "identities_per_sec": round1(totals.identities_acked.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64()),
+        "effects": watched.as_ref().map(|_| serde_json::json!({
+            "applied_per_sec": effects_in_run.map(|(applied, during): (u64, Duration)| round1(applied as f64 / during.as_secs_f64())),
+            "drained_secs": effects_drained.map(|d| round1(d.as_secs_f64())),
+        })),
         "ack_latency_ms": {
             "p50": percentile_ms(&latencies, 0.5),
             "p99": percentile_ms(&latencies, 0.99),
@@ -393,6 +450,8 @@ fn central_counts(db: &std::path::Path) -> anyhow::Result<serde_json::Value> {
         "distinct_ids": count("SELECT COUNT(DISTINCT id) FROM events")?,
         "seq_conflicts": count("SELECT COUNT(*) FROM seq_conflicts")?,
         "refused": count("SELECT COUNT(*) FROM events WHERE refused IS NOT NULL")?,
+        "pending_effects": count("SELECT COUNT(*) FROM pending_effects")?,
+        "identity_changes": count("SELECT COUNT(*) FROM identity_changes")?,
     }))
 }
 
@@ -446,6 +505,12 @@ fn print_summary(summary: &serde_json::Value) {
         summary["ack_latency_ms"]["p99"],
         summary["ack_latency_ms"]["max"]
     );
+    if !summary["effects"].is_null() {
+        println!(
+            "identity and points effects applied {} events/s while the stores sold; all applied {} s after the run",
+            summary["effects"]["applied_per_sec"], summary["effects"]["drained_secs"]
+        );
+    }
     if !summary["storm"].is_null() {
         println!(
             "reconnect storm: every store's backlog acked in {} s",

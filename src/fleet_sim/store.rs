@@ -29,6 +29,8 @@ pub(super) struct StorePlan {
 struct Unacked {
     event: WireEvent,
     identity: bool,
+    /// Whether central's resolver has work to do for it (an identification, or points).
+    effects: bool,
     sent: Option<Instant>,
 }
 
@@ -232,11 +234,16 @@ impl SimStore {
                 )
             }
         };
+        let effects = kind == "identity_seen"
+            || (kind == "purchase"
+                && !body["customer"].is_null()
+                && body["points"].as_i64().is_some_and(|p| p != 0));
         let Ok(event) = crate::bench::identity::event(seq, kind, body) else {
             return;
         };
         self.unacked.push_back(Unacked {
             identity: kind == "identity_seen",
+            effects,
             event,
             sent: None,
         });
@@ -319,6 +326,9 @@ impl SimStore {
             self.last_progress = now;
             self.totals.acked.fetch_add(1, Ordering::Relaxed);
             self.totals.backlog.fetch_sub(1, Ordering::Relaxed);
+            if event.effects {
+                self.totals.effects_acked.fetch_add(1, Ordering::Relaxed);
+            }
             if event.identity {
                 self.totals.identities_acked.fetch_add(1, Ordering::Relaxed);
             }

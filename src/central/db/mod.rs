@@ -5,7 +5,10 @@
 //! parameters in the subset both engines understand; where they differ (JSON fields, locks,
 //! the application counter) the engine supplies its own fragment.
 
+mod pipeline;
 pub mod sqlite;
+
+pub use pipeline::{placeholders, Pipeline};
 
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -177,6 +180,24 @@ impl Dialect {
         }
     }
 
+    /// The values of `expression` over a group's rows joined by commas.
+    pub fn string_agg(self, expression: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("group_concat({expression}, ',')"),
+            Dialect::Postgres => format!("string_agg({expression}, ',')"),
+        }
+    }
+
+    /// A group's rows as the text of a JSON array of `[first, second]` pairs.
+    pub fn json_pairs(self, first: &str, second: &str) -> String {
+        match self {
+            Dialect::Sqlite => format!("json_group_array(json_array({first}, {second}))"),
+            Dialect::Postgres => {
+                format!("CAST(json_agg(json_build_array({first}, {second})) AS TEXT)")
+            }
+        }
+    }
+
     /// `column`'s JSON with `field` set to an empty array.
     pub fn json_clear_array(self, column: &str, field: &str) -> String {
         match self {
@@ -205,17 +226,34 @@ pub trait Tx {
     /// coupon or identity never interleave. One SQLite writer needs none.
     async fn lock(&mut self, key: &str) -> Result<(), DbError>;
 
-    /// Holds every key, taken in the order given (callers sort them, so two transactions
-    /// never wait on each other in a circle).
-    async fn lock_all(&mut self, keys: &[String]) -> Result<(), DbError> {
-        for key in keys {
-            self.lock(key).await?;
+    /// The statements that take every key's lock, in the order given (callers sort them,
+    /// so two transactions never wait on each other in a circle); none for a key this
+    /// transaction holds, or where one writer needs no locks. Sent with the statements that
+    /// follow them, in one pipeline.
+    fn lock_statements(&mut self, keys: &[String]) -> Vec<(String, Vec<Value>)>;
+
+    /// The statement that reserves [`APPLIED_BLOCK`] fresh application-order numbers
+    /// (`events.applied`); its one row holds the first.
+    fn applied_block_sql(&self) -> &'static str;
+
+    /// Runs `statements` in order; each one's rows. PostgreSQL sends them all before it reads
+    /// an answer (one round trip); this default runs them one by one.
+    async fn pipeline(
+        &mut self,
+        statements: &[(String, Vec<Value>)],
+    ) -> Result<Vec<Vec<Row>>, DbError> {
+        let mut answers = Vec::with_capacity(statements.len());
+        for (sql, params) in statements {
+            answers.push(self.query(sql, params).await?);
         }
-        Ok(())
+        Ok(answers)
     }
 
-    /// The first of 1024 fresh application-order numbers (`events.applied`).
-    async fn applied_block(&mut self) -> Result<i64, DbError>;
+    /// The first of [`APPLIED_BLOCK`] fresh application-order numbers (`events.applied`).
+    async fn applied_block(&mut self) -> Result<i64, DbError> {
+        let sql = self.applied_block_sql();
+        self.query_one(sql, &[]).await?.int(0)
+    }
 
     /// The first row, if any.
     async fn query_opt(&mut self, sql: &str, params: &[Value]) -> Result<Option<Row>, DbError> {
@@ -249,30 +287,6 @@ pub fn ready<T, E: From<DbError>>(
     }
 }
 
-/// `$first, $first+1, …` for `count` parameters.
-pub fn placeholders(first: usize, count: usize) -> String {
-    (first..first + count)
-        .map(|n| format!("${n}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-/// Keys per set-wise read.
-const IN_CHUNK: usize = 256;
-
-/// `rows` in chunks of at most `per_chunk`, each padded to a power of two by repeating its
-/// last row, so a statement comes in a handful of shapes (the engines cache prepared
-/// statements). Readers must not mind a repeated key.
-fn padded_chunks<T: Clone>(rows: &[T], per_chunk: usize) -> impl Iterator<Item = Vec<T>> + '_ {
-    rows.chunks(per_chunk.max(1)).map(|chunk| {
-        let mut padded = chunk.to_vec();
-        if let Some(last) = chunk.last() {
-            padded.resize(chunk.len().next_power_of_two(), last.clone());
-        }
-        padded
-    })
-}
-
 /// The rows `sql_prefix … IN (keys)` finds, `fixed` parameters first (a key may come back
 /// more than once when `keys` repeats it).
 pub async fn lookup_in(
@@ -281,45 +295,21 @@ pub async fn lookup_in(
     fixed: &[Value],
     keys: &[&str],
 ) -> Result<Vec<Row>, DbError> {
-    let mut rows = Vec::new();
-    for chunk in padded_chunks(keys, IN_CHUNK) {
-        let sql = format!(
-            "{sql_prefix} IN ({})",
-            placeholders(fixed.len() + 1, chunk.len())
-        );
-        let mut params = fixed.to_vec();
-        params.extend(chunk.iter().map(|k| Value::from(*k)));
-        rows.extend(tx.query(&sql, &params).await?);
-    }
-    Ok(rows)
+    let mut pipeline = Pipeline::new();
+    let part = pipeline.add_in(sql_prefix, fixed, keys);
+    Ok(pipeline.run(tx).await?.take(part))
 }
 
-/// The rows of `sql` for `rows` a chunk at a time: `{values}` in `sql` stands for the chunk
-/// as a table, `(VALUES …)`, whose columns `column1`, `column2`, … have the SQL types
-/// `types`. A row may be read more than once (chunks are padded).
+/// The rows of `sql` for `rows` a chunk at a time (see [`Pipeline::add_values`]).
 pub async fn query_values<const N: usize>(
     tx: &mut impl Tx,
     sql: &str,
     types: [&str; N],
     rows: &[[Value; N]],
 ) -> Result<Vec<Row>, DbError> {
-    let mut out = Vec::new();
-    for chunk in padded_chunks(rows, (IN_CHUNK / N).max(1)) {
-        let values = (0..chunk.len())
-            .map(|r| {
-                let row = (0..N)
-                    .map(|c| format!("CAST(${} AS {})", r * N + c + 1, types[c]))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                format!("({row})")
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = sql.replace("{values}", &format!("(VALUES {values})"));
-        let params: Vec<Value> = chunk.into_iter().flatten().collect();
-        out.extend(tx.query(&sql, &params).await?);
-    }
-    Ok(out)
+    let mut pipeline = Pipeline::new();
+    let part = pipeline.add_values(sql, types, rows);
+    Ok(pipeline.run(tx).await?.take(part))
 }
 
 /// [`query_values`] for one text column.
@@ -332,26 +322,13 @@ pub async fn query_with_keys(
     query_values(tx, sql, ["TEXT"], &rows).await
 }
 
-/// Inserts `rows` with `insert` (`INSERT INTO t(columns…)`, and anything after `{values}`
-/// such as an ON CONFLICT clause), many rows per statement.
+/// Inserts `rows` (see [`Pipeline::add_insert`]).
 pub async fn insert_rows<const N: usize>(
     tx: &mut impl Tx,
     insert: &str,
     rows: &[[Value; N]],
 ) -> Result<(), DbError> {
-    // Under a thousand parameters per statement, whatever the width.
-    for chunk in rows.chunks((960 / N).max(1)) {
-        let values = (0..chunk.len())
-            .map(|r| format!("({})", placeholders(r * N + 1, N)))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let params: Vec<Value> = chunk.iter().flatten().cloned().collect();
-        let sql = if insert.contains("{values}") {
-            insert.replace("{values}", &format!("VALUES {values}"))
-        } else {
-            format!("{insert} VALUES {values}")
-        };
-        tx.execute(&sql, &params).await?;
-    }
-    Ok(())
+    let mut pipeline = Pipeline::new();
+    pipeline.add_insert(insert, rows);
+    pipeline.run(tx).await.map(drop)
 }

@@ -7,7 +7,7 @@
 use bytes::BytesMut;
 use tokio_postgres::types::{to_sql_checked, IsNull, ToSql, Type};
 
-use super::{DbError, Dialect, Row, Tx, Value, APPLIED_BLOCK};
+use super::{DbError, Dialect, Row, Tx, Value};
 
 /// The schema, one migration per entry; `schema_version` says how many have run.
 const SCHEMA: &[&str] = &[
@@ -59,8 +59,10 @@ const SCHEMA: &[&str] = &[
         points BIGINT NOT NULL, at TEXT NOT NULL);",
     // Identity and points effects leave the ack path: an applied event with effects is queued
     // in the transaction that stores it; the resolver applies the queue in application order.
-    "CREATE TABLE pending_effects(applied BIGINT PRIMARY KEY, store TEXT NOT NULL,
-        gateway TEXT NOT NULL, seq BIGINT NOT NULL);",
+    // An id's first event is found through the unique index on first ids; the plain one goes.
+    "CREATE TABLE pending_effects(applied BIGINT PRIMARY KEY, id TEXT NOT NULL,
+        kind TEXT NOT NULL, body TEXT NOT NULL);
+    DROP INDEX events_id;",
 ];
 
 /// Connections central keeps open to PostgreSQL.
@@ -71,7 +73,15 @@ const MIGRATION_LOCK: i64 = 0x5354_4f52_4547_4154;
 
 /// Connects a pool to `url` (`postgres://user@host:port/db`) and migrates the schema.
 pub async fn open(url: &str) -> Result<deadpool_postgres::Pool, DbError> {
-    let config: tokio_postgres::Config = url.parse()?;
+    let mut config: tokio_postgres::Config = url.parse()?;
+    // No JIT: central's statements are many and short, and the planner's estimate for a
+    // recursive walk of merges is large enough to switch JIT on, which then spends over a
+    // hundred milliseconds compiling a query that runs in a few.
+    let options = match config.get_options() {
+        Some(given) => format!("{given} -c jit=off"),
+        None => "-c jit=off".to_string(),
+    };
+    config.options(&options);
     let manager = deadpool_postgres::Manager::from_config(
         config,
         tokio_postgres::NoTls,
@@ -215,6 +225,29 @@ impl Tx for PgTx<'_> {
             .collect()
     }
 
+    async fn pipeline(
+        &mut self,
+        statements: &[(String, Vec<Value>)],
+    ) -> Result<Vec<Vec<Row>>, DbError> {
+        // Issued together on one connection, tokio-postgres pipelines them: each request goes
+        // out when its future is first polled, and the futures are first polled in order, so
+        // the server runs them in order. Prepared first, all of them: a statement that still
+        // had to be prepared would otherwise send its request after later ones.
+        let tx = &self.tx;
+        let prepared = futures_util::future::try_join_all(
+            statements.iter().map(|(sql, _)| tx.prepare_cached(sql)),
+        )
+        .await?;
+        let answers = futures_util::future::try_join_all(prepared.iter().zip(statements).map(
+            |(statement, (_, params))| async move {
+                let rows = tx.query(statement, &refs(params)).await?;
+                rows.iter().map(row).collect::<Result<Vec<Row>, DbError>>()
+            },
+        ))
+        .await?;
+        Ok(answers)
+    }
+
     async fn lock(&mut self, key: &str) -> Result<(), DbError> {
         if self.held.contains(key) {
             return Ok(());
@@ -228,7 +261,7 @@ impl Tx for PgTx<'_> {
         .map(drop)
     }
 
-    async fn lock_all(&mut self, keys: &[String]) -> Result<(), DbError> {
+    fn lock_statements(&mut self, keys: &[String]) -> Vec<(String, Vec<Value>)> {
         let fresh: Vec<&str> = keys
             .iter()
             .filter(|key| self.held.insert(key.to_string()))
@@ -237,31 +270,27 @@ impl Tx for PgTx<'_> {
         // One statement for many: a VALUES list is scanned, and each lock taken, in order.
         // Padded with the last key (a lock held twice is still one lock) to a power of two:
         // a handful of statement shapes.
-        for chunk in fresh.chunks(256) {
-            let mut params: Vec<Value> = chunk.iter().map(|k| Value::from(*k)).collect();
-            if let Some(last) = params.last().cloned() {
-                params.resize(params.len().next_power_of_two(), last);
-            }
-            let values = (1..=params.len())
-                .map(|n| format!("(CAST(${n} AS TEXT))"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            self.execute(
-                &format!(
-                    "SELECT pg_advisory_xact_lock(hashtextextended(column1, 0)) FROM (VALUES {values}) AS keys"
-                ),
-                &params,
-            )
-            .await?;
-        }
-        Ok(())
+        fresh
+            .chunks(256)
+            .map(|chunk| {
+                let mut params: Vec<Value> = chunk.iter().map(|k| Value::from(*k)).collect();
+                if let Some(last) = params.last().cloned() {
+                    params.resize(params.len().next_power_of_two(), last);
+                }
+                let values = (1..=params.len())
+                    .map(|n| format!("(CAST(${n} AS TEXT))"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql = format!(
+                    "SELECT CAST(pg_advisory_xact_lock(hashtextextended(column1, 0)) AS TEXT) FROM (VALUES {values}) AS keys"
+                );
+                (sql, params)
+            })
+            .collect()
     }
 
-    async fn applied_block(&mut self) -> Result<i64, DbError> {
+    fn applied_block_sql(&self) -> &'static str {
         // The sequence steps by APPLIED_BLOCK: each value starts a block of its own.
-        debug_assert_eq!(APPLIED_BLOCK, 1024);
-        self.query_one("SELECT nextval('applied_seq')", &[])
-            .await?
-            .int(0)
+        "SELECT nextval('applied_seq')"
     }
 }

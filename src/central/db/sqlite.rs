@@ -5,7 +5,7 @@ use std::path::Path;
 use rusqlite::types::{ToSqlOutput, ValueRef};
 use rusqlite::{Connection, Transaction};
 
-use super::{DbError, Dialect, Row, Tx, Value, APPLIED_BLOCK};
+use super::{DbError, Dialect, Row, Tx, Value};
 
 const SCHEMA: &[&str] = &[
     "CREATE TABLE gateways(
@@ -70,9 +70,11 @@ const SCHEMA: &[&str] = &[
     "CREATE UNIQUE INDEX events_id_first ON events(id) WHERE duplicate_id = 0;",
     // 6 -> 7: identity and points effects leave the ack path. An applied event with effects
     // is queued here in the transaction that stores it; the resolver applies the queue in
-    // application order, a group at a time, and deletes what it applied.
-    "CREATE TABLE pending_effects(applied INTEGER PRIMARY KEY, store TEXT NOT NULL,
-        gateway TEXT NOT NULL, seq INTEGER NOT NULL);",
+    // application order, a group at a time, and deletes what it applied. An id's first event
+    // is found through the unique index of 5 -> 6; the plain index on ids goes.
+    "CREATE TABLE pending_effects(applied INTEGER PRIMARY KEY, id TEXT NOT NULL,
+        kind TEXT NOT NULL, body TEXT NOT NULL);
+    DROP INDEX events_id;",
 ];
 
 /// Opens (creating and migrating) central's SQLite file.
@@ -186,13 +188,12 @@ impl Tx for SqliteTx<'_> {
         Ok(())
     }
 
-    async fn applied_block(&mut self) -> Result<i64, DbError> {
-        let next: i64 = self.tx.query_row(
-            "UPDATE counters SET value = value + ?1 WHERE name = 'applied' RETURNING value",
-            [APPLIED_BLOCK],
-            |r| r.get(0),
-        )?;
-        Ok(next - APPLIED_BLOCK + 1)
+    fn lock_statements(&mut self, _keys: &[String]) -> Vec<(String, Vec<Value>)> {
+        Vec::new()
+    }
+
+    fn applied_block_sql(&self) -> &'static str {
+        "UPDATE counters SET value = value + 1024 WHERE name = 'applied' RETURNING value - 1023"
     }
 }
 
