@@ -99,27 +99,11 @@ pub(super) async fn apply_pending(
     graph.write(tx).await?;
 
     // Once per event id: the ledger's key holds it whoever applies the event.
-    let at = crate::protocol::timestamp(std::time::SystemTime::now());
-    let entries: Vec<[db::Value; 5]> = earned
+    let entries: Vec<(&str, &str, i64)> = earned
         .iter()
-        .map(|(id, customer, points)| {
-            [
-                id.into(),
-                customer.into(),
-                (*points).into(),
-                "store".into(),
-                at.as_str().into(),
-            ]
-        })
+        .map(|(id, customer, points)| (id.as_str(), customer.as_str(), *points))
         .collect();
-    db::insert_rows(
-        tx,
-        "INSERT INTO points_ledger(entry, profile, points, source, at) {values}
-         ON CONFLICT DO NOTHING",
-        &entries,
-    )
-    .await?;
-    touched.extend(earned.iter().map(|(_, customer, _)| customer.clone()));
+    touched.extend(profiles::enter_points(tx, &entries, "store").await?);
 
     // Every touched profile as it stands after the whole group (a survivor merged later in
     // the group shows as the profile it went into); refs without a live profile have none.

@@ -60,8 +60,11 @@ const SCHEMA: &[&str] = &[
     // Identity and points effects leave the ack path: an applied event with effects is queued
     // in the transaction that stores it; the resolver applies the queue in application order.
     // An id's first event is found through the unique index on first ids; the plain one goes.
+    // Each ref's running points total: a balance sums refs, not a purchase history.
     "CREATE TABLE pending_effects(applied BIGINT PRIMARY KEY, id TEXT NOT NULL,
         kind TEXT NOT NULL, body TEXT NOT NULL);
+    CREATE TABLE ref_points(ref TEXT PRIMARY KEY, points BIGINT NOT NULL);
+    INSERT INTO ref_points(ref, points) SELECT profile, SUM(points) FROM points_ledger GROUP BY profile;
     DROP INDEX events_id;",
 ];
 

@@ -71,9 +71,12 @@ const SCHEMA: &[&str] = &[
     // 6 -> 7: identity and points effects leave the ack path. An applied event with effects
     // is queued here in the transaction that stores it; the resolver applies the queue in
     // application order, a group at a time, and deletes what it applied. An id's first event
-    // is found through the unique index of 5 -> 6; the plain index on ids goes.
+    // is found through the unique index of 5 -> 6; the plain index on ids goes. Each ref's
+    // running points total, so a balance sums the refs merged into a profile, not its history.
     "CREATE TABLE pending_effects(applied INTEGER PRIMARY KEY, id TEXT NOT NULL,
         kind TEXT NOT NULL, body TEXT NOT NULL);
+    CREATE TABLE ref_points(ref TEXT PRIMARY KEY, points INTEGER NOT NULL) WITHOUT ROWID;
+    INSERT INTO ref_points(ref, points) SELECT profile, SUM(points) FROM points_ledger GROUP BY profile;
     DROP INDEX events_id;",
 ];
 
@@ -200,6 +203,39 @@ impl Tx for SqliteTx<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store written before the resolver (schema 6) opens with each ref's running points
+    /// total taken from its ledger, so balances carry over.
+    #[test]
+    fn a_store_from_before_the_resolver_keeps_its_balances() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("central.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &SCHEMA[..6] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 6).unwrap();
+            conn.execute_batch(
+                "INSERT INTO points_ledger(entry, profile, points, source, at) VALUES
+                 ('e1', 'prov:g:01A', 10, 'store', 'x'), ('e2', 'prov:g:01A', 5, 'store', 'x'),
+                 ('e3', 'p:1', -3, 'online', 'x');",
+            )
+            .unwrap();
+        }
+        let conn = open(&path).unwrap();
+        let totals: Vec<(String, i64)> = conn
+            .prepare("SELECT ref, points FROM ref_points ORDER BY ref")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            totals,
+            vec![("p:1".to_string(), -3), ("prov:g:01A".to_string(), 15)]
+        );
+    }
 
     #[test]
     fn dollar_parameters_become_numbered_ones() {

@@ -221,20 +221,10 @@ pub(super) async fn add_points(
     if points == 0 {
         return Ok(None);
     }
-    let inserted = tx
-        .execute(
-            "INSERT INTO points_ledger(entry, profile, points, source, at)
-             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-            params![
-                entry,
-                customer,
-                points,
-                source,
-                crate::protocol::timestamp(std::time::SystemTime::now())
-            ],
-        )
-        .await?;
-    if inserted == 0 {
+    if enter_points(tx, &[(entry, customer, points)], source)
+        .await?
+        .is_empty()
+    {
         return Ok(None);
     }
     lock(tx).await?;
@@ -246,6 +236,53 @@ pub(super) async fn add_points(
     record_change(tx, Vec::new(), vec![view], Vec::new())
         .await
         .map(Some)
+}
+
+/// Enters ledger entries (`entry`, the ref it is recorded under, points), each once whoever
+/// enters it again, and adds the new ones to their refs' running totals (`ref_points`), so a
+/// balance is a sum over the refs merged into a profile, not over its purchase history.
+/// Returns the refs of the entries that were new.
+pub(super) async fn enter_points(
+    tx: &mut impl Tx,
+    entries: &[(&str, &str, i64)],
+    source: &str,
+) -> Result<Vec<String>, DbError> {
+    let at = crate::protocol::timestamp(std::time::SystemTime::now());
+    let rows: Vec<[db::Value; 5]> = entries
+        .iter()
+        .map(|(entry, profile, points)| {
+            [
+                (*entry).into(),
+                (*profile).into(),
+                (*points).into(),
+                source.into(),
+                at.as_str().into(),
+            ]
+        })
+        .collect();
+    let mut pipeline = db::Pipeline::new();
+    let inserted = pipeline.add_insert(
+        "INSERT INTO points_ledger(entry, profile, points, source, at) {values}
+         ON CONFLICT DO NOTHING RETURNING profile, points",
+        &rows,
+    );
+    let inserted = pipeline.run(tx).await?.take(inserted);
+    let mut totals: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+    for row in inserted {
+        *totals.entry(row.text(0)?).or_default() += row.int(1)?;
+    }
+    let added: Vec<[db::Value; 2]> = totals
+        .iter()
+        .map(|(profile, points)| [profile.into(), (*points).into()])
+        .collect();
+    db::insert_rows(
+        tx,
+        "INSERT INTO ref_points(ref, points) {values}
+         ON CONFLICT(ref) DO UPDATE SET points = ref_points.points + excluded.points",
+        &added,
+    )
+    .await?;
+    Ok(totals.into_keys().collect())
 }
 
 /// The right to erasure: every identifier of the profile and of every ref merged into it is
@@ -388,8 +425,7 @@ pub(super) async fn views(
              UNION SELECT members.root, profile_aliases.from_ref FROM profile_aliases
                    JOIN members ON profile_aliases.to_ref = members.ref)
          SELECT members.root,
-                (SELECT CAST(SUM(points) AS BIGINT) FROM points_ledger
-                 WHERE points_ledger.profile = members.ref),
+                (SELECT points FROM ref_points WHERE ref_points.ref = members.ref),
                 (SELECT {} FROM profile_identifiers
                  WHERE profile_identifiers.profile = members.ref)
          FROM members",
