@@ -1,14 +1,16 @@
-//! Central's identity resolution (docs/protocol.md "Identity"): each `identity_seen`, applied
-//! in seq order, is resolved deterministically. Mergeable identifiers (cards, app tokens,
-//! verified phones and emails) alone decide: the profiles they already belong to, and the
-//! event's own `p:` ref, are the candidates, and the oldest (earliest created, then smallest
-//! ref) survives; the others and the event's provisional ref are merged into it. With no
-//! candidate a new `p:` profile is created. An identification with nothing mergeable merges
-//! nothing. Every change that results gets the next fleet-wide `rev`, is stored for
-//! `identity.since`, and is broadcast by the service after the commit.
+//! Central's profiles (docs/protocol.md "Identity"): each `identity_seen`, applied in
+//! application order by the resolver (`effects.rs`), and each identification from the online
+//! channel is resolved deterministically, by the rules in `resolution.rs`. Mergeable
+//! identifiers (cards, app tokens, verified phones and emails) alone decide: the profiles they
+//! already belong to, and the event's own `p:` ref, are the candidates, and the oldest
+//! (earliest created, then smallest ref) survives; the others and the event's provisional ref
+//! are merged into it. With no candidate a new `p:` profile is created. An identification with
+//! nothing mergeable merges nothing. Every change that results gets the next fleet-wide `rev`,
+//! is stored for `identity.since`, and is broadcast by the service after the commit.
 //!
 //! Points live in a ledger, one row per purchase event id (or online order), so a re-sent
-//! event never counts twice; a profile's balance is the sum over every ref merged into it.
+//! event never counts twice; each ref keeps a running total of its entries (`ref_points`), and
+//! a profile's balance is the sum of those totals over every ref merged into it.
 //! Erasure deletes identifiers, strips them from stored events and past changes, and keeps
 //! only the pseudonymous ref.
 
