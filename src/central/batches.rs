@@ -499,20 +499,9 @@ impl ApplicationOrder {
 /// Whether applying `event` does anything beyond storing it: an identification is resolved,
 /// a purchase by a customer moves points. Those are queued for the resolver.
 fn has_effects(event: &WireEvent) -> bool {
-    #[derive(serde::Deserialize)]
-    struct Points {
-        customer: Option<String>,
-        #[serde(default)]
-        points: i64,
-        #[serde(default)]
-        points_redeemed: i64,
-    }
-    if event.kind == EventKind::IdentitySeen.as_str() {
-        return true;
-    }
-    event.kind == EventKind::Purchase.as_str()
-        && serde_json::from_str::<Points>(event.body.get())
-            .is_ok_and(|p| p.customer.is_some() && p.points != p.points_redeemed)
+    event.kind == EventKind::IdentitySeen.as_str()
+        || (event.kind == EventKind::Purchase.as_str()
+            && super::effects::Earned::moves_points(event.body.get()))
 }
 
 /// A wire string as a text column can hold it: PostgreSQL's text takes no NUL character. Only

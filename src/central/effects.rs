@@ -32,14 +32,32 @@ struct Seen {
     identifiers: Vec<Identifier>,
 }
 
-/// A purchase body as the resolver reads it.
+/// A purchase body as the resolver reads it (and as the writers read it to decide whether to
+/// queue it).
 #[derive(Debug, Deserialize)]
-struct Earned {
+pub(super) struct Earned {
     customer: Option<String>,
     #[serde(default)]
     points: i64,
     #[serde(default)]
     points_redeemed: i64,
+}
+
+impl Earned {
+    /// What the purchase moves on its customer's balance, if it has a customer: `points −
+    /// points_redeemed`.
+    fn moved(&self) -> Option<(&str, i64)> {
+        let points = self.points.saturating_sub(self.points_redeemed);
+        self.customer
+            .as_deref()
+            .filter(|_| points != 0)
+            .map(|customer| (customer, points))
+    }
+
+    /// Whether the purchase in `body` moves a customer's points.
+    pub(super) fn moves_points(body: &str) -> bool {
+        serde_json::from_str::<Earned>(body).is_ok_and(|earned| earned.moved().is_some())
+    }
 }
 
 /// Applies up to `limit` queued events, oldest application first.
@@ -69,16 +87,9 @@ pub(super) async fn apply_pending(
                 seen.push(identification);
             }
         } else if kind == EventKind::Purchase.as_str() {
-            if let Ok(Earned {
-                customer: Some(customer),
-                points,
-                points_redeemed,
-            }) = serde_json::from_str::<Earned>(&body)
-            {
-                let points = points.saturating_sub(points_redeemed);
-                if points != 0 {
-                    earned.push((row.text(3)?, customer, points));
-                }
+            let purchase = serde_json::from_str::<Earned>(&body).ok();
+            if let Some((customer, points)) = purchase.as_ref().and_then(Earned::moved) {
+                earned.push((row.text(3)?, customer.to_string(), points));
             }
         }
     }
@@ -122,18 +133,9 @@ pub(super) async fn apply_pending(
         profiles::record_changes(tx, merges, views).await?
     };
 
-    for chunk in applied.chunks(256) {
-        // Padded to a power of two (the last number repeated): a handful of statement shapes.
-        let mut params: Vec<db::Value> = chunk.iter().map(|a| db::Value::from(*a)).collect();
-        if let Some(last) = params.last().cloned() {
-            params.resize(params.len().next_power_of_two(), last);
-        }
-        let sql = format!(
-            "DELETE FROM pending_effects WHERE applied IN ({})",
-            db::placeholders(1, params.len())
-        );
-        tx.execute(&sql, &params).await?;
-    }
+    let mut applied_now = db::Pipeline::new();
+    applied_now.add_in("DELETE FROM pending_effects WHERE applied", &[], &applied);
+    applied_now.run(tx).await?;
     Ok(EffectsApplied {
         events: rows.len(),
         changes,

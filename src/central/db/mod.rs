@@ -8,7 +8,7 @@
 mod pipeline;
 pub mod sqlite;
 
-pub use pipeline::{placeholders, Pipeline};
+pub use pipeline::Pipeline;
 
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -224,7 +224,10 @@ pub trait Tx {
 
     /// Holds `key` until the transaction ends, so instances working on the same gateway,
     /// coupon or identity never interleave. One SQLite writer needs none.
-    async fn lock(&mut self, key: &str) -> Result<(), DbError>;
+    async fn lock(&mut self, key: &str) -> Result<(), DbError> {
+        let statements = self.lock_statements(&[key.to_string()]);
+        self.pipeline(&statements).await.map(drop)
+    }
 
     /// The statements that take every key's lock, in the order given (callers sort them,
     /// so two transactions never wait on each other in a circle); none for a key this

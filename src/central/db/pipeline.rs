@@ -47,7 +47,7 @@ impl Answers {
 }
 
 /// `$first, $first+1, …` for `count` parameters.
-pub fn placeholders(first: usize, count: usize) -> String {
+fn placeholders(first: usize, count: usize) -> String {
     (first..first + count)
         .map(|n| format!("${n}"))
         .collect::<Vec<_>>()
@@ -64,6 +64,32 @@ fn padded_chunks<T: Clone>(rows: &[T], per_chunk: usize) -> impl Iterator<Item =
         }
         padded
     })
+}
+
+/// `sql` for `rows` a chunk at a time: `{values}` in `sql` stands for the chunk as a table,
+/// `(VALUES …)`, whose columns `column1`, `column2`, … have the SQL types `types` and come in
+/// the order given. A row may be read more than once (chunks are padded).
+pub fn values_statements<const N: usize>(
+    sql: &str,
+    types: [&str; N],
+    rows: &[[Value; N]],
+) -> Vec<(String, Vec<Value>)> {
+    padded_chunks(rows, (IN_CHUNK / N).max(1))
+        .map(|chunk| {
+            let values = (0..chunk.len())
+                .map(|r| {
+                    let row = (0..N)
+                        .map(|c| format!("CAST(${} AS {})", r * N + c + 1, types[c]))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    format!("({row})")
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = sql.replace("{values}", &format!("(VALUES {values})"));
+            (sql, chunk.into_iter().flatten().collect())
+        })
+        .collect()
 }
 
 impl Pipeline {
@@ -91,7 +117,12 @@ impl Pipeline {
 
     /// `sql_prefix … IN (keys)`, `fixed` parameters first (a key may come back more than once
     /// when `keys` repeats it).
-    pub fn add_in(&mut self, sql_prefix: &str, fixed: &[Value], keys: &[&str]) -> Part {
+    pub fn add_in<K: Clone + Into<Value>>(
+        &mut self,
+        sql_prefix: &str,
+        fixed: &[Value],
+        keys: &[K],
+    ) -> Part {
         let statements: Vec<_> = padded_chunks(keys, IN_CHUNK)
             .map(|chunk| {
                 let sql = format!(
@@ -99,39 +130,21 @@ impl Pipeline {
                     placeholders(fixed.len() + 1, chunk.len())
                 );
                 let mut params = fixed.to_vec();
-                params.extend(chunk.iter().map(|k| Value::from(*k)));
+                params.extend(chunk.into_iter().map(Into::into));
                 (sql, params)
             })
             .collect();
         self.part(statements)
     }
 
-    /// `sql` for `rows` a chunk at a time: `{values}` in `sql` stands for the chunk as a
-    /// table, `(VALUES …)`, whose columns `column1`, `column2`, … have the SQL types `types`.
-    /// A row may be read more than once (chunks are padded).
+    /// `sql` for `rows` a chunk at a time (see [`values_statements`]).
     pub fn add_values<const N: usize>(
         &mut self,
         sql: &str,
         types: [&str; N],
         rows: &[[Value; N]],
     ) -> Part {
-        let statements: Vec<_> = padded_chunks(rows, (IN_CHUNK / N).max(1))
-            .map(|chunk| {
-                let values = (0..chunk.len())
-                    .map(|r| {
-                        let row = (0..N)
-                            .map(|c| format!("CAST(${} AS {})", r * N + c + 1, types[c]))
-                            .collect::<Vec<_>>()
-                            .join(", ");
-                        format!("({row})")
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let sql = sql.replace("{values}", &format!("(VALUES {values})"));
-                (sql, chunk.into_iter().flatten().collect())
-            })
-            .collect();
-        self.part(statements)
+        self.part(values_statements(sql, types, rows))
     }
 
     /// Inserts `rows` with `insert` (`INSERT INTO t(columns…)`, and anything after `{values}`

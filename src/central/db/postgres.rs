@@ -251,45 +251,20 @@ impl Tx for PgTx<'_> {
         Ok(answers)
     }
 
-    async fn lock(&mut self, key: &str) -> Result<(), DbError> {
-        if self.held.contains(key) {
-            return Ok(());
-        }
-        self.held.insert(key.to_string());
-        self.execute(
-            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-            &[Value::from(key)],
-        )
-        .await
-        .map(drop)
-    }
-
     fn lock_statements(&mut self, keys: &[String]) -> Vec<(String, Vec<Value>)> {
-        let fresh: Vec<&str> = keys
+        let fresh: Vec<[Value; 1]> = keys
             .iter()
             .filter(|key| self.held.insert(key.to_string()))
-            .map(String::as_str)
+            .map(|key| [Value::from(key)])
             .collect();
-        // One statement for many: a VALUES list is scanned, and each lock taken, in order.
-        // Padded with the last key (a lock held twice is still one lock) to a power of two:
-        // a handful of statement shapes.
-        fresh
-            .chunks(256)
-            .map(|chunk| {
-                let mut params: Vec<Value> = chunk.iter().map(|k| Value::from(*k)).collect();
-                if let Some(last) = params.last().cloned() {
-                    params.resize(params.len().next_power_of_two(), last);
-                }
-                let values = (1..=params.len())
-                    .map(|n| format!("(CAST(${n} AS TEXT))"))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let sql = format!(
-                    "SELECT CAST(pg_advisory_xact_lock(hashtextextended(column1, 0)) AS TEXT) FROM (VALUES {values}) AS keys"
-                );
-                (sql, params)
-            })
-            .collect()
+        // One statement for many: a VALUES list is scanned, and each lock taken, in order (a
+        // padded chunk repeats its last key: a lock held twice is still one lock).
+        super::pipeline::values_statements(
+            "SELECT CAST(pg_advisory_xact_lock(hashtextextended(given.column1, 0)) AS TEXT)
+             FROM {values} AS given",
+            ["TEXT"],
+            &fresh,
+        )
     }
 
     fn applied_block_sql(&self) -> &'static str {

@@ -187,10 +187,6 @@ impl Tx for SqliteTx<'_> {
         Ok(out)
     }
 
-    async fn lock(&mut self, _key: &str) -> Result<(), DbError> {
-        Ok(())
-    }
-
     fn lock_statements(&mut self, _keys: &[String]) -> Vec<(String, Vec<Value>)> {
         Vec::new()
     }
