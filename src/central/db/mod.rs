@@ -8,6 +8,8 @@
 mod pipeline;
 pub mod sqlite;
 
+#[cfg(test)]
+pub use pipeline::values_statements;
 pub use pipeline::Pipeline;
 
 #[cfg(feature = "postgres")]
