@@ -607,3 +607,118 @@ fn an_erased_customer_leaves_no_identifier_in_any_database_file() {
     // The sale stays, under its pseudonymous ref.
     assert!(!found_in_files(&box_dir, "journal.db", "r-erase-1").is_empty());
 }
+
+/// Central's `/healthz` at a glance, per part.
+fn central_health(central: SocketAddr, token: Option<&str>) -> (u16, Value) {
+    call("GET", &format!("http://{central}/healthz"), token, None)
+}
+
+/// A store fault for central's SQLite file: every insert into `table` aborts until the
+/// trigger is dropped, as a full disk or a broken database would fail it.
+fn inject_fault(db: &Path, table: &str, on: bool) {
+    let connection = rusqlite::Connection::open(db).unwrap();
+    connection.busy_timeout(Duration::from_secs(10)).unwrap();
+    let sql = if on {
+        format!("CREATE TRIGGER fault_{table} BEFORE INSERT ON {table} BEGIN SELECT RAISE(ABORT, 'injected fault'); END")
+    } else {
+        format!("DROP TRIGGER fault_{table}")
+    };
+    connection.execute_batch(&sql).unwrap();
+}
+
+/// Central's `/healthz` names the part that is broken (writers that cannot store, a resolver
+/// whose rounds fail, the MQTT session), answers 503 while one is, shows the detail only to a
+/// token holder, and turns healthy again once the fault is gone, with nothing lost: the
+/// purchase stored while the resolver failed is on the customer's balance afterwards.
+#[test]
+fn central_health_names_what_is_broken_and_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut broker = start_broker(BrokerKind::Embedded, dir.path(), port);
+    let url = format!("mqtt://127.0.0.1:{port}");
+    let central: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (_central, db) = central_with_api(dir.path(), &url, central, "");
+    let loyalty = "[loyalty]\npoints_per_unit = 1\nunit_minor = 100\n";
+    let config = gateway_config(
+        dir.path(),
+        &url,
+        0,
+        &format!("{}{loyalty}", identity_section()),
+    );
+    let (_gateway, api) = start_gateway(dir.path(), &config);
+    wait_connected(&http(), api);
+    let healthy = || {
+        let (status, report) = central_health(central, Some(TOKEN));
+        status == 200 && report["status"] == "ok"
+    };
+    eventually("central healthy", Duration::from_secs(10), healthy);
+    let (_, report) = central_health(central, Some(TOKEN));
+    assert_eq!(report["mqtt"]["connected"], true, "{report}");
+    assert_eq!(report["resolver"]["pending_effects"], 0, "{report}");
+    assert_eq!(
+        central_health(central, None),
+        (200, json!({ "status": "ok" })),
+        "no detail without the token"
+    );
+
+    // Writers that cannot store: the batch stays unacked at the box, and central says so.
+    inject_fault(&db, "events", true);
+    let card = json!([{ "kind": "card", "value": "4000 5555 0000 1" }]);
+    let customer = identify(api, card)["customer"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    eventually("writers reported broken", Duration::from_secs(15), || {
+        let (status, report) = central_health(central, Some(TOKEN));
+        status == 503 && report["broken"] == json!(["writers"])
+    });
+    assert_eq!(
+        central_health(central, None),
+        (503, json!({ "status": "broken" }))
+    );
+    assert!(health(&http(), api)["journal"]["backlog"].as_u64().unwrap() > 0);
+    inject_fault(&db, "events", false);
+    eventually(
+        "the box's backlog acked and central healthy",
+        Duration::from_secs(15),
+        || health(&http(), api)["journal"]["backlog"] == 0 && healthy(),
+    );
+
+    // A resolver whose rounds fail: acks go on, the effects wait in the queue.
+    inject_fault(&db, "points_ledger", true);
+    let (status, sale) = buy(api, "r-health-1", &customer, 5000, 0);
+    assert_eq!(status, 201, "{sale}");
+    eventually("resolver reported broken", Duration::from_secs(15), || {
+        let (status, report) = central_health(central, Some(TOKEN));
+        status == 503
+            && report["broken"] == json!(["resolver"])
+            && report["resolver"]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("injected fault"))
+            && report["resolver"]["pending_effects"].as_u64() >= Some(1)
+    });
+    eventually("acked all the same", Duration::from_secs(10), || {
+        health(&http(), api)["journal"]["backlog"] == 0
+    });
+    assert_eq!(central_health(central, Some(TOKEN)).0, 503, "still failing");
+    inject_fault(&db, "points_ledger", false);
+    eventually("resolver caught up", Duration::from_secs(20), || {
+        healthy() && central_health(central, Some(TOKEN)).1["resolver"]["pending_effects"] == 0
+    });
+    let (status, view) = call(
+        "GET",
+        &format!("http://{central}/v1/customers/{customer}"),
+        Some(TOKEN),
+        None,
+    );
+    assert_eq!((status, view["points"].as_i64()), (200, Some(50)), "{view}");
+
+    // The broker away: no acks can go out.
+    broker.kill9();
+    eventually("mqtt reported broken", Duration::from_secs(15), || {
+        let (status, report) = central_health(central, Some(TOKEN));
+        status == 503 && report["broken"] == json!(["mqtt"]) && report["mqtt"]["connected"] == false
+    });
+    let _broker = start_broker(BrokerKind::Embedded, dir.path(), port);
+    eventually("central reconnected", Duration::from_secs(20), healthy);
+}

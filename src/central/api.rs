@@ -13,13 +13,14 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use rumqttc::{AsyncClient, QoS};
+use rumqttc::AsyncClient;
 
+use super::health::Health;
 use super::store::{ChannelError, Store};
 use crate::api::ApiError;
 use crate::identity::{HmacKey, RawIdentifier};
 use crate::loyalty::LoyaltySection;
-use crate::protocol::{topics, FieldError, Identifier, IdentifierKind, Line};
+use crate::protocol::{FieldError, Identifier, IdentifierKind, Line};
 
 /// Timeline entries `GET /v1/customers/{ref}` shows at most.
 const TIMELINE: usize = 100;
@@ -33,6 +34,7 @@ pub struct OnlineChannel {
     coupon_key: Option<Arc<String>>,
     loyalty: LoyaltySection,
     client: AsyncClient,
+    health: Arc<Health>,
 }
 
 impl OnlineChannel {
@@ -41,6 +43,7 @@ impl OnlineChannel {
         store: Store,
         config: &crate::config::CentralConfig,
         client: AsyncClient,
+        health: Arc<Health>,
     ) -> OnlineChannel {
         OnlineChannel {
             store,
@@ -49,20 +52,12 @@ impl OnlineChannel {
             coupon_key: config.coupons.signing_key.clone().map(Arc::new),
             loyalty: config.loyalty.clone(),
             client,
+            health,
         }
     }
 
-    /// Sends committed changes to every box; one lost here is still in the store, and boxes
-    /// catch up with `identity.since`.
     fn broadcast(&self, changes: Vec<String>) {
-        for change in changes {
-            if let Err(error) =
-                self.client
-                    .try_publish(topics::IDENTITY, QoS::AtLeastOnce, false, change)
-            {
-                tracing::warn!(%error, "identity change not queued; boxes catch up with identity.since");
-            }
-        }
+        super::service::publish_changes(&self.client, &self.health, changes);
     }
 }
 
@@ -109,14 +104,31 @@ pub fn router(channel: OnlineChannel) -> Router {
     Router::new()
         .nest("/v1", v1)
         .route("/v1/openapi.json", get(openapi))
-        .route(
-            "/healthz",
-            get(|| async { Json(serde_json::json!({ "status": "ok" })) }),
-        )
+        .route("/healthz", get(health))
         .layer(DefaultBodyLimit::max(crate::api::MAX_BODY_BYTES))
         .layer(middleware::from_fn(crate::api::request_timeout))
         .layer(middleware::from_fn(crate::api::json_errors))
         .with_state(channel)
+}
+
+/// `/healthz`: 503 while a part is broken; the detail for a token holder, a bare liveness
+/// answer for anyone else (a load balancer's probe), as on the gateway.
+async fn health(State(channel): State<OnlineChannel>, headers: axum::http::HeaderMap) -> Response {
+    let report = channel.health.report(&channel.store).await;
+    let status = if report.broken.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    if !crate::api::bearer_matches(&channel.tokens, &headers) {
+        let word = if report.broken.is_empty() {
+            "ok"
+        } else {
+            "broken"
+        };
+        return (status, Json(serde_json::json!({ "status": word }))).into_response();
+    }
+    (status, Json(report.detail)).into_response()
 }
 
 async fn require_token(

@@ -6,6 +6,7 @@ pub mod api;
 mod batches;
 pub(crate) mod db;
 mod effects;
+mod health;
 mod profiles;
 mod service;
 mod store;

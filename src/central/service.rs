@@ -6,6 +6,7 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, LastWill, MqttOptions, QoS, Transport};
 use tokio::sync::mpsc;
 
+use super::health::Health;
 use super::store::{Store, StoreError};
 use crate::backoff::Backoff;
 use crate::config::CentralConfig;
@@ -55,6 +56,7 @@ pub async fn run(
     // waiting for room would wait on itself. A full queue drops the message instead (the
     // gateway re-sends, boxes catch up with `identity.since`), counted and logged.
     let (client, eventloop) = crate::mqtt::client(options, OUTGOING_QUEUE);
+    let health = Arc::new(Health::default());
     let (net_tx, mut net_rx) = mpsc::channel(256);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
@@ -74,7 +76,12 @@ pub async fn run(
                 .await
                 .map_err(|e| CentralError::Api(addr, e))?;
             tracing::info!(%addr, "central online channel listening");
-            let channel = super::api::OnlineChannel::new(store.clone(), &config, client.clone());
+            let channel = super::api::OnlineChannel::new(
+                store.clone(),
+                &config,
+                client.clone(),
+                health.clone(),
+            );
             let (stop_api, api_stopped) = tokio::sync::watch::channel(false);
             let limits = crate::api::Limits {
                 header_timeout: Duration::from_secs(10),
@@ -107,7 +114,7 @@ pub async fn run(
         store,
         share_group: config.central.share_group.clone(),
         metrics: Arc::new(Metrics::new()),
-        not_queued: std::sync::atomic::AtomicU64::new(0),
+        health,
         effects_queued: tokio::sync::Notify::new(),
     });
     let mut tasks = tokio::task::JoinSet::new();
@@ -134,7 +141,7 @@ pub async fn run(
             }
             message = net_rx.recv() => match message {
                 Some(SessionEvent::Connected { .. }) => service.on_connected(),
-                Some(SessionEvent::Disconnected { .. }) => {}
+                Some(SessionEvent::Disconnected { .. }) => service.health.session(false),
                 Some(SessionEvent::Message { topic, payload, retain }) => {
                     match service.classify(&topic, &payload, retain) {
                         Some(Inbound::Batch(batch)) => {
@@ -239,11 +246,10 @@ struct Service {
     client: AsyncClient,
     store: Store,
     share_group: Option<String>,
-    /// Central has no HTTP endpoint of its own yet; its counters go into its rate-limited
-    /// refusal log lines.
+    /// Counts refused inbound messages; its rate-limited log lines say which.
     metrics: Arc<Metrics>,
-    /// Acks and changes dropped because the outgoing queue was full.
-    not_queued: std::sync::atomic::AtomicU64,
+    /// What `/healthz` reports (`health.rs`).
+    health: Arc<Health>,
     /// Told when a transaction queued effects for the resolver.
     effects_queued: tokio::sync::Notify,
 }
@@ -283,6 +289,37 @@ async fn write_batches(service: Arc<Service>, mut queued: mpsc::Receiver<super::
     }
 }
 
+/// Sends committed identity changes to every box. Committed first, published after: a change
+/// lost here is still in the store, and every gateway asks `identity.since` on its next
+/// connect. The resolver and the online channel both publish through here.
+pub(super) fn publish_changes(client: &AsyncClient, health: &Health, changes: Vec<String>) {
+    for change in changes {
+        if client
+            .try_publish(
+                topics::IDENTITY,
+                QoS::AtLeastOnce,
+                false,
+                change.into_bytes(),
+            )
+            .is_err()
+        {
+            not_queued(
+                health,
+                "an identity change (boxes catch up with identity.since)",
+            );
+        }
+    }
+}
+
+/// A publish the full outgoing queue refused: counted for `/healthz`, logged at the first and
+/// then every 1,000th, not once per message, when the broker cannot keep up.
+fn not_queued(health: &Health, what: &str) {
+    let count = health.not_queued();
+    if count == 1 || count.is_multiple_of(1000) {
+        tracing::warn!(count, "central: outgoing MQTT queue full; dropped {what}");
+    }
+}
+
 /// Outgoing publishes central queues while the broker takes them (acks are tiny, identity
 /// changes under a kilobyte).
 const OUTGOING_QUEUE: usize = 16_384;
@@ -299,20 +336,19 @@ const EFFECTS_POLL: Duration = Duration::from_secs(1);
 /// queue stays in the store, so nothing is lost while the database is away.
 async fn resolve_effects(service: Arc<Service>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
-    let mut failures = 0u64;
     while !*stop.borrow() {
         let wait = match service.store.apply_pending(EFFECTS_GROUP).await {
             Ok(resolved) => {
                 backoff.reset();
-                failures = 0;
-                service.broadcast(resolved.changes);
+                service.health.resolver_applied();
+                publish_changes(&service.client, &service.health, resolved.changes);
                 if resolved.events == EFFECTS_GROUP {
                     continue;
                 }
                 EFFECTS_POLL
             }
             Err(error) => {
-                failures += 1;
+                let failures = service.health.resolver_failed(error.to_string());
                 if failures == 1 || failures.is_multiple_of(100) {
                     tracing::error!(%error, failures, "central: applying identity and points effects failed; retrying");
                 }
@@ -329,6 +365,7 @@ async fn resolve_effects(service: Arc<Service>, mut stop: tokio::sync::watch::Re
 
 impl Service {
     fn on_connected(&self) {
+        self.health.session(true);
         let filter = |topic: &str| match &self.share_group {
             Some(group) => format!("$share/{group}/{topic}"),
             None => topic.to_string(),
@@ -393,16 +430,8 @@ impl Service {
         }
     }
 
-    /// A publish the full outgoing queue refused: logged at the first and then every 1,000th,
-    /// not once per message, when the broker cannot keep up.
     fn not_queued(&self, what: &str) {
-        let count = self
-            .not_queued
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            + 1;
-        if count == 1 || count.is_multiple_of(1000) {
-            tracing::warn!(count, "central: outgoing MQTT queue full; dropped {what}");
-        }
+        not_queued(&self.health, what);
     }
 
     fn refused(&self, family: &str, reason: &str, detail: &str) {
@@ -414,6 +443,7 @@ impl Service {
         let batches = Arc::new(batches);
         match self.store.store_batches(batches.clone()).await {
             Ok(outcomes) => {
+                self.health.writers(None);
                 for (batch, outcome) in batches.iter().zip(&outcomes) {
                     self.answer(&batch.store, &batch.gateway, outcome.acked_upto);
                 }
@@ -422,6 +452,7 @@ impl Service {
                 }
             }
             Err(error) if batches.len() == 1 => {
+                self.health.writers(Some(error.to_string()));
                 tracing::error!(%error, store = %batches[0].store, gateway = %batches[0].gateway, "central: storing a batch failed; not acked");
             }
             // One batch that cannot be stored must not hold back the others it came with:
@@ -436,6 +467,7 @@ impl Service {
                         .await
                     {
                         Ok(mut outcomes) => {
+                            self.health.writers(None);
                             if let Some(outcome) = outcomes.pop() {
                                 self.answer(&store, &gateway, outcome.acked_upto);
                                 if outcome.effects_queued > 0 {
@@ -444,6 +476,7 @@ impl Service {
                             }
                         }
                         Err(error) => {
+                            self.health.writers(Some(error.to_string()));
                             tracing::error!(%error, store, gateway, "central: storing a batch failed; not acked")
                         }
                     }
@@ -475,25 +508,6 @@ impl Service {
             .is_err()
         {
             self.not_queued("an ack (the gateway re-sends after its ack timeout)");
-        }
-    }
-
-    /// Committed first, broadcast after: a change lost here is still in the store, and every
-    /// gateway asks `identity.since` on its next connect.
-    fn broadcast(&self, changes: Vec<String>) {
-        for change in changes {
-            if self
-                .client
-                .try_publish(
-                    topics::IDENTITY,
-                    QoS::AtLeastOnce,
-                    false,
-                    change.into_bytes(),
-                )
-                .is_err()
-            {
-                self.not_queued("an identity change (boxes catch up with identity.since)");
-            }
         }
     }
 
