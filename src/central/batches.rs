@@ -254,7 +254,7 @@ async fn store_round(
         ));
     }
 
-    let mut rows: Vec<[db::Value; 14]> = Vec::new();
+    let mut rows: Vec<[db::Value; 15]> = Vec::new();
     let mut queued: Vec<[db::Value; 4]> = Vec::new();
     let mut stored_redemptions: HashSet<&str> = HashSet::new();
     let mut prefixes = Vec::with_capacity(round.len());
@@ -347,6 +347,7 @@ async fn store_round(
                 receipt.as_deref().map(storable).into(),
                 refused.into(),
                 applied.into(),
+                event.customer().as_deref().map(storable).into(),
             ]);
         }
     }
@@ -394,7 +395,7 @@ async fn store_round(
     // rare batch that filled a gap moves it further below.
     let mut writes = Pipeline::new();
     writes.add_insert(
-        "INSERT INTO events(store, gateway, seq, id, kind, at, clock_synced, till, body, received_at, duplicate_id, receipt, refused, applied)",
+        "INSERT INTO events(store, gateway, seq, id, kind, at, clock_synced, till, body, received_at, duplicate_id, receipt, refused, applied, customer)",
         &rows,
     );
     writes.add_insert(
@@ -588,16 +589,13 @@ async fn advance(
                 params![base, before + 1, store, gateway, upto],
             )
             .await?;
-            let queue = format!(
-                "INSERT INTO pending_effects(applied, id, kind, body)
+            let queue = "INSERT INTO pending_effects(applied, id, kind, body)
                  SELECT applied, id, kind, body FROM events
                  WHERE store = $1 AND gateway = $2 AND seq >= $3 AND seq <= $4
                    AND applied IS NOT NULL
-                   AND (kind = 'identity_seen' OR (kind = 'purchase' AND {} IS NOT NULL))",
-                tx.dialect().json_text("body", "customer")
-            );
+                   AND (kind = 'identity_seen' OR (kind = 'purchase' AND customer IS NOT NULL))";
             outcome.effects_queued += tx
-                .execute(&queue, params![store, gateway, before + 1, upto])
+                .execute(queue, params![store, gateway, before + 1, upto])
                 .await?;
         }
         if upto == before || upto - before < next.len() as u64 || next.len() < 1024 {

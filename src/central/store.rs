@@ -480,17 +480,14 @@ async fn customer_view(
     let root = live_root(tx, profile).await?;
     let members = super::profiles::members(tx, &root).await?;
     let view = super::profiles::view(tx, &root).await?;
-    let in_store = format!(
-        "SELECT at, kind, store, gateway, body FROM events
-         WHERE {} = $1
+    let in_store = "SELECT at, kind, store, gateway, body FROM events
+         WHERE customer = $1
            AND kind IN ('purchase', 'identity_seen', 'coupon_redeemed')
            AND applied IS NOT NULL AND refused IS NULL
-         ORDER BY at DESC LIMIT $2",
-        tx.dialect().json_text("body", "customer")
-    );
+         ORDER BY at DESC LIMIT $2";
     let mut timeline = Vec::new();
     for member in &members {
-        for row in tx.query(&in_store, params![member, limit as u64]).await? {
+        for row in tx.query(in_store, params![member, limit as u64]).await? {
             let body: serde_json::Value = serde_json::from_str(&row.text(4)?).unwrap_or_default();
             let mut entry = serde_json::json!({
                 "at": row.text(0)?, "kind": row.text(1)?, "channel": "store",
@@ -624,9 +621,8 @@ async fn kpis(
         let sales = tx
             .query_one(
                 &format!(
-                    "SELECT COUNT(*), {}, COUNT({}), {}, {} FROM events WHERE kind = 'purchase' AND {window}",
+                    "SELECT COUNT(*), {}, COUNT(customer), {}, {} FROM events WHERE kind = 'purchase' AND {window}",
                     sum("total_minor"),
-                    dialect.json_text("body", "customer"),
                     sum("points"),
                     sum("points_redeemed"),
                 ),

@@ -80,6 +80,25 @@ impl WireEvent {
             .ok()
             .map(|r| r.receipt)
     }
+
+    /// The customer ref a purchase, identification or coupon redemption names, if any: what
+    /// central files the event under for the customer's timeline, erasure and reports.
+    pub fn customer(&self) -> Option<String> {
+        use super::EventKind::{CouponRedeemed, IdentitySeen, Purchase};
+        if ![Purchase, IdentitySeen, CouponRedeemed]
+            .iter()
+            .any(|k| self.kind == k.as_str())
+        {
+            return None;
+        }
+        #[derive(Deserialize)]
+        struct Customer {
+            customer: Option<String>,
+        }
+        serde_json::from_str::<Customer>(self.body.get())
+            .ok()
+            .and_then(|c| c.customer)
+    }
 }
 
 /// At most 64 characters of a refused value, for a log line.

@@ -78,6 +78,15 @@ const SCHEMA: &[&str] = &[
     CREATE TABLE ref_points(ref TEXT PRIMARY KEY, points INTEGER NOT NULL) WITHOUT ROWID;
     INSERT INTO ref_points(ref, points) SELECT profile, SUM(points) FROM points_ledger GROUP BY profile;
     DROP INDEX events_id;",
+    // 7 -> 8: each event's customer ref in a column central fills from the body it already
+    // reads, instead of an index over the body's JSON (parsed again by the database for every
+    // event stored, and by every query that asked for a customer's events).
+    "ALTER TABLE events ADD COLUMN customer TEXT;
+    UPDATE events SET customer = json_extract(body, '$.customer')
+        WHERE kind IN ('purchase', 'identity_seen', 'coupon_redeemed')
+          AND json_type(body, '$.customer') = 'text';
+    DROP INDEX events_customer;
+    CREATE INDEX events_customer ON events(customer) WHERE customer IS NOT NULL;",
 ];
 
 /// Opens (creating and migrating) central's SQLite file.
@@ -230,6 +239,61 @@ mod tests {
         assert_eq!(
             totals,
             vec![("p:1".to_string(), -3), ("prov:g:01A".to_string(), 15)]
+        );
+    }
+
+    /// A store from before the customer column (schema 7) opens with each event's customer
+    /// ref taken from its body: a string ref of a purchase, identification or redemption,
+    /// nothing for other kinds or a ref that is not a string.
+    #[test]
+    fn a_store_from_before_the_customer_column_keeps_its_customers_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("central.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &SCHEMA[..7] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 7).unwrap();
+            let event = |seq: i64, kind: &str, body: &str| {
+                conn.execute(
+                    "INSERT INTO events(store, gateway, seq, id, kind, at, clock_synced, till,
+                        body, received_at, duplicate_id) VALUES ('s', 'g', ?1, ?2, ?3, 'x', 1,
+                        't', ?4, 'x', 0)",
+                    rusqlite::params![seq, format!("id{seq}"), kind, body],
+                )
+                .unwrap();
+            };
+            event(1, "purchase", r#"{"receipt":"r1","customer":"p:1"}"#);
+            event(
+                2,
+                "identity_seen",
+                r#"{"customer":"prov:g:01A","identifiers":[]}"#,
+            );
+            event(3, "coupon_redeemed", r#"{"customer":"p:2","coupon":"c"}"#);
+            event(4, "purchase", r#"{"receipt":"r2","customer":7}"#);
+            event(5, "print_job", r#"{"customer":"p:3"}"#);
+            event(6, "purchase", r#"{"receipt":"r3"}"#);
+        }
+        let conn = open(&path).unwrap();
+        let customers: Vec<Option<String>> = conn
+            .prepare("SELECT customer FROM events ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let text = |s: &str| Some(s.to_string());
+        assert_eq!(
+            customers,
+            vec![
+                text("p:1"),
+                text("prov:g:01A"),
+                text("p:2"),
+                None,
+                None,
+                None
+            ]
         );
     }
 

@@ -303,9 +303,8 @@ pub(super) async fn erase(
     let dialect = tx.dialect();
     let scrub = format!(
         "UPDATE events SET body = {}
-         WHERE kind = 'identity_seen' AND {} = $1",
+         WHERE kind = 'identity_seen' AND customer = $1",
         dialect.json_clear_array("body", "identifiers"),
-        dialect.json_text("body", "customer"),
     );
     for member in members(tx, &root).await? {
         tx.execute(
