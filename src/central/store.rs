@@ -1260,6 +1260,66 @@ mod tests {
         graph
     }
 
+    /// Under the identity lock, the resolver's walks of merges (to roots, and from roots to
+    /// their members) look merges up by key, however many the fleet has made. PostgreSQL
+    /// hashed the whole merge table for each walk once it held a few thousand rows (each
+    /// resolver round then grew with the fleet's history): the plans must not scan it.
+    #[tokio::test]
+    async fn the_walks_of_merges_look_merges_up_by_key() {
+        for engine in engines().await {
+            let aliases: Vec<[db::Value; 2]> = (0..20_000)
+                .map(|n| [format!("m{n}").into(), format!("r{}", n % 2_000).into()])
+                .collect();
+            let plans: Result<Vec<String>, StoreError> = async {
+                transaction!(&engine.store, StoreError, |tx| async move {
+                    db::insert_rows(
+                        tx,
+                        "INSERT INTO profile_aliases(from_ref, to_ref)",
+                        &aliases,
+                    )
+                    .await?;
+                    if tx.dialect() == db::Dialect::Postgres {
+                        tx.execute("ANALYZE profile_aliases", &[]).await?;
+                    }
+                    super::super::profiles::lock(tx).await?;
+                    let keys: Vec<[db::Value; 1]> =
+                        (0..300).map(|n| [format!("m{}", n * 7).into()]).collect();
+                    let mut plans = Vec::new();
+                    for sql in [
+                        super::super::profiles::resolution::WALK_TO_ROOTS.to_string(),
+                        super::super::profiles::views_sql(tx.dialect()),
+                    ] {
+                        for (statement, values) in db::values_statements(&sql, ["TEXT"], &keys) {
+                            let explain = match tx.dialect() {
+                                db::Dialect::Sqlite => "EXPLAIN QUERY PLAN",
+                                db::Dialect::Postgres => "EXPLAIN",
+                            };
+                            let column = match tx.dialect() {
+                                db::Dialect::Sqlite => 3,
+                                db::Dialect::Postgres => 0,
+                            };
+                            let rows = tx.query(&format!("{explain} {statement}"), &values).await?;
+                            let plan: Vec<String> =
+                                rows.iter().filter_map(|r| r.text(column).ok()).collect();
+                            plans.push(plan.join("\n"));
+                        }
+                    }
+                    Ok::<_, StoreError>(plans)
+                })
+            }
+            .await;
+            let plans = plans.unwrap();
+            for plan in plans {
+                assert!(
+                    !plan.contains("Seq Scan on profile_aliases")
+                        && !plan.contains("SCAN profile_aliases"),
+                    "{}: {plan}",
+                    engine.name
+                );
+            }
+        }
+    }
+
     /// The resolver applies a group of identifications on one snapshot and writes once; the
     /// outcome is the one of applying the same events a transaction each: the same refs and
     /// identifiers together, the same balances.

@@ -182,6 +182,21 @@ impl Dialect {
         }
     }
 
+    /// The statement that keeps the planner on index lookups for the rest of the
+    /// transaction, where every read goes by key: PostgreSQL, misjudging how many rows a
+    /// recursive walk of merges yields (thousands for a few), hashed the whole merge table
+    /// for each walk, so each resolver round grew with every merge the fleet ever made. SQLite
+    /// looks rows up by index anyway.
+    pub fn keyed_lookups(self) -> Option<&'static str> {
+        match self {
+            Dialect::Sqlite => None,
+            Dialect::Postgres => Some(
+                "SELECT set_config('enable_hashjoin', 'off', true),
+                        set_config('enable_mergejoin', 'off', true)",
+            ),
+        }
+    }
+
     /// The values of `expression` over a group's rows joined by commas.
     pub fn string_agg(self, expression: &str) -> String {
         match self {

@@ -14,7 +14,7 @@
 //! Erasure deletes identifiers, strips them from stored events and past changes, and keeps
 //! only the pseudonymous ref.
 
-mod resolution;
+pub(in crate::central) mod resolution;
 
 pub(super) use resolution::Graph;
 
@@ -25,9 +25,14 @@ use crate::protocol::{Identifier, IdentityChange, Merge, ProfileView};
 /// are one sequence, whichever central instance runs them.
 const IDENTITY_LOCK: &str = "identity";
 
-/// Holds the identity lock for the rest of the transaction.
+/// Holds the identity lock for the rest of the transaction. What runs under it reads profiles,
+/// merges and identifiers by their keys, so the planner is kept on index lookups too.
 pub(super) async fn lock(tx: &mut impl Tx) -> Result<(), DbError> {
-    tx.lock(IDENTITY_LOCK).await
+    tx.lock(IDENTITY_LOCK).await?;
+    if let Some(sql) = tx.dialect().keyed_lookups() {
+        tx.query(sql, &[]).await?;
+    }
+    Ok(())
 }
 
 /// The root a ref resolves to through central's merges.
@@ -415,12 +420,9 @@ pub(super) async fn view(tx: &mut impl Tx, profile: &str) -> Result<ProfileView,
 /// whatever the number of refs merged into each. Each merged ref's points and identifiers are
 /// read by a subquery of their own, so every read is an index probe whatever the planner
 /// estimates for the recursive walk.
-pub(super) async fn views(
-    tx: &mut impl Tx,
-    profiles: &[&str],
-) -> Result<Vec<ProfileView>, DbError> {
-    let dialect = tx.dialect();
-    let sql = format!(
+/// Each given root's members with their points and identifiers.
+pub(in crate::central) fn views_sql(dialect: db::Dialect) -> String {
+    format!(
         "WITH RECURSIVE members(root, ref) AS (
              SELECT given.column1, given.column1 FROM {{values}} AS given
              UNION SELECT members.root, profile_aliases.from_ref FROM profile_aliases
@@ -431,7 +433,14 @@ pub(super) async fn views(
                  WHERE profile_identifiers.profile = members.ref)
          FROM members",
         dialect.string_agg("kind || ' ' || hash || ' ' || COALESCE(CAST(verified AS TEXT), '-')")
-    );
+    )
+}
+
+pub(super) async fn views(
+    tx: &mut impl Tx,
+    profiles: &[&str],
+) -> Result<Vec<ProfileView>, DbError> {
+    let sql = views_sql(tx.dialect());
     let mut points: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
     let mut identifiers: std::collections::HashMap<String, Vec<Identifier>> =
         std::collections::HashMap::new();

@@ -63,6 +63,16 @@ pub(in crate::central) struct Graph {
     attached: Vec<(Identifier, String)>,
 }
 
+/// Every ref on the chains from the given refs to their roots, with where each points.
+pub(in crate::central) const WALK_TO_ROOTS: &str = "WITH RECURSIVE walk(ref, depth) AS (
+        SELECT given.column1, 0 FROM {values} AS given
+        UNION
+        SELECT profile_aliases.to_ref, walk.depth + 1 FROM walk
+        JOIN profile_aliases ON profile_aliases.from_ref = walk.ref
+        WHERE walk.depth < 64)
+    SELECT DISTINCT walk.ref, profile_aliases.to_ref FROM walk
+    LEFT JOIN profile_aliases ON profile_aliases.from_ref = walk.ref";
+
 impl Graph {
     /// Reads what resolving identifications of `refs` (customers, purchasers) with
     /// `identifiers` needs.
@@ -95,19 +105,7 @@ impl Graph {
         // Every ref on the chains from the starts to their roots, with where each points.
         // Merges point at an older survivor, so chains are short and acyclic; the depth bound
         // only guards against a damaged store.
-        let walked = db::query_with_keys(
-            tx,
-            "WITH RECURSIVE walk(ref, depth) AS (
-                 SELECT given.column1, 0 FROM {values} AS given
-                 UNION
-                 SELECT profile_aliases.to_ref, walk.depth + 1 FROM walk
-                 JOIN profile_aliases ON profile_aliases.from_ref = walk.ref
-                 WHERE walk.depth < 64)
-             SELECT DISTINCT walk.ref, profile_aliases.to_ref FROM walk
-             LEFT JOIN profile_aliases ON profile_aliases.from_ref = walk.ref",
-            &starts,
-        )
-        .await?;
+        let walked = db::query_with_keys(tx, WALK_TO_ROOTS, &starts).await?;
         for row in walked {
             graph.aliases.insert(row.text(0)?, row.opt_text(1)?);
         }
