@@ -203,21 +203,30 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 /// device counts, a broker that is down does not (offline is normal, guarantee 4).
 async fn health(State(state): State<ApiState>, headers: axum::http::HeaderMap) -> Response {
     let report = health::report(&state);
-    let status = if report.broken.is_empty() {
-        StatusCode::OK
+    health_answer(
+        report.broken.is_empty(),
+        authorised(&state, &headers),
+        report.detail,
+    )
+}
+
+/// A `/healthz` answer, the gateway's and central's alike: 503 while a part is broken; the
+/// detail for a token holder, liveness alone for anyone else (a load balancer, a monitoring
+/// probe without the token).
+pub(crate) fn health_answer(
+    healthy: bool,
+    authorised: bool,
+    detail: serde_json::Value,
+) -> Response {
+    let (status, word) = if healthy {
+        (StatusCode::OK, "ok")
     } else {
-        StatusCode::SERVICE_UNAVAILABLE
+        (StatusCode::SERVICE_UNAVAILABLE, "broken")
     };
-    if !authorised(&state, &headers) {
-        // Liveness for anyone (a load balancer, a monitoring probe without the token).
-        let word = if report.broken.is_empty() {
-            "ok"
-        } else {
-            "broken"
-        };
+    if !authorised {
         return (status, Json(serde_json::json!({ "status": word }))).into_response();
     }
-    (status, Json(report.detail)).into_response()
+    (status, Json(detail)).into_response()
 }
 
 async fn metrics(State(state): State<ApiState>) -> impl IntoResponse {

@@ -111,24 +111,14 @@ pub fn router(channel: OnlineChannel) -> Router {
         .with_state(channel)
 }
 
-/// `/healthz`: 503 while a part is broken; the detail for a token holder, a bare liveness
-/// answer for anyone else (a load balancer's probe), as on the gateway.
+/// `/healthz` (`health.rs`), answered as the gateway answers its own.
 async fn health(State(channel): State<OnlineChannel>, headers: axum::http::HeaderMap) -> Response {
     let report = channel.health.report(&channel.store).await;
-    let status = if report.broken.is_empty() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    if !crate::api::bearer_matches(&channel.tokens, &headers) {
-        let word = if report.broken.is_empty() {
-            "ok"
-        } else {
-            "broken"
-        };
-        return (status, Json(serde_json::json!({ "status": word }))).into_response();
-    }
-    (status, Json(report.detail)).into_response()
+    crate::api::health_answer(
+        report.broken.is_empty(),
+        crate::api::bearer_matches(&channel.tokens, &headers),
+        report.detail,
+    )
 }
 
 async fn require_token(
