@@ -125,23 +125,46 @@ fn last_seq(api: SocketAddr) -> u64 {
 /// the box knows (central's view plus what it has not synced), offline only within the cap;
 /// every refusal journals nothing; and after reconnect central's ledger holds exactly what
 /// the box granted.
+/// A box with `loyalty` (a `[loyalty]` table) syncing over the embedded broker to central with
+/// its online channel, all running and connected.
+struct LoyaltyFleet {
+    broker: Proc,
+    broker_port: u16,
+    _central: Proc,
+    central_db: std::path::PathBuf,
+    central_api: SocketAddr,
+    _gateway: Proc,
+    api: SocketAddr,
+}
+
+fn loyalty_fleet(dir: &Path, loyalty: &str) -> LoyaltyFleet {
+    let broker_port = free_port();
+    let broker = start_broker(BrokerKind::Embedded, dir, broker_port);
+    let url = format!("mqtt://127.0.0.1:{broker_port}");
+    let central_api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let (central, central_db) = central_with_api(dir, &url, central_api, "");
+    let config = gateway_config(dir, &url, 0, &format!("{}{loyalty}", identity_section()));
+    let (gateway, api) = start_gateway(dir, &config);
+    wait_connected(&http(), api);
+    LoyaltyFleet {
+        broker,
+        broker_port,
+        _central: central,
+        central_db,
+        central_api,
+        _gateway: gateway,
+        api,
+    }
+}
+
 #[test]
 fn points_are_earned_by_the_rule_spent_within_the_balance_and_capped_offline() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut broker = start_broker(BrokerKind::Embedded, dir.path(), port);
-    let url = format!("mqtt://127.0.0.1:{port}");
-    let central_api: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let (_central, _db) = central_with_api(dir.path(), &url, central_api, "");
-    let loyalty = "[loyalty]\npoints_per_unit = 1\nunit_minor = 100\noffline_redeem_cap = 30\n";
-    let config = gateway_config(
+    let mut fleet = loyalty_fleet(
         dir.path(),
-        &url,
-        0,
-        &format!("{}{loyalty}", identity_section()),
+        "[loyalty]\npoints_per_unit = 1\nunit_minor = 100\noffline_redeem_cap = 30\n",
     );
-    let (_gateway, api) = start_gateway(dir.path(), &config);
-    wait_connected(&http(), api);
+    let (api, central_api, port) = (fleet.api, fleet.central_api, fleet.broker_port);
 
     let card = json!([{ "kind": "card", "value": "4000 1234 5678 9" }]);
     let customer = identify(api, card.clone())["customer"]
@@ -200,7 +223,7 @@ fn points_are_earned_by_the_rule_spent_within_the_balance_and_capped_offline() {
         },
     );
 
-    broker.kill9();
+    fleet.broker.kill9();
     eventually("offline", Duration::from_secs(10), || {
         health(&http(), api)["sync"]["connected"] == false
     });
@@ -633,20 +656,11 @@ fn inject_fault(db: &Path, table: &str, on: bool) {
 #[test]
 fn central_health_names_what_is_broken_and_recovers() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut broker = start_broker(BrokerKind::Embedded, dir.path(), port);
-    let url = format!("mqtt://127.0.0.1:{port}");
-    let central: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let (_central, db) = central_with_api(dir.path(), &url, central, "");
-    let loyalty = "[loyalty]\npoints_per_unit = 1\nunit_minor = 100\n";
-    let config = gateway_config(
+    let mut fleet = loyalty_fleet(
         dir.path(),
-        &url,
-        0,
-        &format!("{}{loyalty}", identity_section()),
+        "[loyalty]\npoints_per_unit = 1\nunit_minor = 100\n",
     );
-    let (_gateway, api) = start_gateway(dir.path(), &config);
-    wait_connected(&http(), api);
+    let (api, central, db) = (fleet.api, fleet.central_api, fleet.central_db.clone());
     let healthy = || {
         let (status, report) = central_health(central, Some(TOKEN));
         status == 200 && report["status"] == "ok"
@@ -714,11 +728,11 @@ fn central_health_names_what_is_broken_and_recovers() {
     assert_eq!((status, view["points"].as_i64()), (200, Some(50)), "{view}");
 
     // The broker away: no acks can go out.
-    broker.kill9();
+    fleet.broker.kill9();
     eventually("mqtt reported broken", Duration::from_secs(15), || {
         let (status, report) = central_health(central, Some(TOKEN));
         status == 503 && report["broken"] == json!(["mqtt"]) && report["mqtt"]["connected"] == false
     });
-    let _broker = start_broker(BrokerKind::Embedded, dir.path(), port);
+    let _broker = start_broker(BrokerKind::Embedded, dir.path(), fleet.broker_port);
     eventually("central reconnected", Duration::from_secs(20), healthy);
 }
