@@ -1290,13 +1290,10 @@ mod tests {
                         super::super::profiles::views_sql(tx.dialect()),
                     ] {
                         for (statement, values) in db::values_statements(&sql, ["TEXT"], &keys) {
-                            let explain = match tx.dialect() {
-                                db::Dialect::Sqlite => "EXPLAIN QUERY PLAN",
-                                db::Dialect::Postgres => "EXPLAIN",
-                            };
-                            let column = match tx.dialect() {
-                                db::Dialect::Sqlite => 3,
-                                db::Dialect::Postgres => 0,
+                            // The plan's text, and the column it comes in.
+                            let (explain, column) = match tx.dialect() {
+                                db::Dialect::Sqlite => ("EXPLAIN QUERY PLAN", 3),
+                                db::Dialect::Postgres => ("EXPLAIN", 0),
                             };
                             let rows = tx.query(&format!("{explain} {statement}"), &values).await?;
                             let plan: Vec<String> =

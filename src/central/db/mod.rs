@@ -239,15 +239,9 @@ pub trait Tx {
     /// Runs a query; every row.
     async fn query(&mut self, sql: &str, params: &[Value]) -> Result<Vec<Row>, DbError>;
 
-    /// Holds `key` until the transaction ends, so instances working on the same gateway,
-    /// coupon or identity never interleave. One SQLite writer needs none.
-    async fn lock(&mut self, key: &str) -> Result<(), DbError> {
-        let statements = self.lock_statements(&[key.to_string()]);
-        self.pipeline(&statements).await.map(drop)
-    }
-
-    /// The statements that take every key's lock, in the order given (callers sort them,
-    /// so two transactions never wait on each other in a circle); none for a key this
+    /// The statements that take every key's lock until the transaction ends, so instances
+    /// working on the same gateway, coupon or identity never interleave; in the order given
+    /// (callers sort them, so two transactions never wait on each other in a circle); none for a key this
     /// transaction holds, or where one writer needs no locks. Sent with the statements that
     /// follow them, in one pipeline.
     fn lock_statements(&mut self, keys: &[String]) -> Vec<(String, Vec<Value>)>;

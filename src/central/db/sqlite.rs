@@ -209,6 +209,17 @@ impl Tx for SqliteTx<'_> {
 mod tests {
     use super::*;
 
+    /// A store file at schema `version`, as an older central left it.
+    fn store_at_schema(path: &Path, version: usize) -> Connection {
+        let conn = Connection::open(path).unwrap();
+        for sql in &SCHEMA[..version] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", version as i64)
+            .unwrap();
+        conn
+    }
+
     /// A store written before the resolver (schema 6) opens with each ref's running points
     /// total taken from its ledger, so balances carry over.
     #[test]
@@ -216,11 +227,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("central.db");
         {
-            let conn = Connection::open(&path).unwrap();
-            for sql in &SCHEMA[..6] {
-                conn.execute_batch(sql).unwrap();
-            }
-            conn.pragma_update(None, "user_version", 6).unwrap();
+            let conn = store_at_schema(&path, 6);
             conn.execute_batch(
                 "INSERT INTO points_ledger(entry, profile, points, source, at) VALUES
                  ('e1', 'prov:g:01A', 10, 'store', 'x'), ('e2', 'prov:g:01A', 5, 'store', 'x'),
@@ -250,11 +257,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("central.db");
         {
-            let conn = Connection::open(&path).unwrap();
-            for sql in &SCHEMA[..7] {
-                conn.execute_batch(sql).unwrap();
-            }
-            conn.pragma_update(None, "user_version", 7).unwrap();
+            let conn = store_at_schema(&path, 7);
             let event = |seq: i64, kind: &str, body: &str| {
                 conn.execute(
                     "INSERT INTO events(store, gateway, seq, id, kind, at, clock_synced, till,

@@ -26,13 +26,15 @@ use crate::protocol::{Identifier, IdentityChange, Merge, ProfileView};
 const IDENTITY_LOCK: &str = "identity";
 
 /// Holds the identity lock for the rest of the transaction. What runs under it reads profiles,
-/// merges and identifiers by their keys, so the planner is kept on index lookups too.
+/// merges and identifiers by their keys, so the planner is kept on index lookups too: set once,
+/// with the lock and in its round trip, when the transaction first takes it (a resolver round
+/// asks for the lock again for every change it records).
 pub(super) async fn lock(tx: &mut impl Tx) -> Result<(), DbError> {
-    tx.lock(IDENTITY_LOCK).await?;
-    if let Some(sql) = tx.dialect().keyed_lookups() {
-        tx.query(sql, &[]).await?;
+    let mut statements = tx.lock_statements(&[IDENTITY_LOCK.to_string()]);
+    if let (false, Some(sql)) = (statements.is_empty(), tx.dialect().keyed_lookups()) {
+        statements.push((sql.to_string(), Vec::new()));
     }
-    Ok(())
+    tx.pipeline(&statements).await.map(drop)
 }
 
 /// The root a ref resolves to through central's merges.
