@@ -1317,6 +1317,49 @@ mod tests {
         }
     }
 
+    /// PostgreSQL plans every run of a cached statement for its keys and the tables as they are
+    /// now: a generic plan, settled on while the tables were young, kept scanning them as they
+    /// grew (the coupon check, run on an empty table at start, went on scanning for hours).
+    #[tokio::test]
+    async fn cached_statements_are_planned_for_each_run_not_once_for_young_tables() {
+        for engine in engines().await {
+            if engine.name != "postgres" {
+                continue;
+            }
+            let plans: Result<Vec<db::Row>, StoreError> = async {
+                transaction!(&engine.store, StoreError, |tx| async move {
+                    // A short list, as a round with one redemption sends: PostgreSQL settles
+                    // on a generic plan for those (it keeps re-planning long ones).
+                    let coupons: Vec<String> = (0..2).map(|n| format!("c-{n}")).collect();
+                    let coupons: Vec<&str> = coupons.iter().map(String::as_str).collect();
+                    for _ in 0..12 {
+                        db::lookup_in(
+                            tx,
+                            "SELECT coupon FROM coupon_redemptions WHERE coupon",
+                            &[],
+                            &coupons,
+                        )
+                        .await?;
+                    }
+                    Ok::<_, StoreError>(
+                        tx.query(
+                            "SELECT CAST(generic_plans AS BIGINT), CAST(custom_plans AS BIGINT)
+                             FROM pg_prepared_statements
+                             WHERE statement LIKE 'SELECT coupon FROM coupon_redemptions%'",
+                            &[],
+                        )
+                        .await?,
+                    )
+                })
+            }
+            .await;
+            let plans = plans.unwrap();
+            assert_eq!(plans.len(), 1, "the lookup is one cached statement");
+            assert_eq!(plans[0].int(0).unwrap(), 0, "no generic plan");
+            assert_eq!(plans[0].int(1).unwrap(), 12, "planned for each of its runs");
+        }
+    }
+
     /// The resolver applies a group of identifications on one snapshot and writes once; the
     /// outcome is the one of applying the same events a transaction each: the same refs and
     /// identifiers together, the same balances.
