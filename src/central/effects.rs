@@ -94,10 +94,10 @@ pub(super) async fn apply_pending(
         }
     }
 
-    let mut refs: Vec<&str> = seen.iter().map(|s| s.customer.as_str()).collect();
-    refs.extend(earned.iter().map(|(_, customer, _)| customer.as_str()));
+    let identifying: Vec<&str> = seen.iter().map(|s| s.customer.as_str()).collect();
+    let purchasers: Vec<&str> = earned.iter().map(|(_, c, _)| c.as_str()).collect();
     let identifiers: Vec<&Identifier> = seen.iter().flat_map(|s| &s.identifiers).collect();
-    let mut graph = Graph::load(tx, &refs, &identifiers).await?;
+    let mut graph = Graph::load(tx, &identifying, &purchasers, &identifiers).await?;
     let mut merges = Vec::new();
     let mut touched = Vec::new();
     for identification in &seen {
@@ -109,10 +109,18 @@ pub(super) async fn apply_pending(
     }
     graph.write(tx).await?;
 
-    // Once per event id: the ledger's key holds it whoever applies the event.
-    let entries: Vec<(&str, &str, i64)> = earned
+    // Once per event id: the ledger's key holds it whoever applies the event. Each entry
+    // counts for the root its ref resolves to after the group's merges.
+    let roots: Vec<String> = earned
         .iter()
-        .map(|(id, customer, points)| (id.as_str(), customer.as_str(), *points))
+        .map(|(_, customer, _)| graph.resolve(customer))
+        .collect();
+    let entries: Vec<(&str, &str, &str, i64)> = earned
+        .iter()
+        .zip(&roots)
+        .map(|((id, customer, points), root)| {
+            (id.as_str(), customer.as_str(), root.as_str(), *points)
+        })
         .collect();
     touched.extend(profiles::enter_points(tx, &entries, "store").await?);
 

@@ -1132,6 +1132,69 @@ mod tests {
         }
     }
 
+    /// A provisional ref merged into one profile and then identified with a card of an older
+    /// profile moves to that one, and its points go with it: the first profile keeps the rest
+    /// of its balance, the older one gains exactly the moved ref's points.
+    #[tokio::test]
+    async fn a_provisional_ref_identified_again_takes_its_points_to_its_new_profile() {
+        for engine in engines().await {
+            let card = |n: u8| serde_json::json!({ "kind": "card", "hash": format!("{n:02x}").repeat(32) });
+            let seen = |seq, customer: &str, card: serde_json::Value| {
+                raw(
+                    seq,
+                    &format!("s{seq}"),
+                    "identity_seen",
+                    serde_json::json!({ "customer": customer, "identifiers": [card] }),
+                )
+            };
+            let bought = |seq, customer: &str, points: i64| {
+                raw(
+                    seq,
+                    &format!("s{seq}"),
+                    "purchase",
+                    serde_json::json!({
+                    "receipt": format!("r-{seq}"), "lines": [{ "sku": "a", "qty": 1, "unit_minor": 100 }],
+                    "total_minor": 100, "currency": "EUR", "customer": customer, "points": points }),
+                )
+            };
+            let events = [
+                // The older profile, holding card 2 and 7 points.
+                seen(1, "prov:g:01Y", card(2)),
+                bought(2, "prov:g:01Y", 7),
+                // The newer one, holding card 1, with 10 points from ref X and 4 from ref Z.
+                seen(3, "prov:g:01X", card(1)),
+                bought(4, "prov:g:01X", 10),
+                seen(5, "prov:g:01Z", card(1)),
+                bought(6, "prov:g:01Z", 4),
+                // X shows card 2: X is the older profile's now.
+                seen(7, "prov:g:01X", card(2)),
+            ];
+            for event in &events {
+                store(&engine, "s", "g", std::slice::from_ref(event)).await;
+                settle(&engine).await;
+            }
+            let balance = |n: u8| {
+                let store = &engine.store;
+                async move {
+                    let asked = serde_json::from_value(card(n)).unwrap();
+                    let view = store.lookup_profile(vec![asked]).await.unwrap().unwrap();
+                    (view.profile, view.points)
+                }
+            };
+            let (newer, newer_points) = balance(1).await;
+            let (older, older_points) = balance(2).await;
+            assert_ne!(newer, older, "{}", engine.name);
+            assert_eq!(newer_points, 4, "{}", engine.name);
+            assert_eq!(older_points, 7 + 10, "{}", engine.name);
+            let x = engine
+                .store
+                .resolve_profile("prov:g:01X".into())
+                .await
+                .unwrap();
+            assert_eq!(x, older, "{}", engine.name);
+        }
+    }
+
     #[tokio::test]
     async fn coupon_reservation_is_first_wins_and_retry_safe() {
         for engine in engines().await {
@@ -1239,6 +1302,18 @@ mod tests {
             let (hash, owner) = (row.text(0).unwrap(), row.text(1).unwrap());
             if hashes.contains(&hash) {
                 let root = engine.store.resolve_profile(owner).await.unwrap();
+                // The profile the boxes are shown for it lists it.
+                let asked: crate::protocol::Identifier =
+                    serde_json::from_value(serde_json::json!({ "kind": "card", "hash": hash }))
+                        .unwrap();
+                let view = engine.store.lookup_profile(vec![asked]).await.unwrap();
+                let view = view.unwrap();
+                assert_eq!(view.profile, root, "{}", engine.name);
+                assert!(
+                    view.identifiers.iter().any(|i| i.hash == hash),
+                    "{}: {hash} not in {view:?}",
+                    engine.name
+                );
                 roots.insert(hash, root);
             }
         }
@@ -1249,10 +1324,31 @@ mod tests {
                 *canonical = name.clone();
             }
         }
+        // What each root's balance must be: its members' ledger entries, summed here from the
+        // ledger itself, not from the totals central keeps.
+        let mut ledger_balances: std::collections::HashMap<String, i64> =
+            std::collections::HashMap::new();
+        for row in engine
+            .store
+            .rows("SELECT profile, points FROM points_ledger")
+            .await
+            .unwrap()
+        {
+            let root = engine
+                .store
+                .resolve_profile(row.text(0).unwrap())
+                .await
+                .unwrap();
+            *ledger_balances.entry(root).or_default() += row.int(1).unwrap();
+        }
         let mut graph = std::collections::BTreeMap::new();
         for (name, root) in &roots {
             let points = match engine.store.customer(root.clone(), 1).await {
-                Ok(view) => view.points,
+                Ok(view) => {
+                    let expected = ledger_balances.get(root).copied().unwrap_or(0);
+                    assert_eq!(view.points, expected, "{}: balance of {root}", engine.name);
+                    view.points
+                }
                 Err(_) => -1,
             };
             graph.insert(name.clone(), (names[root].clone(), points));
@@ -1260,10 +1356,10 @@ mod tests {
         graph
     }
 
-    /// Under the identity lock, the resolver's walks of merges (to roots, and from roots to
-    /// their members) look merges up by key, however many the fleet has made. PostgreSQL
-    /// hashed the whole merge table for each walk once it held a few thousand rows (each
-    /// resolver round then grew with the fleet's history): the plans must not scan it.
+    /// Under the identity lock, the resolver's walk of merges to roots looks merges up by key,
+    /// however many the fleet has made. PostgreSQL hashed the whole merge table for each walk
+    /// once it held a few thousand rows (each resolver round then grew with the fleet's
+    /// history): the plans must not scan it.
     #[tokio::test]
     async fn the_walks_of_merges_look_merges_up_by_key() {
         for engine in engines().await {
@@ -1272,12 +1368,9 @@ mod tests {
                 .collect();
             let plans: Result<Vec<String>, StoreError> = async {
                 transaction!(&engine.store, StoreError, |tx| async move {
-                    db::insert_rows(
-                        tx,
-                        "INSERT INTO profile_aliases(from_ref, to_ref)",
-                        &aliases,
-                    )
-                    .await?;
+                    let mut merges = db::Pipeline::new();
+                    merges.add_insert("INSERT INTO profile_aliases(from_ref, to_ref)", &aliases);
+                    merges.run(tx).await?;
                     if tx.dialect() == db::Dialect::Postgres {
                         tx.execute("ANALYZE profile_aliases", &[]).await?;
                     }
@@ -1285,21 +1378,17 @@ mod tests {
                     let keys: Vec<[db::Value; 1]> =
                         (0..300).map(|n| [format!("m{}", n * 7).into()]).collect();
                     let mut plans = Vec::new();
-                    for sql in [
-                        super::super::profiles::resolution::WALK_TO_ROOTS.to_string(),
-                        super::super::profiles::views_sql(tx.dialect()),
-                    ] {
-                        for (statement, values) in db::values_statements(&sql, ["TEXT"], &keys) {
-                            // The plan's text, and the column it comes in.
-                            let (explain, column) = match tx.dialect() {
-                                db::Dialect::Sqlite => ("EXPLAIN QUERY PLAN", 3),
-                                db::Dialect::Postgres => ("EXPLAIN", 0),
-                            };
-                            let rows = tx.query(&format!("{explain} {statement}"), &values).await?;
-                            let plan: Vec<String> =
-                                rows.iter().filter_map(|r| r.text(column).ok()).collect();
-                            plans.push(plan.join("\n"));
-                        }
+                    let walk = super::super::profiles::resolution::WALK_TO_ROOTS;
+                    for (statement, values) in db::values_statements(walk, ["TEXT"], &keys) {
+                        // The plan's text, and the column it comes in.
+                        let (explain, column) = match tx.dialect() {
+                            db::Dialect::Sqlite => ("EXPLAIN QUERY PLAN", 3),
+                            db::Dialect::Postgres => ("EXPLAIN", 0),
+                        };
+                        let rows = tx.query(&format!("{explain} {statement}"), &values).await?;
+                        let plan: Vec<String> =
+                            rows.iter().filter_map(|r| r.text(column).ok()).collect();
+                        plans.push(plan.join("\n"));
                     }
                     Ok::<_, StoreError>(plans)
                 })

@@ -15,6 +15,32 @@ pub use pipeline::Pipeline;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 
+/// The migration, on both engines, to roots that hold what was merged into them: each root
+/// profile's `points` becomes the sum of the running totals of every ref that resolves to it
+/// (0 for a profile merged into another), and each identifier moves to the root its profile
+/// resolves to. Merges form trees under root profiles; the depth bound only guards against a
+/// damaged store.
+macro_rules! membership {
+    () => {
+        "WITH RECURSIVE membership(ref, root, depth) AS (
+            SELECT ref, ref, 0 FROM profiles
+            WHERE NOT EXISTS (SELECT 1 FROM profile_aliases WHERE from_ref = profiles.ref)
+            UNION ALL
+            SELECT profile_aliases.from_ref, membership.root, membership.depth + 1
+            FROM profile_aliases JOIN membership ON profile_aliases.to_ref = membership.ref
+            WHERE membership.depth < 64)"
+    };
+}
+pub const ROOTS_HOLD_THEIR_MEMBERS: &str = concat!(
+    membership!(),
+    " UPDATE profiles SET points = COALESCE((SELECT SUM(ref_points.points) FROM membership
+        JOIN ref_points ON ref_points.ref = membership.ref WHERE membership.root = profiles.ref), 0);",
+    membership!(),
+    " UPDATE profile_identifiers SET profile = (SELECT membership.root FROM membership
+        WHERE membership.ref = profile_identifiers.profile LIMIT 1)
+    WHERE profile IN (SELECT ref FROM membership WHERE depth > 0);"
+);
+
 /// A parameter or a column value: central stores integers, text and NULL only (booleans as
 /// 0/1), so both engines hold the same values.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,14 +223,6 @@ impl Dialect {
         }
     }
 
-    /// The values of `expression` over a group's rows joined by commas.
-    pub fn string_agg(self, expression: &str) -> String {
-        match self {
-            Dialect::Sqlite => format!("group_concat({expression}, ',')"),
-            Dialect::Postgres => format!("string_agg({expression}, ',')"),
-        }
-    }
-
     /// A group's rows as the text of a JSON array of `[first, second]` pairs.
     pub fn json_pairs(self, first: &str, second: &str) -> String {
         match self {
@@ -334,15 +352,4 @@ pub async fn query_with_keys(
 ) -> Result<Vec<Row>, DbError> {
     let rows: Vec<[Value; 1]> = keys.iter().map(|k| [Value::from(*k)]).collect();
     query_values(tx, sql, ["TEXT"], &rows).await
-}
-
-/// Inserts `rows` (see [`Pipeline::add_insert`]).
-pub async fn insert_rows<const N: usize>(
-    tx: &mut impl Tx,
-    insert: &str,
-    rows: &[[Value; N]],
-) -> Result<(), DbError> {
-    let mut pipeline = Pipeline::new();
-    pipeline.add_insert(insert, rows);
-    pipeline.run(tx).await.map(drop)
 }

@@ -77,6 +77,9 @@ const SCHEMA: &[&str] = &[
         WHERE kind IN ('purchase', 'identity_seen', 'coupon_redeemed');
     DROP INDEX events_customer;
     CREATE INDEX events_customer ON events(customer) WHERE customer IS NOT NULL;",
+    // A root profile holds its members' points and identifiers, so a view reads the root
+    // alone.
+    super::ROOTS_HOLD_THEIR_MEMBERS,
 ];
 
 /// Connections central keeps open to PostgreSQL.

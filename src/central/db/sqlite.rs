@@ -87,6 +87,9 @@ const SCHEMA: &[&str] = &[
           AND json_type(body, '$.customer') = 'text';
     DROP INDEX events_customer;
     CREATE INDEX events_customer ON events(customer) WHERE customer IS NOT NULL;",
+    // 8 -> 9: a root profile holds its members' points and identifiers, so a view reads the
+    // root alone (`super::ROOTS_HOLD_THEIR_MEMBERS`).
+    super::ROOTS_HOLD_THEIR_MEMBERS,
 ];
 
 /// Opens (creating and migrating) central's SQLite file.
@@ -297,6 +300,54 @@ mod tests {
                 None,
                 None
             ]
+        );
+    }
+
+    /// A store from before roots held their members (schema 8) opens with each root profile's
+    /// points the sum over the refs merged into it, at any depth, and every identifier on the
+    /// root its profile resolves to.
+    #[test]
+    fn a_store_from_before_roots_held_their_members_keeps_balances_and_identifiers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("central.db");
+        {
+            let conn = store_at_schema(&path, 8);
+            conn.execute_batch(
+                "INSERT INTO profiles(ref, created, points) VALUES
+                     ('p:1', 1, 0), ('p:2', 2, 0), ('p:3', 3, 0), ('p:4', 4, 0);
+                 INSERT INTO profile_aliases(from_ref, to_ref) VALUES
+                     ('p:2', 'p:1'), ('prov:a', 'p:2'), ('prov:b', 'p:1'), ('prov:c', 'p:3');
+                 INSERT INTO ref_points(ref, points) VALUES
+                     ('p:1', 1), ('p:2', 20), ('prov:a', 300), ('prov:b', 4000), ('p:3', 5),
+                     ('prov:c', -2), ('prov:lone', 60000);
+                 INSERT INTO profile_identifiers(hash, kind, verified, profile) VALUES
+                     ('h1', 'card', NULL, 'p:1'), ('h2', 'card', NULL, 'p:2'),
+                     ('h3', 'phone', 1, 'p:3');",
+            )
+            .unwrap();
+        }
+        let conn = open(&path).unwrap();
+        let read = |sql: &str| -> Vec<(String, String)> {
+            conn.prepare(sql)
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+        assert_eq!(
+            read("SELECT ref, CAST(points AS TEXT) FROM profiles ORDER BY ref"),
+            vec![
+                pair("p:1", "4321"),
+                pair("p:2", "0"),
+                pair("p:3", "3"),
+                pair("p:4", "0")
+            ]
+        );
+        assert_eq!(
+            read("SELECT hash, profile FROM profile_identifiers ORDER BY hash"),
+            vec![pair("h1", "p:1"), pair("h2", "p:1"), pair("h3", "p:3")]
         );
     }
 

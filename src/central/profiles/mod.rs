@@ -10,7 +10,8 @@
 //!
 //! Points live in a ledger, one row per purchase event id (or online order), so a re-sent
 //! event never counts twice; each ref keeps a running total of its entries (`ref_points`), and
-//! a profile's balance is the sum of those totals over every ref merged into it.
+//! a root profile keeps the sum of those totals over every ref merged into it (`points`,
+//! moved on merge by `resolution.rs`), so a balance is one row, not a walk of merges.
 //! Erasure deletes identifiers, strips them from stored events and past changes, and keeps
 //! only the pseudonymous ref.
 
@@ -36,6 +37,11 @@ pub(super) async fn lock(tx: &mut impl Tx) -> Result<(), DbError> {
     }
     tx.pipeline(&statements).await.map(drop)
 }
+
+/// Adds points to profiles' totals, given as (ref, points) rows.
+const ADD_TO_PROFILE_POINTS: &str = "UPDATE profiles SET points = profiles.points + given.column2
+    FROM {values} AS given WHERE profiles.ref = given.column1";
+const POINTS_BY_REF: [&str; 2] = ["TEXT", "BIGINT"];
 
 /// The root a ref resolves to through central's merges.
 pub(super) async fn resolve(tx: &mut impl Tx, profile: &str) -> Result<String, DbError> {
@@ -79,7 +85,8 @@ pub(super) async fn identify(
     }
     lock(tx).await?;
     let given: Vec<&Identifier> = identifiers.iter().collect();
-    let mut graph = Graph::load(tx, &customer.into_iter().collect::<Vec<_>>(), &given).await?;
+    let customers: Vec<&str> = customer.into_iter().collect();
+    let mut graph = Graph::load(tx, &customers, &[], &given).await?;
     let Some(decision) = graph.identify(customer, identifiers) else {
         return Ok(None);
     };
@@ -230,14 +237,14 @@ pub(super) async fn add_points(
     if points == 0 {
         return Ok(None);
     }
-    if enter_points(tx, &[(entry, customer, points)], source)
+    lock(tx).await?;
+    let root = resolve(tx, customer).await?;
+    if enter_points(tx, &[(entry, customer, &root, points)], source)
         .await?
         .is_empty()
     {
         return Ok(None);
     }
-    lock(tx).await?;
-    let root = resolve(tx, customer).await?;
     if !exists(tx, &root).await? {
         return Ok(None);
     }
@@ -247,19 +254,24 @@ pub(super) async fn add_points(
         .map(Some)
 }
 
-/// Enters ledger entries (`entry`, the ref it is recorded under, points), each once whoever
-/// enters it again, and adds the new ones to their refs' running totals (`ref_points`), so a
-/// balance is a sum over the refs merged into a profile, not over its purchase history.
-/// Returns the refs of the entries that were new.
+/// Enters ledger entries (`entry`, the ref it is recorded under, the root that ref resolves
+/// to, points), each once whoever enters it again, and adds the new ones to their refs'
+/// running totals (`ref_points`) and to their roots' (a root without a profile row, a
+/// provisional ref not yet identified, has only its own). The caller holds the identity lock.
+/// Returns the roots of the entries that were new.
 pub(super) async fn enter_points(
     tx: &mut impl Tx,
-    entries: &[(&str, &str, i64)],
+    entries: &[(&str, &str, &str, i64)],
     source: &str,
 ) -> Result<Vec<String>, DbError> {
     let at = crate::protocol::timestamp(std::time::SystemTime::now());
+    let root_of: std::collections::HashMap<&str, &str> = entries
+        .iter()
+        .map(|(_, profile, root, _)| (*profile, *root))
+        .collect();
     let rows: Vec<[db::Value; 5]> = entries
         .iter()
-        .map(|(entry, profile, points)| {
+        .map(|(entry, profile, _, points)| {
             [
                 (*entry).into(),
                 (*profile).into(),
@@ -277,21 +289,31 @@ pub(super) async fn enter_points(
     );
     let inserted = pipeline.run(tx).await?.take(inserted);
     let mut totals: std::collections::BTreeMap<String, i64> = std::collections::BTreeMap::new();
+    let mut root_totals: std::collections::BTreeMap<String, i64> =
+        std::collections::BTreeMap::new();
     for row in inserted {
-        *totals.entry(row.text(0)?).or_default() += row.int(1)?;
+        let (profile, points) = (row.text(0)?, row.int(1)?);
+        let root = root_of.get(profile.as_str()).copied().unwrap_or(&profile);
+        *root_totals.entry(root.to_string()).or_default() += points;
+        *totals.entry(profile).or_default() += points;
     }
     let added: Vec<[db::Value; 2]> = totals
         .iter()
         .map(|(profile, points)| [profile.into(), (*points).into()])
         .collect();
-    db::insert_rows(
-        tx,
+    let added_to_roots: Vec<[db::Value; 2]> = root_totals
+        .iter()
+        .map(|(root, points)| [root.into(), (*points).into()])
+        .collect();
+    let mut writes = db::Pipeline::new();
+    writes.add_insert(
         "INSERT INTO ref_points(ref, points) {values}
          ON CONFLICT(ref) DO UPDATE SET points = ref_points.points + excluded.points",
         &added,
-    )
-    .await?;
-    Ok(totals.into_keys().collect())
+    );
+    writes.add_values(ADD_TO_PROFILE_POINTS, POINTS_BY_REF, &added_to_roots);
+    writes.run(tx).await?;
+    Ok(root_totals.into_keys().collect())
 }
 
 /// The right to erasure: every identifier of the profile and of every ref merged into it is
@@ -418,58 +440,40 @@ pub(super) async fn view(tx: &mut impl Tx, profile: &str) -> Result<ProfileView,
         .ok_or_else(|| DbError::Type("no view of a profile".into()))
 }
 
-/// The views of `profiles` (roots), in their order: one statement per thousand profiles
-/// whatever the number of refs merged into each. Each merged ref's points and identifiers are
-/// read by a subquery of their own, so every read is an index probe whatever the planner
-/// estimates for the recursive walk.
-/// Each given root's members with their points and identifiers.
-pub(in crate::central) fn views_sql(dialect: db::Dialect) -> String {
-    format!(
-        "WITH RECURSIVE members(root, ref) AS (
-             SELECT given.column1, given.column1 FROM {{values}} AS given
-             UNION SELECT members.root, profile_aliases.from_ref FROM profile_aliases
-                   JOIN members ON profile_aliases.to_ref = members.ref)
-         SELECT members.root,
-                (SELECT points FROM ref_points WHERE ref_points.ref = members.ref),
-                (SELECT {} FROM profile_identifiers
-                 WHERE profile_identifiers.profile = members.ref)
-         FROM members",
-        dialect.string_agg("kind || ' ' || hash || ' ' || COALESCE(CAST(verified AS TEXT), '-')")
-    )
-}
-
+/// The views of `profiles` (roots), in their order: a root holds its total and its
+/// identifiers, so two key lookups per thousand profiles, however many refs were merged into
+/// each.
 pub(super) async fn views(
     tx: &mut impl Tx,
     profiles: &[&str],
 ) -> Result<Vec<ProfileView>, DbError> {
-    let sql = views_sql(tx.dialect());
+    let mut reads = db::Pipeline::new();
+    let points_part = reads.add_in("SELECT ref, points FROM profiles WHERE ref", &[], profiles);
+    let identifiers_part = reads.add_in(
+        "SELECT profile, kind, hash, verified FROM profile_identifiers WHERE profile",
+        &[],
+        profiles,
+    );
+    let mut answers = reads.run(tx).await?;
     let mut points: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    for row in answers.take(points_part) {
+        points.insert(row.text(0)?, row.int(1)?);
+    }
     let mut identifiers: std::collections::HashMap<String, Vec<Identifier>> =
         std::collections::HashMap::new();
-    for row in db::query_with_keys(tx, &sql, profiles).await? {
-        let root = row.text(0)?;
-        *points.entry(root.clone()).or_default() += row.opt_int(1)?.unwrap_or(0);
-        let held = identifiers.entry(root).or_default();
-        for listed in row.opt_text(2)?.iter().flat_map(|l| l.split(',')) {
-            let mut parts = listed.split(' ');
-            let (Some(kind), Some(hash), Some(verified)) =
-                (parts.next(), parts.next(), parts.next())
-            else {
-                continue;
-            };
-            let Ok(kind) = serde_json::from_value(serde_json::Value::String(kind.to_string()))
-            else {
-                continue;
-            };
-            let identifier = Identifier {
-                kind,
-                hash: hash.to_string(),
-                verified: verified.parse::<i64>().ok().map(|v| v != 0),
-            };
-            // A root listed twice (a padded chunk) walks its members twice.
-            if !held.iter().any(|i| i.hash == identifier.hash) {
-                held.push(identifier);
-            }
+    for row in answers.take(identifiers_part) {
+        let Ok(kind) = serde_json::from_value(serde_json::Value::String(row.text(1)?)) else {
+            continue;
+        };
+        let identifier = Identifier {
+            kind,
+            hash: row.text(2)?,
+            verified: row.opt_int(3)?.map(|v| v != 0),
+        };
+        let held = identifiers.entry(row.text(0)?).or_default();
+        // A profile given twice, in two chunks, comes back twice.
+        if !held.iter().any(|i| i.hash == identifier.hash) {
+            held.push(identifier);
         }
     }
     Ok(profiles

@@ -5,6 +5,12 @@
 //! order in memory, and writes what they changed in one go: one identification from the
 //! online channel and a thousand queued `identity_seen` events go through the same rules.
 //!
+//! A root profile holds what belongs to everything merged into it: its identifiers are
+//! attached to it, and its `points` column is the sum of the running totals (`ref_points`) of
+//! every ref that resolves to it. A merge moves both (the merged ref's identifiers, and the
+//! total it held or, for a provisional ref, its own), so a view reads the root alone, however
+//! many refs a card seen in many stores has gathered.
+//!
 //! The caller holds the identity lock from before the snapshot is read until its writes are
 //! committed, so nothing else changes the graph in between.
 
@@ -19,6 +25,8 @@ struct ProfileRow {
     /// Creation order: the oldest profile survives a merge.
     created: i64,
     erased: bool,
+    /// The points of every ref resolving to it, while it is a root (0 once merged).
+    points: i64,
 }
 
 /// What resolving one identification decided.
@@ -55,6 +63,12 @@ pub(in crate::central) struct Graph {
     aliases: HashMap<String, Option<String>>,
     /// Ref → its profile row (`None`: no profile, e.g. a provisional ref).
     profiles: HashMap<String, Option<ProfileRow>>,
+    /// Ref → the running total of the ledger entries recorded under it.
+    own_points: HashMap<String, i64>,
+    /// Profiles whose points the merges changed, by how much.
+    moved_points: BTreeMap<String, i64>,
+    /// Profiles merged into another: their identifiers go to where they resolve.
+    regrouped: Vec<String>,
     /// Profiles created in memory, in creation order.
     created: Vec<String>,
     /// Merges to write: from → to (a later merge of the same ref replaces an earlier one).
@@ -74,11 +88,12 @@ pub(in crate::central) const WALK_TO_ROOTS: &str = "WITH RECURSIVE walk(ref, dep
     LEFT JOIN profile_aliases ON profile_aliases.from_ref = walk.ref";
 
 impl Graph {
-    /// Reads what resolving identifications of `refs` (customers, purchasers) with
-    /// `identifiers` needs.
+    /// Reads what resolving identifications recorded under `identifying` with `identifiers`
+    /// needs, and where `others` (purchasers) resolve to.
     pub async fn load(
         tx: &mut impl Tx,
-        refs: &[&str],
+        identifying: &[&str],
+        others: &[&str],
         identifiers: &[&Identifier],
     ) -> Result<Graph, DbError> {
         let mut graph = Graph::default();
@@ -98,7 +113,7 @@ impl Graph {
         {
             graph.owners.insert(row.text(0)?, Some(row.text(1)?));
         }
-        let mut starts: Vec<&str> = refs.to_vec();
+        let mut starts: Vec<&str> = identifying.iter().chain(others).copied().collect();
         starts.extend(graph.owners.values().flatten().map(String::as_str));
         starts.sort_unstable();
         starts.dedup();
@@ -114,19 +129,29 @@ impl Graph {
             graph.profiles.insert(profile.clone(), None);
         }
         let known: Vec<&str> = known.iter().map(String::as_str).collect();
-        for row in db::lookup_in(
-            tx,
-            "SELECT ref, created, erased_at FROM profiles WHERE ref",
+        let mut reads = db::Pipeline::new();
+        let rows_part = reads.add_in(
+            "SELECT ref, created, erased_at, points FROM profiles WHERE ref",
             &[],
             &known,
-        )
-        .await?
-        {
+        );
+        // A ref's own total is read only where a merge may move it: an identification's ref.
+        let points_part = reads.add_in(
+            "SELECT ref, points FROM ref_points WHERE ref",
+            &[],
+            identifying,
+        );
+        let mut answers = reads.run(tx).await?;
+        for row in answers.take(rows_part) {
             let row_of = ProfileRow {
                 created: row.int(1)?,
                 erased: row.opt_text(2)?.is_some(),
+                points: row.int(3)?,
             };
             graph.profiles.insert(row.text(0)?, Some(row_of));
+        }
+        for row in answers.take(points_part) {
+            graph.own_points.insert(row.text(0)?, row.int(1)?);
         }
         Ok(graph)
     }
@@ -192,6 +217,7 @@ impl Graph {
             if from == survivor || self.resolve(&from) == survivor {
                 continue;
             }
+            self.move_holdings(&from, &survivor);
             self.aliases.insert(from.clone(), Some(survivor.clone()));
             self.merged.insert(from.clone(), survivor.clone());
             merges.push(Merge {
@@ -214,6 +240,33 @@ impl Graph {
             merges,
             attached,
         })
+    }
+
+    /// Moves what `from` holds to `survivor`, before `from` is merged into it. A profile merged
+    /// is a root (candidates are roots; a customer with a profile is merged through its root)
+    /// and gives its whole total and its identifiers. A provisional ref gives its own total,
+    /// from the profile it resolved to until now if it was merged before: a later
+    /// identification can point it at an older profile, and its points go with it.
+    fn move_holdings(&mut self, from: &str, survivor: &str) {
+        let (giver, moving) = match self.profiles.get(from) {
+            Some(Some(row)) => {
+                self.regrouped.push(from.to_string());
+                (from.to_string(), row.points + self.moved(from))
+            }
+            _ => (
+                self.resolve(from),
+                self.own_points.get(from).copied().unwrap_or(0),
+            ),
+        };
+        if matches!(self.profiles.get(&giver), Some(Some(_))) {
+            *self.moved_points.entry(giver).or_default() -= moving;
+        }
+        *self.moved_points.entry(survivor.to_string()).or_default() += moving;
+    }
+
+    /// What the merges resolved so far moved to or from `profile`.
+    fn moved(&self, profile: &str) -> i64 {
+        self.moved_points.get(profile).copied().unwrap_or(0)
     }
 
     /// The oldest of `candidates` that has a profile: earliest created, then smallest ref.
@@ -242,6 +295,7 @@ impl Graph {
         let row = ProfileRow {
             created: UNWRITTEN + self.created.len() as i64,
             erased: false,
+            points: 0,
         };
         self.profiles.insert(profile.clone(), Some(row));
         self.aliases.insert(profile.clone(), None);
@@ -249,8 +303,10 @@ impl Graph {
         profile
     }
 
-    /// Writes the profiles, merges and identifiers resolved since the last write.
+    /// Writes the profiles, merges, identifiers and moved points resolved since the last
+    /// write, in one pipeline after the new profiles' numbers.
     pub async fn write(&mut self, tx: &mut impl Tx) -> Result<(), DbError> {
+        let mut writes = db::Pipeline::new();
         if !self.created.is_empty() {
             // Creation order is a counter, not a clock: the new profiles take the next
             // numbers, in the order they were created here.
@@ -265,28 +321,35 @@ impl Graph {
             let mut rows = Vec::with_capacity(self.created.len());
             for (index, profile) in std::mem::take(&mut self.created).into_iter().enumerate() {
                 let created = last - count + 1 + index as i64;
-                self.profiles.insert(
-                    profile.clone(),
-                    Some(ProfileRow {
-                        created,
-                        erased: false,
-                    }),
-                );
+                if let Some(Some(row)) = self.profiles.get_mut(&profile) {
+                    row.created = created;
+                }
                 rows.push([profile.into(), created.into(), db::Value::Int(0)]);
             }
-            db::insert_rows(tx, "INSERT INTO profiles(ref, created, points)", &rows).await?;
+            writes.add_insert("INSERT INTO profiles(ref, created, points)", &rows);
         }
         let merged: Vec<[db::Value; 2]> = std::mem::take(&mut self.merged)
             .into_iter()
             .map(|(from, to)| [from.into(), to.into()])
             .collect();
-        db::insert_rows(
-            tx,
+        writes.add_insert(
             "INSERT INTO profile_aliases(from_ref, to_ref) {values}
              ON CONFLICT(from_ref) DO UPDATE SET to_ref = excluded.to_ref",
             &merged,
-        )
-        .await?;
+        );
+        // Identifiers go to the root their profile resolves to after everything resolved
+        // here (a survivor may itself have been merged later in the group).
+        let mut regrouped: Vec<[db::Value; 2]> = Vec::new();
+        for profile in std::mem::take(&mut self.regrouped) {
+            let root = self.resolve(&profile);
+            regrouped.push([profile.into(), root.into()]);
+        }
+        writes.add_values(
+            "UPDATE profile_identifiers SET profile = given.column2 FROM {values} AS given
+             WHERE profile_identifiers.profile = given.column1",
+            ["TEXT", "TEXT"],
+            &regrouped,
+        );
         let attached: Vec<[db::Value; 4]> = std::mem::take(&mut self.attached)
             .into_iter()
             .map(|(identifier, profile)| {
@@ -294,16 +357,25 @@ impl Graph {
                     identifier.hash.into(),
                     identifier.kind.as_str().into(),
                     identifier.verified.into(),
-                    profile.into(),
+                    self.resolve(&profile).into(),
                 ]
             })
             .collect();
-        db::insert_rows(
-            tx,
+        writes.add_insert(
             "INSERT INTO profile_identifiers(hash, kind, verified, profile) {values}
              ON CONFLICT DO NOTHING",
             &attached,
-        )
-        .await
+        );
+        let mut moved: Vec<[db::Value; 2]> = Vec::new();
+        for (profile, points) in std::mem::take(&mut self.moved_points) {
+            if let Some(Some(row)) = self.profiles.get_mut(&profile) {
+                row.points += points;
+            }
+            if points != 0 {
+                moved.push([profile.into(), points.into()]);
+            }
+        }
+        writes.add_values(super::ADD_TO_PROFILE_POINTS, super::POINTS_BY_REF, &moved);
+        writes.run(tx).await.map(drop)
     }
 }
