@@ -551,7 +551,11 @@ fn low_space_stops_identifications_first_and_the_reserve_keeps_sales_going() {
         "{}",
         alarms()
     );
-    assert_eq!(metric(&agent, api, "storegate_journal_storage_low"), 1.0);
+    // The metric follows the journal's position from the sync task, a moment after the
+    // refusal the API answered.
+    eventually("storage_low metric at 1", Duration::from_secs(10), || {
+        metric(&agent, api, "storegate_journal_storage_low") == 1.0
+    });
 
     disk.fill_leaving(&filler, 3 * MIB);
     let refused = post_purchase(&agent, api, "r-3").unwrap_err();
@@ -567,7 +571,9 @@ fn low_space_stops_identifications_first_and_the_reserve_keeps_sales_going() {
         "{}",
         alarms()
     );
-    assert_eq!(metric(&agent, api, "storegate_journal_storage_low"), 2.0);
+    eventually("storage_low metric at 2", Duration::from_secs(10), || {
+        metric(&agent, api, "storegate_journal_storage_low") == 2.0
+    });
 
     std::fs::remove_file(&filler).unwrap();
     post_purchase(&agent, api, "r-4").expect("intake resumes by itself");
