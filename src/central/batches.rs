@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::db::{self, params, DbError, Pipeline, Tx};
 use super::store::{BatchOutcome, GatewayBatch};
-use crate::protocol::{timestamp, CouponRedeemed, EventKind, WireEvent};
+use crate::protocol::{timestamp, CheckedEvent, CouponRedeemed, EventKind, WireEvent};
 
 /// The first stored seq of each (store, gateway, receipt) given. `receipt IS NOT NULL` is the
 /// receipt index's condition, spelled out for the planner. `seq + 0` keeps SQLite off its MIN
@@ -51,11 +51,15 @@ pub(super) async fn store_batches(
         .collect();
     gateways.sort();
     gateways.dedup();
-    let mut coupons: Vec<String> = batches
+    // Every event is checked and read once, here: what the rounds and the resolver apply.
+    let checked: Vec<Vec<CheckedEvent>> = batches
         .iter()
-        .flat_map(|b| &b.events)
-        .filter(|e| e.kind == EventKind::CouponRedeemed.as_str())
-        .filter_map(|e| serde_json::from_str::<CouponRedeemed>(e.body.get()).ok())
+        .map(|b| b.events.iter().map(WireEvent::check).collect())
+        .collect();
+    let mut coupons: Vec<String> = checked
+        .iter()
+        .flatten()
+        .filter_map(|c| c.facts.coupon.as_ref())
         .map(|c| format!("coupon:{}", c.coupon))
         .collect();
     coupons.sort();
@@ -68,7 +72,10 @@ pub(super) async fn store_batches(
     let mut numbers = ApplicationOrder::default();
     let mut outcomes = vec![BatchOutcome::default(); batches.len()];
     for round in rounds(batches) {
-        let members: Vec<&GatewayBatch> = round.iter().map(|&index| &batches[index]).collect();
+        let members: Vec<Checked> = round
+            .iter()
+            .map(|&index| (&batches[index], checked[index].as_slice()))
+            .collect();
         let locks = std::mem::take(&mut locks);
         let stored = store_round(tx, locks, &members, &received_at, &mut numbers).await?;
         for (index, outcome) in round.into_iter().zip(stored) {
@@ -98,6 +105,9 @@ fn rounds(batches: &[GatewayBatch]) -> Vec<Vec<usize>> {
 /// A gateway as a map key.
 type GatewayKey = (String, String);
 
+/// A batch with each of its events as checked and read.
+type Checked<'a> = (&'a GatewayBatch, &'a [CheckedEvent]);
+
 fn key_of(batch: &GatewayBatch) -> GatewayKey {
     (batch.store.clone(), batch.gateway.clone())
 }
@@ -113,16 +123,21 @@ fn seq_value(seq: u64) -> i64 {
 async fn store_round(
     tx: &mut impl Tx,
     locks: Vec<(String, Vec<db::Value>)>,
-    round: &[&GatewayBatch],
+    checked_round: &[Checked<'_>],
     received_at: &str,
     numbers: &mut ApplicationOrder,
 ) -> Result<Vec<BatchOutcome>, DbError> {
+    let round: Vec<&GatewayBatch> = checked_round.iter().map(|(b, _)| *b).collect();
+    let round = round.as_slice();
     let mut outcomes = vec![BatchOutcome::default(); round.len()];
     let dialect = tx.dialect();
     let events = || {
-        round
-            .iter()
-            .flat_map(|b| b.events.iter().map(move |e| (*b, e)))
+        checked_round.iter().flat_map(|(b, checked)| {
+            b.events
+                .iter()
+                .zip(checked.iter())
+                .map(move |(e, c)| (*b, e, c))
+        })
     };
 
     // The reads: where each gateway's ack stands, what central holds at the batches' seqs,
@@ -174,34 +189,24 @@ async fn store_round(
     );
     // An id's first event is the one without the duplicate mark: the unique index over
     // those answers.
-    let ids: Vec<&str> = events().map(|(_, e)| e.id.as_str()).collect();
+    let ids: Vec<&str> = events().map(|(_, e, _)| e.id.as_str()).collect();
     let ids_part = reads.add_in(
         "SELECT id FROM events WHERE duplicate_id = 0 AND id",
         &[],
         &ids,
     );
-    // Each purchase's receipt is read from its body once, here.
-    let receipts: Vec<Vec<Option<String>>> = round
-        .iter()
-        .map(|b| b.events.iter().map(|e| e.receipt()).collect())
-        .collect();
-    let receipt_keys: Vec<[db::Value; 3]> = round
-        .iter()
-        .zip(&receipts)
-        .flat_map(|(batch, receipts)| {
-            receipts.iter().flatten().map(|receipt| {
-                [
-                    batch.store.as_str().into(),
-                    batch.gateway.as_str().into(),
-                    receipt.as_str().into(),
-                ]
-            })
+    let receipt_keys: Vec<[db::Value; 3]> = events()
+        .filter_map(|(batch, _, checked)| {
+            Some([
+                batch.store.as_str().into(),
+                batch.gateway.as_str().into(),
+                checked.facts.receipt.as_deref()?.into(),
+            ])
         })
         .collect();
     let receipts_part = reads.add_values(FIRST_WITH_RECEIPT, RECEIPT_KEY, &receipt_keys);
-    let redeemed: Vec<(&GatewayBatch, &WireEvent, CouponRedeemed)> = events()
-        .filter(|(_, e)| e.kind == EventKind::CouponRedeemed.as_str())
-        .filter_map(|(b, e)| Some((b, e, serde_json::from_str(e.body.get()).ok()?)))
+    let redeemed: Vec<(&GatewayBatch, &WireEvent, &CouponRedeemed)> = events()
+        .filter_map(|(b, e, c)| Some((b, e, c.facts.coupon.as_ref()?)))
         .collect();
     let coupons: Vec<&str> = redeemed.iter().map(|(_, _, c)| c.coupon.as_str()).collect();
     let coupons_part = reads.add_in(
@@ -258,14 +263,14 @@ async fn store_round(
     let mut queued: Vec<[db::Value; 4]> = Vec::new();
     let mut stored_redemptions: HashSet<&str> = HashSet::new();
     let mut prefixes = Vec::with_capacity(round.len());
-    for ((batch, outcome), receipts) in round.iter().zip(outcomes.iter_mut()).zip(receipts) {
+    for ((batch, checks), outcome) in checked_round.iter().zip(outcomes.iter_mut()) {
         let holding = held.get(&key_of(batch));
         let mut fresh = Vec::with_capacity(batch.events.len());
-        for (event, receipt) in batch.events.iter().zip(receipts) {
+        for (event, checked) in batch.events.iter().zip(checks.iter()) {
             match holding.and_then(|h| h.get(&seq_value(event.seq))) {
                 Some(id) if *id == event.id => outcome.duplicates += 1,
                 Some(_) => keep_seq_conflict(tx, batch, event, received_at, outcome).await?,
-                None => fresh.push((event, receipt)),
+                None => fresh.push((event, checked)),
             }
         }
         let acked = acked.get(&key_of(batch)).copied().unwrap_or(0);
@@ -279,11 +284,12 @@ async fn store_round(
         prefixes.push(acked + prefix_len as u64);
         // Numbers for the prefix, a block at a time: (number of index 0, end index).
         let mut block = (0, 0);
-        for (index, (event, receipt)) in fresh.into_iter().enumerate() {
+        for (index, (event, checked)) in fresh.into_iter().enumerate() {
+            let (facts, receipt) = (&checked.facts, &checked.facts.receipt);
             // The same id at another seq is a duplicate effect: the slot is filled (so the
             // prefix can advance) but marked, and never applied twice.
             let id_seen = !seen.insert(event.id.clone());
-            let mut refused = event.check().err();
+            let mut refused = checked.refused.clone();
             let receipt_key = receipt
                 .as_ref()
                 .map(|r| (batch.store.clone(), batch.gateway.clone(), r.clone()));
@@ -317,7 +323,7 @@ async fn store_round(
                     block = (numbers.take(tx, count).await? - index, index + count);
                 }
                 let applied = block.0 + index;
-                if has_effects(event) {
+                if has_effects(event, facts) {
                     outcome.effects_queued += 1;
                     // What the resolver reads travels with the queue entry: the resolver
                     // never joins the events table.
@@ -347,7 +353,7 @@ async fn store_round(
                 receipt.as_deref().map(storable).into(),
                 refused.into(),
                 applied.into(),
-                event.customer().as_deref().map(storable).into(),
+                facts.customer.as_deref().map(storable).into(),
             ]);
         }
     }
@@ -381,11 +387,11 @@ async fn store_round(
         }
         redemptions.push([
             event.id.as_str().into(),
-            body.coupon.into(),
+            body.coupon.as_str().into(),
             store.into(),
             gateway.into(),
-            body.receipt.into(),
-            body.mode.into(),
+            body.receipt.as_str().into(),
+            body.mode.as_str().into(),
             body.uses.into(),
         ]);
     }
@@ -502,10 +508,9 @@ impl ApplicationOrder {
 
 /// Whether applying `event` does anything beyond storing it: an identification is resolved,
 /// a purchase by a customer moves points. Those are queued for the resolver.
-fn has_effects(event: &WireEvent) -> bool {
+fn has_effects(event: &WireEvent, facts: &crate::protocol::BodyFacts) -> bool {
     event.kind == EventKind::IdentitySeen.as_str()
-        || (event.kind == EventKind::Purchase.as_str()
-            && super::effects::Earned::moves_points(event.body.get()))
+        || (event.kind == EventKind::Purchase.as_str() && facts.moves_points)
 }
 
 /// A wire string as a text column can hold it: PostgreSQL's text takes no NUL character. Only

@@ -9,11 +9,9 @@
 //! all in one transaction. A box hears its ack first and the new balance a moment later: it
 //! shows too few points for that moment, never points that could be spent twice.
 
-use serde::Deserialize;
-
 use super::db::{self, params, DbError, Tx};
 use super::profiles::{self, Graph};
-use crate::protocol::{EventKind, Identifier};
+use crate::protocol::{EventKind, Identifier, PurchaseBody, SeenBody};
 
 /// What one round of the resolver did.
 #[derive(Debug, Default)]
@@ -22,42 +20,6 @@ pub struct EffectsApplied {
     pub events: usize,
     /// The changes it recorded, to broadcast after the commit (JSON, rev order).
     pub changes: Vec<String>,
-}
-
-/// An `identity_seen` body as the resolver reads it.
-#[derive(Debug, Deserialize)]
-struct Seen {
-    customer: String,
-    #[serde(default)]
-    identifiers: Vec<Identifier>,
-}
-
-/// A purchase body as the resolver reads it (and as the writers read it to decide whether to
-/// queue it).
-#[derive(Debug, Deserialize)]
-pub(super) struct Earned {
-    customer: Option<String>,
-    #[serde(default)]
-    points: i64,
-    #[serde(default)]
-    points_redeemed: i64,
-}
-
-impl Earned {
-    /// What the purchase moves on its customer's balance, if it has a customer: `points −
-    /// points_redeemed`.
-    fn moved(&self) -> Option<(&str, i64)> {
-        let points = self.points.saturating_sub(self.points_redeemed);
-        self.customer
-            .as_deref()
-            .filter(|_| points != 0)
-            .map(|customer| (customer, points))
-    }
-
-    /// Whether the purchase in `body` moves a customer's points.
-    pub(super) fn moves_points(body: &str) -> bool {
-        serde_json::from_str::<Earned>(body).is_ok_and(|earned| earned.moved().is_some())
-    }
 }
 
 /// Applies up to `limit` queued events, oldest application first.
@@ -83,12 +45,12 @@ pub(super) async fn apply_pending(
         let (kind, body) = (row.text(1)?, row.text(2)?);
         // Bodies were checked when stored; one that does not read is applied to nothing.
         if kind == EventKind::IdentitySeen.as_str() {
-            if let Ok(identification) = serde_json::from_str::<Seen>(&body) {
+            if let Ok(identification) = serde_json::from_str::<SeenBody>(&body) {
                 seen.push(identification);
             }
         } else if kind == EventKind::Purchase.as_str() {
-            let purchase = serde_json::from_str::<Earned>(&body).ok();
-            if let Some((customer, points)) = purchase.as_ref().and_then(Earned::moved) {
+            let purchase = serde_json::from_str::<PurchaseBody>(&body).ok();
+            if let Some((customer, points)) = purchase.as_ref().and_then(PurchaseBody::moved) {
                 earned.push((row.text(3)?, customer.to_string(), points));
             }
         }

@@ -12,7 +12,7 @@ mod service;
 mod store;
 
 pub use effects::EffectsApplied;
-pub use service::{run, CentralError};
+pub use service::{check_batch, run, CentralError};
 pub use store::{
     BatchOutcome, ChannelError, CustomerView, GatewayBatch, OnlinePurchase, Registered, Store,
     StoreError,

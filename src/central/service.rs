@@ -626,7 +626,10 @@ async fn handle_rpc(
     }
 }
 
-fn check_batch(
+/// A gateway's batch as central reads it off `…/events` for `store`/`gateway`: within the size
+/// limit, parsed, the topic's store and gateway, seqs valid and increasing, each event with an
+/// id and a kind. Each event's body is checked when it is stored (`WireEvent::check`).
+pub fn check_batch(
     store: &str,
     gateway: &str,
     payload: &[u8],

@@ -1011,13 +1011,13 @@ mod tests {
                 1,
                 "n1",
                 "identity_seen",
-                serde_json::json!({ "customer": "prov:g:01N", "identifiers": [card] }),
+                serde_json::json!({ "customer": "prov:g:01N00000000000000000000000", "identifiers": [card] }),
             );
             let poisoned = raw(
                 2,
                 "n2",
                 "identity_seen",
-                serde_json::json!({ "customer": "prov:g:01N", "identifiers": [card], "note": "a\u{0}b" }),
+                serde_json::json!({ "customer": "prov:g:01N00000000000000000000000", "identifiers": [card], "note": "a\u{0}b" }),
             );
             assert!(poisoned.body.get().contains("\\u0000"));
             let mut bad_at = event(3, "n3");
@@ -1038,7 +1038,7 @@ mod tests {
             assert_eq!(report["store"]["purchases"], 1, "{}: {report}", engine.name);
             let root = engine
                 .store
-                .resolve_profile("prov:g:01N".into())
+                .resolve_profile("prov:g:01N00000000000000000000000".into())
                 .await
                 .unwrap();
             let view = engine.store.customer(root.clone(), 10).await.unwrap();
@@ -1095,15 +1095,15 @@ mod tests {
                 )
             };
             let one = [
-                seen(1, "a1", "prov:g1:01A"),
-                bought(2, "a2", "prov:g1:01A", 10, 0),
+                seen(1, "a1", "prov:g1:01A00000000000000000000000"),
+                bought(2, "a2", "prov:g1:01A00000000000000000000000", 10, 0),
             ];
             let outcome = store(&engine, "s1", "g1", &one).await;
             assert_eq!(outcome.acked_upto, 2);
             store(&engine, "s1", "g1", &one).await;
             let two = [
-                seen(1, "b1", "prov:g2:01B"),
-                bought(2, "b2", "prov:g2:01B", 5, 3),
+                seen(1, "b1", "prov:g2:01B00000000000000000000000"),
+                bought(2, "b2", "prov:g2:01B00000000000000000000000", 5, 3),
             ];
             store(&engine, "s2", "g2", &two).await;
             store(&engine, "s2", "g2", &two).await;
@@ -1121,7 +1121,10 @@ mod tests {
                 .await
                 .unwrap();
             assert_eq!(entries[0].int(0).unwrap(), 2, "{}", engine.name);
-            for provisional in ["prov:g1:01A", "prov:g2:01B"] {
+            for provisional in [
+                "prov:g1:01A00000000000000000000000",
+                "prov:g2:01B00000000000000000000000",
+            ] {
                 let root = engine
                     .store
                     .resolve_profile(provisional.into())
@@ -1159,15 +1162,15 @@ mod tests {
             };
             let events = [
                 // The older profile, holding card 2 and 7 points.
-                seen(1, "prov:g:01Y", card(2)),
-                bought(2, "prov:g:01Y", 7),
+                seen(1, "prov:g:01Y00000000000000000000000", card(2)),
+                bought(2, "prov:g:01Y00000000000000000000000", 7),
                 // The newer one, holding card 1, with 10 points from ref X and 4 from ref Z.
-                seen(3, "prov:g:01X", card(1)),
-                bought(4, "prov:g:01X", 10),
-                seen(5, "prov:g:01Z", card(1)),
-                bought(6, "prov:g:01Z", 4),
+                seen(3, "prov:g:01X00000000000000000000000", card(1)),
+                bought(4, "prov:g:01X00000000000000000000000", 10),
+                seen(5, "prov:g:01Z00000000000000000000000", card(1)),
+                bought(6, "prov:g:01Z00000000000000000000000", 4),
                 // X shows card 2: X is the older profile's now.
-                seen(7, "prov:g:01X", card(2)),
+                seen(7, "prov:g:01X00000000000000000000000", card(2)),
             ];
             for event in &events {
                 store(&engine, "s", "g", std::slice::from_ref(event)).await;
@@ -1188,10 +1191,88 @@ mod tests {
             assert_eq!(older_points, 7 + 10, "{}", engine.name);
             let x = engine
                 .store
-                .resolve_profile("prov:g:01X".into())
+                .resolve_profile("prov:g:01X00000000000000000000000".into())
                 .await
                 .unwrap();
             assert_eq!(x, older, "{}", engine.name);
+        }
+    }
+
+    /// An identification naming something other than a profile ref, or an identifier that is
+    /// not a hash, would reach every box in a change each box refuses whole (losing the other
+    /// merges and balances it carried, and leaving a gap in every box's revs); a purchase with
+    /// points past any balance would make every resolver round fail. Each is refused on arrival
+    /// and kept, and what arrives with them is applied and sent as every box accepts it.
+    #[tokio::test]
+    async fn an_event_no_box_or_balance_could_take_is_refused_on_arrival() {
+        for engine in engines().await {
+            let card = "cd".repeat(32);
+            let prov = format!("prov:g:{}", ulid_of("good"));
+            let events = [
+                raw(
+                    1,
+                    "b1",
+                    "identity_seen",
+                    serde_json::json!({ "customer": "bogus",
+                        "identifiers": [{ "kind": "card", "hash": card }] }),
+                ),
+                raw(
+                    2,
+                    "b2",
+                    "identity_seen",
+                    serde_json::json!({ "customer": prov,
+                        "identifiers": [{ "kind": "card", "hash": "NOT-A-HASH" }] }),
+                ),
+                raw(
+                    3,
+                    "b3",
+                    "purchase",
+                    serde_json::json!({ "receipt": "r-3", "total_minor": 1, "currency": "EUR",
+                        "customer": prov, "points": i64::MAX }),
+                ),
+                raw(
+                    4,
+                    "b4",
+                    "identity_seen",
+                    serde_json::json!({ "customer": prov,
+                        "identifiers": [{ "kind": "card", "hash": card }] }),
+                ),
+                raw(
+                    5,
+                    "b5",
+                    "purchase",
+                    serde_json::json!({ "receipt": "r-5", "total_minor": 1, "currency": "EUR",
+                        "customer": prov, "points": 5 }),
+                ),
+            ];
+            let outcome = store(&engine, "s", "g", &events).await;
+            assert_eq!(
+                (outcome.acked_upto, outcome.refused),
+                (5, 3),
+                "{}",
+                engine.name
+            );
+            let changes = settle(&engine).await;
+            assert!(!changes.is_empty(), "{}", engine.name);
+            for change in &changes {
+                let change: crate::protocol::IdentityChange = serde_json::from_str(change).unwrap();
+                assert_eq!(change.check(), Ok(()), "{}: {change:?}", engine.name);
+            }
+            let asked = serde_json::from_value(serde_json::json!({ "kind": "card", "hash": card }))
+                .unwrap();
+            let view = engine
+                .store
+                .lookup_profile(vec![asked])
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(view.points, 5, "{}", engine.name);
+            assert_eq!(
+                engine.store.pending_effects().await.unwrap(),
+                0,
+                "{}",
+                engine.name
+            );
         }
     }
 
@@ -1225,7 +1306,7 @@ mod tests {
                         &format!("i{n}"),
                         "identity_seen",
                         serde_json::json!({
-                            "customer": format!("prov:g1:0{n}"),
+                            "customer": format!("prov:g1:{}", ulid_of(&format!("i{n}"))),
                             "identifiers": [{ "kind": "card", "hash": format!("{n:064x}") }],
                         }),
                     )

@@ -23,12 +23,112 @@ pub struct WireEvent {
     pub body: Box<RawValue>,
 }
 
+/// What central applies from an event's body, read once when the event arrives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BodyFacts {
+    /// A purchase's receipt id (unique per gateway).
+    pub receipt: Option<String>,
+    /// The customer ref a purchase, identification or coupon redemption names: what central
+    /// files the event under for the customer's timeline, erasure and reports.
+    pub customer: Option<String>,
+    /// Whether a purchase moves its customer's balance (the resolver applies it).
+    pub moves_points: bool,
+    /// A coupon redemption.
+    pub coupon: Option<super::CouponRedeemed>,
+}
+
+/// An event as central reads it: what it applies, and why it is refused, if it is. A refused
+/// event is stored all the same (it fills its seq slot) with what could be read of it, so its
+/// customer's erasure still finds it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckedEvent {
+    /// What the body says, as far as it could be read.
+    pub facts: BodyFacts,
+    /// Why central applies the event to nothing.
+    pub refused: Option<String>,
+}
+
+/// A purchase body as central applies it: the fields it reads, typed, so the check on arrival
+/// and central's resolver read a body the same way (a repeated field is refused).
+#[derive(Debug, Deserialize)]
+pub struct PurchaseBody {
+    /// Unique per gateway.
+    pub receipt: String,
+    // Read for their types only.
+    #[serde(rename = "total_minor")]
+    _total_minor: i64,
+    #[serde(rename = "currency")]
+    _currency: String,
+    /// The customer's profile ref, if identified.
+    #[serde(default)]
+    pub customer: Option<String>,
+    /// Points earned.
+    #[serde(default)]
+    pub points: i64,
+    /// Points spent.
+    #[serde(default)]
+    pub points_redeemed: i64,
+}
+
+impl PurchaseBody {
+    /// What the purchase moves on its customer's balance, if it has a customer and moves any.
+    pub fn moved(&self) -> Option<(&str, i64)> {
+        let points = self.points.saturating_sub(self.points_redeemed);
+        self.customer
+            .as_deref()
+            .filter(|_| points != 0)
+            .map(|customer| (customer, points))
+    }
+}
+
+/// An `identity_seen` body as central applies it.
+#[derive(Debug, Deserialize)]
+pub struct SeenBody {
+    /// The ref the gateway recorded the identification under.
+    pub customer: String,
+    /// What identified the customer.
+    #[serde(default)]
+    pub identifiers: Vec<Identifier>,
+}
+
+/// What a body that does not check can still tell, for a refused event's row.
+#[derive(Deserialize)]
+struct Filing {
+    #[serde(default)]
+    receipt: Option<serde_json::Value>,
+    #[serde(default)]
+    customer: Option<serde_json::Value>,
+}
+
+/// Most points one sale may earn or spend (the gateways' own bound): a balance never
+/// overflows, so no event can make the resolver's rounds fail.
+const MAX_POINTS: i64 = 1_000_000_000_000;
+
 impl WireEvent {
     /// What a receiver checks before an event may touch its state (docs/protocol.md "Event
-    /// batch"): a known kind, a ULID id, an RFC 3339 `at`, a till id, an object body, and for
-    /// a purchase the fields central applies (`receipt`, integer money). Unknown fields pass.
-    pub fn check(&self) -> Result<(), String> {
-        let kind = super::EventKind::from_wire(&self.kind)
+    /// batch"), and what central applies from it, read once: a known kind, a ULID id, an RFC
+    /// 3339 `at`, a till id, an object body, and the fields central applies. A purchase needs
+    /// a receipt, integer money, a currency, a profile ref or null as `customer`, and points
+    /// from 0 to 10^12; an identification a profile ref and identifiers of a known kind with
+    /// 64-hex-digit hashes (central merges by them and sends them to every box, which would
+    /// refuse the whole change that carried a malformed one); a coupon redemption its coupon,
+    /// receipt, discount and mode. Unknown fields pass.
+    pub fn check(&self) -> CheckedEvent {
+        match self.checked_facts() {
+            Ok(facts) => CheckedEvent {
+                facts,
+                refused: None,
+            },
+            Err(reason) => CheckedEvent {
+                facts: self.filing(),
+                refused: Some(reason),
+            },
+        }
+    }
+
+    fn checked_facts(&self) -> Result<BodyFacts, String> {
+        use super::EventKind;
+        let kind = EventKind::from_wire(&self.kind)
             .ok_or_else(|| format!("unknown event kind {:?}", truncated(&self.kind)))?;
         if self.id.parse::<ulid::Ulid>().is_err() {
             return Err(format!("id {:?} is not a ULID", truncated(&self.id)));
@@ -42,62 +142,83 @@ impl WireEvent {
         if !super::is_till_id(&self.till) {
             return Err(format!("till {:?} is not a till id", truncated(&self.till)));
         }
+        let body = self.body.get();
         // JSON allows it; PostgreSQL's jsonb and text do not, and an event central cannot
         // index would fail every batch it came in.
-        if self.body.get().contains("\\u0000") {
+        if body.contains("\\u0000") {
             return Err("body holds a NUL character (\\u0000)".into());
         }
-        let body: serde_json::Value =
-            serde_json::from_str(self.body.get()).map_err(|e| format!("body: {e}"))?;
-        let body = body.as_object().ok_or("body is not a JSON object")?;
-        if kind == super::EventKind::Purchase {
-            let receipt = body.get("receipt").and_then(|r| r.as_str());
-            if receipt.is_none_or(|r| r.trim().is_empty()) {
-                return Err("purchase without a receipt".into());
-            }
-            for field in ["total_minor"] {
-                if !body.get(field).is_some_and(|v| v.is_i64()) {
-                    return Err(format!("purchase {field} is not an integer"));
+        // A struct reads a JSON array too, field by position.
+        if !body.trim_start().starts_with('{') {
+            return Err("body is not a JSON object".into());
+        }
+        let read = |e: serde_json::Error| format!("body: {e}");
+        let customer_ref = |customer: &Option<String>| match customer {
+            Some(customer) => super::check_profile_ref("customer", customer)
+                .map_err(|e| format!("{} {e}", kind.as_str())),
+            None => Ok(()),
+        };
+        let mut facts = BodyFacts::default();
+        match kind {
+            EventKind::Purchase => {
+                let purchase: PurchaseBody = serde_json::from_str(body).map_err(read)?;
+                if purchase.receipt.trim().is_empty() {
+                    return Err("purchase without a receipt".into());
                 }
+                customer_ref(&purchase.customer)?;
+                for (field, points) in [
+                    ("points", purchase.points),
+                    ("points_redeemed", purchase.points_redeemed),
+                ] {
+                    if !(0..=MAX_POINTS).contains(&points) {
+                        return Err(format!("purchase {field} must be 0 to 10^12"));
+                    }
+                }
+                facts.moves_points = purchase.moved().is_some();
+                facts.receipt = Some(purchase.receipt);
+                facts.customer = purchase.customer;
             }
-            if !body.get("currency").is_some_and(|v| v.is_string()) {
-                return Err("purchase currency is not a string".into());
+            EventKind::IdentitySeen => {
+                let seen: SeenBody = serde_json::from_str(body).map_err(read)?;
+                customer_ref(&Some(seen.customer.clone()))?;
+                if let Some(bad) = seen.identifiers.iter().find(|i| !i.has_valid_hash()) {
+                    return Err(format!(
+                        "identifier hash {:?} is not 64 lower-case hex digits",
+                        truncated(&bad.hash)
+                    ));
+                }
+                facts.customer = Some(seen.customer);
+            }
+            EventKind::CouponRedeemed => {
+                let coupon: super::CouponRedeemed = serde_json::from_str(body).map_err(read)?;
+                customer_ref(&coupon.customer)?;
+                facts.customer = coupon.customer.clone();
+                facts.coupon = Some(coupon);
+            }
+            EventKind::OrderPlaced => {
+                serde_json::from_str::<serde::de::IgnoredAny>(body).map_err(read)?;
             }
         }
-        Ok(())
+        Ok(facts)
     }
 
-    /// A purchase's receipt id (unique per gateway), if this event is one.
-    pub fn receipt(&self) -> Option<String> {
-        if self.kind != super::EventKind::Purchase.as_str() {
-            return None;
-        }
-        #[derive(Deserialize)]
-        struct Receipt {
-            receipt: String,
-        }
-        serde_json::from_str::<Receipt>(self.body.get())
-            .ok()
-            .map(|r| r.receipt)
-    }
-
-    /// The customer ref a purchase, identification or coupon redemption names, if any: what
-    /// central files the event under for the customer's timeline, erasure and reports.
-    pub fn customer(&self) -> Option<String> {
+    /// A refused event's receipt and customer, where the body names them as strings.
+    fn filing(&self) -> BodyFacts {
+        let Ok(filing) = serde_json::from_str::<Filing>(self.body.get()) else {
+            return BodyFacts::default();
+        };
+        let text = |value: Option<serde_json::Value>| match value {
+            Some(serde_json::Value::String(text)) => Some(text),
+            _ => None,
+        };
         use super::EventKind::{CouponRedeemed, IdentitySeen, Purchase};
-        if ![Purchase, IdentitySeen, CouponRedeemed]
-            .iter()
-            .any(|k| self.kind == k.as_str())
-        {
-            return None;
+        let is = |kind: super::EventKind| self.kind == kind.as_str();
+        BodyFacts {
+            receipt: text(filing.receipt).filter(|_| is(Purchase)),
+            customer: text(filing.customer)
+                .filter(|_| is(Purchase) || is(IdentitySeen) || is(CouponRedeemed)),
+            ..BodyFacts::default()
         }
-        #[derive(Deserialize)]
-        struct Customer {
-            customer: Option<String>,
-        }
-        serde_json::from_str::<Customer>(self.body.get())
-            .ok()
-            .and_then(|c| c.customer)
     }
 }
 
@@ -360,4 +481,131 @@ pub struct SignedLayer {
     pub payload: String,
     /// Base64url Ed25519 signature over `payload`'s bytes.
     pub sig: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CARD: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+    const PROV: &str = "prov:gw-1:01JD0000000000000000000000";
+
+    fn event(kind: &str, body: &str) -> WireEvent {
+        WireEvent {
+            seq: 1,
+            id: "01JD0000000000000000000001".into(),
+            kind: kind.into(),
+            at: "2026-11-26T10:00:00.000Z".into(),
+            clock_synced: true,
+            till: "till-1".into(),
+            body: RawValue::from_string(body.into()).unwrap(),
+        }
+    }
+
+    fn refused(kind: &str, body: &str) -> String {
+        let checked = event(kind, body).check();
+        checked
+            .refused
+            .unwrap_or_else(|| panic!("{kind} {body} was accepted: {:?}", checked.facts))
+    }
+
+    #[test]
+    fn what_central_applies_is_read_once_from_an_accepted_body() {
+        let purchase = format!(
+            r#"{{"receipt":"r-1","lines":[],"total_minor":100,"currency":"EUR","customer":"{PROV}","points":12,"points_redeemed":2,"extra":[1]}}"#
+        );
+        let checked = event("purchase", &purchase).check();
+        assert_eq!(checked.refused, None);
+        assert_eq!(checked.facts.receipt.as_deref(), Some("r-1"));
+        assert_eq!(checked.facts.customer.as_deref(), Some(PROV));
+        assert!(checked.facts.moves_points);
+        // Spending what it earns moves nothing; so does an anonymous sale.
+        let even = purchase.replace(r#""points_redeemed":2"#, r#""points_redeemed":12"#);
+        assert!(!event("purchase", &even).check().facts.moves_points);
+        let anonymous =
+            r#"{"receipt":"r-2","total_minor":1,"currency":"EUR","customer":null,"points":0}"#;
+        let checked = event("purchase", anonymous).check();
+        assert_eq!((checked.refused, checked.facts.customer), (None, None));
+
+        let seen =
+            format!(r#"{{"customer":"{PROV}","identifiers":[{{"kind":"card","hash":"{CARD}"}}]}}"#);
+        let checked = event("identity_seen", &seen).check();
+        assert_eq!(checked.refused, None);
+        assert_eq!(checked.facts.customer.as_deref(), Some(PROV));
+
+        let coupon = r#"{"coupon":"c-1","customer":null,"receipt":"r-1","discount_minor":500,"mode":"online","uses":3}"#;
+        let checked = event("coupon_redeemed", coupon).check();
+        assert_eq!(checked.refused, None);
+        assert_eq!(
+            checked.facts.coupon.map(|c| (c.coupon, c.uses)),
+            Some(("c-1".into(), 3))
+        );
+    }
+
+    /// A body central would apply one way and its resolver another, or whose identifiers every
+    /// box would refuse in the change that carries them, is refused on arrival.
+    #[test]
+    fn a_body_central_could_not_apply_as_sent_is_refused() {
+        let purchase = |fields: &str| {
+            format!(r#"{{"receipt":"r-1","total_minor":100,"currency":"EUR",{fields}}}"#)
+        };
+        for fields in [
+            r#""customer":"bogus""#,
+            r#""customer":7"#,
+            &format!(r#""customer":"{PROV}","points":"10""#),
+            &format!(r#""customer":"{PROV}","points":-1"#),
+            &format!(r#""customer":"{PROV}","points":1000000000001"#),
+            &format!(r#""customer":"{PROV}","points_redeemed":9223372036854775807"#),
+            r#""receipt":"r-2""#,
+        ] {
+            refused("purchase", &purchase(fields));
+        }
+        assert_eq!(
+            refused("purchase", r#"["r-1",100,"EUR"]"#),
+            "body is not a JSON object"
+        );
+        for body in [
+            format!(r#"{{"customer":"bogus","identifiers":[{{"kind":"card","hash":"{CARD}"}}]}}"#),
+            format!(r#"{{"customer":"{PROV}","identifiers":[{{"kind":"card","hash":"XYZ"}}]}}"#),
+            format!(
+                r#"{{"customer":"{PROV}","identifiers":[{{"kind":"fingerprint","hash":"{CARD}"}}]}}"#
+            ),
+            format!(r#"{{"customer":"{PROV}","identifiers":{{"kind":"card"}}}}"#),
+            format!(r#"{{"identifiers":[{{"kind":"card","hash":"{CARD}"}}]}}"#),
+        ] {
+            refused("identity_seen", &body);
+        }
+        refused(
+            "coupon_redeemed",
+            r#"{"coupon":"c-1","customer":null,"receipt":"r-1","mode":"online"}"#,
+        );
+        refused("order_placed", "[]");
+    }
+
+    /// A refused event keeps what can be read of it: its row stays findable by its customer
+    /// (erasure scrubs it) and its receipt.
+    #[test]
+    fn a_refused_event_is_filed_under_what_its_body_names() {
+        let checked = event(
+            "identity_seen",
+            &format!(r#"{{"customer":"{PROV}","identifiers":[{{"kind":"card","hash":"XYZ"}}]}}"#),
+        )
+        .check();
+        assert!(checked.refused.is_some());
+        assert_eq!(checked.facts.customer.as_deref(), Some(PROV));
+        let checked = event(
+            "purchase",
+            r#"{"receipt":"r-9","total_minor":"ten","currency":"EUR","customer":null}"#,
+        )
+        .check();
+        assert!(checked.refused.is_some());
+        assert_eq!(checked.facts.receipt.as_deref(), Some("r-9"));
+        assert_eq!(
+            event("order_placed", r#"{"customer":"x"}"#)
+                .check()
+                .facts
+                .customer,
+            None
+        );
+    }
 }
