@@ -624,8 +624,12 @@ mod tests {
         drop(super::super::Store::open_sqlite(&path).unwrap());
         let connection = rusqlite::Connection::open(&path).unwrap();
         let key = || -> [db::Value; 3] { ["s".into(), "g".into(), "r".into()] };
-        for (sql, values) in db::values_statements(FIRST_WITH_RECEIPT, RECEIPT_KEY, &[key(), key()])
-        {
+        for (sql, values) in db::values_statements(
+            db::Dialect::Sqlite,
+            FIRST_WITH_RECEIPT,
+            RECEIPT_KEY,
+            &[key(), key()],
+        ) {
             let mut plan = connection
                 .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
                 .unwrap();

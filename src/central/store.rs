@@ -1460,7 +1460,9 @@ mod tests {
                         (0..300).map(|n| [format!("m{}", n * 7).into()]).collect();
                     let mut plans = Vec::new();
                     let walk = super::super::profiles::resolution::WALK_TO_ROOTS;
-                    for (statement, values) in db::values_statements(walk, ["TEXT"], &keys) {
+                    for (statement, values) in
+                        db::values_statements(tx.dialect(), walk, ["TEXT"], &keys)
+                    {
                         // The plan's text, and the column it comes in.
                         let (explain, column) = match tx.dialect() {
                             db::Dialect::Sqlite => ("EXPLAIN QUERY PLAN", 3),

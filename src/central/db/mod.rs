@@ -51,6 +51,9 @@ pub enum Value {
     Int(i64),
     /// Text.
     Text(String),
+    /// An array of values, one parameter: PostgreSQL takes a set-wise statement's keys and rows
+    /// this way (`= ANY($1)`, `unnest($1, $2)`). SQLite has no arrays; it never gets one.
+    List(Vec<Value>),
 }
 
 impl From<i64> for Value {
@@ -129,6 +132,7 @@ impl Row {
             Value::Text(text) => Err(DbError::Type(format!(
                 "column {index} is text ({text:.20}), not an integer"
             ))),
+            Value::List(_) => Err(DbError::Type(format!("column {index} is an array"))),
         }
     }
 
@@ -146,6 +150,7 @@ impl Row {
             Value::Int(value) => Err(DbError::Type(format!(
                 "column {index} is an integer ({value}), not text"
             ))),
+            Value::List(_) => Err(DbError::Type(format!("column {index} is an array"))),
         }
     }
 }

@@ -3,13 +3,15 @@
 //! the steps of storing a group that do not need each other's answers cost one wait on the
 //! network instead of one each. SQLite runs them in turn, as it would anyway.
 //!
-//! Set-wise statements are built here too: keys in `IN (…)` lists, rows as a `VALUES` table,
-//! multi-row inserts, each in chunks padded to a power of two so a statement comes in a
-//! handful of shapes (the engines cache prepared statements).
+//! Set-wise statements are built here too, for the engine the pipeline runs on: keys and rows
+//! as array parameters on PostgreSQL (one short statement whatever their number: its text,
+//! parsing and plan do not grow with the keys), as `IN (…)` lists and `VALUES` tables on
+//! SQLite, in chunks padded to a power of two so a statement comes in a handful of shapes (the
+//! engines cache prepared statements); multi-row inserts on both.
 
 use std::ops::Range;
 
-use super::{DbError, Row, Tx, Value};
+use super::{DbError, Dialect, Row, Tx, Value};
 
 /// Keys per set-wise read.
 const IN_CHUNK: usize = 1024;
@@ -21,8 +23,7 @@ const INSERT_PARAMS: usize = 960;
 /// may take several statements when its keys or rows come in chunks).
 #[derive(Default)]
 pub struct Pipeline {
-    statements: Vec<(String, Vec<Value>)>,
-    parts: Vec<Range<usize>>,
+    parts: Vec<Planned>,
 }
 
 /// A part of a pipeline, to take its rows from the answer.
@@ -66,20 +67,59 @@ fn padded_chunks<T: Clone>(rows: &[T], per_chunk: usize) -> impl Iterator<Item =
     })
 }
 
-/// `sql` for `rows` a chunk at a time: `{values}` in `sql` stands for the chunk as a table,
-/// `(VALUES …)`, whose columns `column1`, `column2`, … have the SQL types `types` and come in
-/// the order given. A row may be read more than once (chunks are padded).
+/// `sql` for `rows`: `{values}` in `sql` stands for the rows as a table whose columns
+/// `column1`, `column2`, … have the SQL types `types` and come in the order given. On
+/// PostgreSQL one statement whatever the number of rows, each column one array parameter
+/// (`{values} AS given` becomes `unnest(…) AS given(column1, …)`), so the statement's text
+/// and plan do not grow with the rows; on SQLite a `(VALUES …)` list a chunk at a time, each
+/// padded to a power of two (a row may be read more than once).
+#[cfg_attr(not(any(test, feature = "postgres")), allow(dead_code))]
 pub fn values_statements<const N: usize>(
+    dialect: Dialect,
     sql: &str,
     types: [&str; N],
     rows: &[[Value; N]],
 ) -> Vec<(String, Vec<Value>)> {
-    padded_chunks(rows, (IN_CHUNK / N).max(1))
+    let types: Vec<String> = types.iter().map(|t| t.to_string()).collect();
+    let rows: Vec<Vec<Value>> = rows.iter().map(|row| row.to_vec()).collect();
+    rows_statements(dialect, sql, &types, &rows)
+}
+
+/// [`values_statements`] for rows of `types.len()` values.
+fn rows_statements(
+    dialect: Dialect,
+    sql: &str,
+    types: &[String],
+    rows: &[Vec<Value>],
+) -> Vec<(String, Vec<Value>)> {
+    let n = types.len();
+    if rows.is_empty() || n == 0 {
+        return Vec::new();
+    }
+    if dialect == Dialect::Postgres && sql.contains(ROWS_AS_GIVEN) {
+        let arrays = (0..n)
+            .map(|c| format!("CAST(${} AS {}[])", c + 1, types[c]))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let columns = (1..=n)
+            .map(|c| format!("column{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = sql.replace(
+            ROWS_AS_GIVEN,
+            &format!("unnest({arrays}) AS given({columns})"),
+        );
+        let columns = (0..n)
+            .map(|c| Value::List(rows.iter().map(|row| row[c].clone()).collect()))
+            .collect();
+        return vec![(sql, columns)];
+    }
+    padded_chunks(rows, (IN_CHUNK / n).max(1))
         .map(|chunk| {
             let values = (0..chunk.len())
                 .map(|r| {
-                    let row = (0..N)
-                        .map(|c| format!("CAST(${} AS {})", r * N + c + 1, types[c]))
+                    let row = (0..n)
+                        .map(|c| format!("CAST(${} AS {})", r * n + c + 1, types[c]))
                         .collect::<Vec<_>>()
                         .join(", ");
                     format!("({row})")
@@ -92,27 +132,90 @@ pub fn values_statements<const N: usize>(
         .collect()
 }
 
+/// How set-wise statements name their rows: the table of rows, as `given`.
+const ROWS_AS_GIVEN: &str = "{values} AS given";
+
+/// `sql_prefix IN (keys)`, `fixed` parameters first: on PostgreSQL `= ANY` of one array
+/// parameter, on SQLite in chunks padded to a power of two (a key may come back more than once
+/// when `keys` repeats it).
+fn in_statements(
+    dialect: Dialect,
+    sql_prefix: &str,
+    fixed: &[Value],
+    keys: Vec<Value>,
+) -> Vec<(String, Vec<Value>)> {
+    if keys.is_empty() {
+        return Vec::new();
+    }
+    if dialect == Dialect::Postgres {
+        let mut params = fixed.to_vec();
+        params.push(Value::List(keys));
+        return vec![(format!("{sql_prefix} = ANY(${})", fixed.len() + 1), params)];
+    }
+    padded_chunks(&keys, IN_CHUNK)
+        .map(|chunk| {
+            let sql = format!(
+                "{sql_prefix} IN ({})",
+                placeholders(fixed.len() + 1, chunk.len())
+            );
+            let mut params = fixed.to_vec();
+            params.extend(chunk);
+            (sql, params)
+        })
+        .collect()
+}
+
+/// A part as added, made into statements for the engine when the pipeline runs.
+enum Planned {
+    Statements(Vec<(String, Vec<Value>)>),
+    In {
+        sql_prefix: String,
+        fixed: Vec<Value>,
+        keys: Vec<Value>,
+    },
+    Rows {
+        sql: String,
+        types: Vec<String>,
+        rows: Vec<Vec<Value>>,
+    },
+}
+
+impl Planned {
+    fn statements(self, dialect: Dialect) -> Vec<(String, Vec<Value>)> {
+        match self {
+            Planned::Statements(statements) => statements,
+            Planned::In {
+                sql_prefix,
+                fixed,
+                keys,
+            } => in_statements(dialect, &sql_prefix, &fixed, keys),
+            Planned::Rows { sql, types, rows } => rows_statements(dialect, &sql, &types, &rows),
+        }
+    }
+}
+
 impl Pipeline {
     /// An empty pipeline.
     pub fn new() -> Pipeline {
         Pipeline::default()
     }
 
-    fn part(&mut self, statements: impl IntoIterator<Item = (String, Vec<Value>)>) -> Part {
-        let start = self.statements.len();
-        self.statements.extend(statements);
-        self.parts.push(start..self.statements.len());
+    fn part(&mut self, planned: Planned) -> Part {
+        self.parts.push(planned);
         Part(self.parts.len() - 1)
     }
 
     /// One statement.
     pub fn add(&mut self, sql: &str, params: &[Value]) -> Part {
-        self.part([(sql.to_string(), params.to_vec())])
+        self.part(Planned::Statements(vec![(
+            sql.to_string(),
+            params.to_vec(),
+        )]))
     }
 
     /// Statements built elsewhere (a transaction's locks).
     pub fn add_statements(&mut self, statements: Vec<(String, Vec<Value>)>) -> Part {
-        self.part(statements)
+        self.part(Planned::Statements(statements))
     }
 
     /// `sql_prefix … IN (keys)`, `fixed` parameters first (a key may come back more than once
@@ -123,28 +226,25 @@ impl Pipeline {
         fixed: &[Value],
         keys: &[K],
     ) -> Part {
-        let statements: Vec<_> = padded_chunks(keys, IN_CHUNK)
-            .map(|chunk| {
-                let sql = format!(
-                    "{sql_prefix} IN ({})",
-                    placeholders(fixed.len() + 1, chunk.len())
-                );
-                let mut params = fixed.to_vec();
-                params.extend(chunk.into_iter().map(Into::into));
-                (sql, params)
-            })
-            .collect();
-        self.part(statements)
+        self.part(Planned::In {
+            sql_prefix: sql_prefix.to_string(),
+            fixed: fixed.to_vec(),
+            keys: keys.iter().cloned().map(Into::into).collect(),
+        })
     }
 
-    /// `sql` for `rows` a chunk at a time (see [`values_statements`]).
+    /// `sql` for `rows` (see [`values_statements`]).
     pub fn add_values<const N: usize>(
         &mut self,
         sql: &str,
         types: [&str; N],
         rows: &[[Value; N]],
     ) -> Part {
-        self.part(values_statements(sql, types, rows))
+        self.part(Planned::Rows {
+            sql: sql.to_string(),
+            types: types.iter().map(|t| t.to_string()).collect(),
+            rows: rows.iter().map(|row| row.to_vec()).collect(),
+        })
     }
 
     /// Inserts `rows` with `insert` (`INSERT INTO t(columns…)`, and anything after `{values}`
@@ -165,19 +265,24 @@ impl Pipeline {
                 (sql, chunk.iter().flatten().cloned().collect())
             })
             .collect();
-        self.part(statements)
+        self.part(Planned::Statements(statements))
     }
 
-    /// Sends every statement; the answers by part.
+    /// Sends every statement, made for `tx`'s engine; the answers by part.
     pub async fn run(self, tx: &mut impl Tx) -> Result<Answers, DbError> {
-        let rows = if self.statements.is_empty() {
+        let dialect = tx.dialect();
+        let mut statements = Vec::new();
+        let mut parts = Vec::with_capacity(self.parts.len());
+        for planned in self.parts {
+            let start = statements.len();
+            statements.extend(planned.statements(dialect));
+            parts.push(start..statements.len());
+        }
+        let rows = if statements.is_empty() {
             Vec::new()
         } else {
-            tx.pipeline(&self.statements).await?
+            tx.pipeline(&statements).await?
         };
-        Ok(Answers {
-            rows,
-            parts: self.parts,
-        })
+        Ok(Answers { rows, parts })
     }
 }

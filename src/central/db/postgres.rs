@@ -185,6 +185,7 @@ impl ToSql for Value {
                 _ => Err(format!("an integer for a {ty} parameter").into()),
             },
             Value::Text(text) => text.as_str().to_sql(ty, out),
+            Value::List(items) => items.as_slice().to_sql(ty, out),
         }
     }
 
@@ -277,9 +278,9 @@ impl Tx for PgTx<'_> {
             .filter(|key| self.held.insert(key.to_string()))
             .map(|key| [Value::from(key)])
             .collect();
-        // One statement for many: a VALUES list is scanned, and each lock taken, in order (a
-        // padded chunk repeats its last key: a lock held twice is still one lock).
+        // One statement for many: the keys' array is scanned, and each lock taken, in order.
         super::pipeline::values_statements(
+            Dialect::Postgres,
             "SELECT CAST(pg_advisory_xact_lock(hashtextextended(given.column1, 0)) AS TEXT)
              FROM {values} AS given",
             ["TEXT"],

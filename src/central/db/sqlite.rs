@@ -157,6 +157,11 @@ impl rusqlite::ToSql for Value {
             Value::Null => ToSqlOutput::Borrowed(ValueRef::Null),
             Value::Int(value) => ToSqlOutput::Borrowed(ValueRef::Integer(*value)),
             Value::Text(text) => ToSqlOutput::Borrowed(ValueRef::Text(text.as_bytes())),
+            Value::List(_) => {
+                return Err(rusqlite::Error::ToSqlConversionFailure(
+                    "an array parameter on SQLite".into(),
+                ))
+            }
         })
     }
 }

@@ -77,15 +77,17 @@ pub(in crate::central) struct Graph {
     attached: Vec<(Identifier, String)>,
 }
 
-/// Every ref on the chains from the given refs to their roots, with where each points.
-pub(in crate::central) const WALK_TO_ROOTS: &str = "WITH RECURSIVE walk(ref, depth) AS (
-        SELECT given.column1, 0 FROM {values} AS given
+/// Every ref on the chains from the given refs to their roots, with where each points: one
+/// probe of the merges' key per ref on a chain (a root's probe finds nothing).
+pub(in crate::central) const WALK_TO_ROOTS: &str = "WITH RECURSIVE walk(ref, to_ref, depth) AS (
+        SELECT given.column1,
+               (SELECT to_ref FROM profile_aliases WHERE from_ref = given.column1), 0
+        FROM {values} AS given
         UNION
-        SELECT profile_aliases.to_ref, walk.depth + 1 FROM walk
-        JOIN profile_aliases ON profile_aliases.from_ref = walk.ref
-        WHERE walk.depth < 64)
-    SELECT DISTINCT walk.ref, profile_aliases.to_ref FROM walk
-    LEFT JOIN profile_aliases ON profile_aliases.from_ref = walk.ref";
+        SELECT walk.to_ref,
+               (SELECT to_ref FROM profile_aliases WHERE from_ref = walk.to_ref), walk.depth + 1
+        FROM walk WHERE walk.to_ref IS NOT NULL AND walk.depth < 64)
+    SELECT DISTINCT ref, to_ref FROM walk";
 
 impl Graph {
     /// Reads what resolving identifications recorded under `identifying` with `identifiers`
@@ -128,7 +130,13 @@ impl Graph {
         for profile in &known {
             graph.profiles.insert(profile.clone(), None);
         }
-        let known: Vec<&str> = known.iter().map(String::as_str).collect();
+        // Only `p:` refs name profiles (central creates them so, and a box's provisional refs
+        // are `prov:`): the others are not looked for.
+        let known: Vec<&str> = known
+            .iter()
+            .map(String::as_str)
+            .filter(|r| r.starts_with("p:"))
+            .collect();
         let mut reads = db::Pipeline::new();
         let rows_part = reads.add_in(
             "SELECT ref, created, erased_at, points FROM profiles WHERE ref",
