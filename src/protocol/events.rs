@@ -117,8 +117,9 @@ pub struct Purchase {
     pub adjustment_minor: i64,
 }
 
-/// More points than one sale can earn or spend.
-const MAX_POINTS: i64 = 1_000_000_000_000;
+/// More points than one sale can earn or spend (central refuses them too: a balance never
+/// overflows).
+pub(super) const MAX_POINTS: i64 = 1_000_000_000_000;
 
 fn is_zero(n: &i64) -> bool {
     *n == 0

@@ -100,10 +100,6 @@ struct Filing {
     customer: Option<serde_json::Value>,
 }
 
-/// Most points one sale may earn or spend (the gateways' own bound): a balance never
-/// overflows, so no event can make the resolver's rounds fail.
-const MAX_POINTS: i64 = 1_000_000_000_000;
-
 impl WireEvent {
     /// What a receiver checks before an event may touch its state (docs/protocol.md "Event
     /// batch"), and what central applies from it, read once: a known kind, a ULID id, an RFC
@@ -170,7 +166,9 @@ impl WireEvent {
                     ("points", purchase.points),
                     ("points_redeemed", purchase.points_redeemed),
                 ] {
-                    if !(0..=MAX_POINTS).contains(&points) {
+                    // The gateways' own bound: no balance overflows, so no event can make
+                    // the resolver's rounds fail.
+                    if !(0..=super::events::MAX_POINTS).contains(&points) {
                         return Err(format!("purchase {field} must be 0 to 10^12"));
                     }
                 }
