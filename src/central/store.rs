@@ -1495,8 +1495,9 @@ mod tests {
     #[tokio::test]
     async fn set_wise_reads_answer_for_thousands_of_keys_on_both_engines() {
         for engine in engines().await {
-            let answers: Result<(usize, Vec<(String, Option<i64>, Option<String>)>), StoreError> =
-                async {
+            // How many distinct keys were found; each row's (key, number, merged into).
+            type Answers = (usize, Vec<(String, Option<i64>, Option<String>)>);
+            let answers: Result<Answers, StoreError> = async {
                     transaction!(&engine.store, StoreError, |tx| async move {
                         let merges: Vec<[db::Value; 2]> = (0..2_500)
                             .map(|n| [format!("m{n}").into(), format!("r{}", n % 7).into()])
