@@ -1498,51 +1498,53 @@ mod tests {
             // How many distinct keys were found; each row's (key, number, merged into).
             type Answers = (usize, Vec<(String, Option<i64>, Option<String>)>);
             let answers: Result<Answers, StoreError> = async {
-                    transaction!(&engine.store, StoreError, |tx| async move {
-                        let merges: Vec<[db::Value; 2]> = (0..2_500)
-                            .map(|n| [format!("m{n}").into(), format!("r{}", n % 7).into()])
-                            .collect();
-                        let mut writes = db::Pipeline::new();
-                        writes.add_insert("INSERT INTO profile_aliases(from_ref, to_ref)", &merges);
-                        writes.run(tx).await?;
-                        // 2,500 present, 100 absent, the first 50 asked twice.
-                        let keys: Vec<String> = (0..2_600)
-                            .chain(0..50)
-                            .map(|n| format!("m{n}"))
-                            .collect();
-                        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
-                        let found = db::lookup_in(
-                            tx,
-                            "SELECT from_ref FROM profile_aliases WHERE from_ref",
-                            &[],
-                            &keys,
-                        )
-                        .await?;
-                        let distinct: std::collections::HashSet<String> =
-                            found.iter().map(|r| r.text(0)).collect::<Result<_, _>>()?;
-                        let rows: Vec<[db::Value; 2]> = (0..2_600)
-                            .map(|n: i64| {
-                                let number = if n % 3 == 0 { db::Value::Null } else { n.into() };
-                                [format!("m{n}").into(), number]
-                            })
-                            .collect();
-                        let mut answers = Vec::new();
-                        for row in db::query_values(
-                            tx,
-                            "SELECT given.column1, given.column2,
-                                    (SELECT to_ref FROM profile_aliases WHERE from_ref = given.column1)
-                             FROM {values} AS given",
-                            ["TEXT", "BIGINT"],
-                            &rows,
-                        )
-                        .await?
-                        {
-                            answers.push((row.text(0)?, row.opt_int(1)?, row.opt_text(2)?));
-                        }
-                        Ok::<_, StoreError>((distinct.len(), answers))
-                    })
-                }
-                .await;
+                transaction!(&engine.store, StoreError, |tx| async move {
+                    let merges: Vec<[db::Value; 2]> = (0..2_500)
+                        .map(|n| [format!("m{n}").into(), format!("r{}", n % 7).into()])
+                        .collect();
+                    let mut writes = db::Pipeline::new();
+                    writes.add_insert("INSERT INTO profile_aliases(from_ref, to_ref)", &merges);
+                    writes.run(tx).await?;
+                    // 2,500 present, 100 absent, the first 50 asked twice.
+                    let keys: Vec<String> =
+                        (0..2_600).chain(0..50).map(|n| format!("m{n}")).collect();
+                    let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+                    let found = db::lookup_in(
+                        tx,
+                        "SELECT from_ref FROM profile_aliases WHERE from_ref",
+                        &[],
+                        &keys,
+                    )
+                    .await?;
+                    let distinct: std::collections::HashSet<String> =
+                        found.iter().map(|r| r.text(0)).collect::<Result<_, _>>()?;
+                    let rows: Vec<[db::Value; 2]> = (0..2_600)
+                        .map(|n: i64| {
+                            let number = if n % 3 == 0 {
+                                db::Value::Null
+                            } else {
+                                n.into()
+                            };
+                            [format!("m{n}").into(), number]
+                        })
+                        .collect();
+                    let mut answers = Vec::new();
+                    for row in db::query_values(
+                        tx,
+                        "SELECT given.column1, given.column2,
+                                (SELECT to_ref FROM profile_aliases WHERE from_ref = given.column1)
+                         FROM {values} AS given",
+                        ["TEXT", "BIGINT"],
+                        &rows,
+                    )
+                    .await?
+                    {
+                        answers.push((row.text(0)?, row.opt_int(1)?, row.opt_text(2)?));
+                    }
+                    Ok::<_, StoreError>((distinct.len(), answers))
+                })
+            }
+            .await;
             let (distinct, mut answers) = answers.unwrap();
             assert_eq!(distinct, 2_500, "{}", engine.name);
             answers.sort();
