@@ -22,6 +22,15 @@ pub struct EffectsApplied {
     pub changes: Vec<String>,
 }
 
+/// Whether every ref and hash of `identification` passes the boxes' check of identity changes.
+fn sendable(identification: &SeenBody) -> bool {
+    crate::protocol::check_profile_ref("customer", &identification.customer).is_ok()
+        && identification
+            .identifiers
+            .iter()
+            .all(Identifier::has_valid_hash)
+}
+
 /// Applies up to `limit` queued events, oldest application first.
 pub(super) async fn apply_pending(
     tx: &mut impl Tx,
@@ -43,10 +52,15 @@ pub(super) async fn apply_pending(
     for row in &rows {
         applied.push(row.int(0)?);
         let (kind, body) = (row.text(1)?, row.text(2)?);
-        // Bodies were checked when stored; one that does not read is applied to nothing.
+        // Bodies were checked when stored; one that does not read is applied to nothing, and
+        // so is an identification no box would accept in a change (queued by a central from
+        // before that check).
         if kind == EventKind::IdentitySeen.as_str() {
-            if let Ok(identification) = serde_json::from_str::<SeenBody>(&body) {
-                seen.push(identification);
+            match serde_json::from_str::<SeenBody>(&body) {
+                Ok(identification) if sendable(&identification) => seen.push(identification),
+                _ => {
+                    tracing::warn!(id = %row.text(3)?, "queued identification applied to nothing: not one the boxes could take")
+                }
             }
         } else if kind == EventKind::Purchase.as_str() {
             let purchase = serde_json::from_str::<PurchaseBody>(&body).ok();

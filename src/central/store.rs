@@ -1273,6 +1273,28 @@ mod tests {
                 "{}",
                 engine.name
             );
+            // One queued by a central from before the check: applied to nothing, not sent.
+            engine
+                .store
+                .rows(
+                    r#"INSERT INTO pending_effects(applied, id, kind, body) VALUES (1099511627776,
+                       '01JD0000000000000000000009', 'identity_seen',
+                       '{"customer":"bogus","identifiers":[{"kind":"card","hash":"0000000000000000000000000000000000000000000000000000000000000009"}]}')"#,
+                )
+                .await
+                .unwrap();
+            assert_eq!(
+                settle(&engine).await,
+                Vec::<String>::new(),
+                "{}",
+                engine.name
+            );
+            assert_eq!(
+                engine.store.pending_effects().await.unwrap(),
+                0,
+                "{}",
+                engine.name
+            );
         }
     }
 
