@@ -216,8 +216,10 @@ impl Dialect {
     /// The statement that keeps the planner on index lookups for the rest of the
     /// transaction, where every read goes by key: PostgreSQL, misjudging how many rows a
     /// recursive walk of merges yields (thousands for a few), hashed the whole merge table
-    /// for each walk, so each resolver round grew with every merge the fleet ever made. SQLite
-    /// looks rows up by index anyway.
+    /// for each walk, so each resolver round grew with every merge the fleet ever made. The
+    /// walk to roots now probes by key whatever the planner thinks; the walk from a root to
+    /// its members (erasure, under the identity lock) is still a join. SQLite looks rows up by
+    /// index anyway.
     pub fn keyed_lookups(self) -> Option<&'static str> {
         match self {
             Dialect::Sqlite => None,

@@ -80,9 +80,7 @@ pub fn values_statements<const N: usize>(
     types: [&str; N],
     rows: &[[Value; N]],
 ) -> Vec<(String, Vec<Value>)> {
-    let types: Vec<String> = types.iter().map(|t| t.to_string()).collect();
-    let rows: Vec<Vec<Value>> = rows.iter().map(|row| row.to_vec()).collect();
-    rows_statements(dialect, sql, &types, &rows)
+    Planned::rows(sql, types, rows).statements(dialect)
 }
 
 /// [`values_statements`] for rows of `types.len()` values.
@@ -181,6 +179,15 @@ enum Planned {
 }
 
 impl Planned {
+    /// `sql` for `rows` of the SQL types `types` (see [`values_statements`]).
+    fn rows<const N: usize>(sql: &str, types: [&str; N], rows: &[[Value; N]]) -> Planned {
+        Planned::Rows {
+            sql: sql.to_string(),
+            types: types.iter().map(|t| t.to_string()).collect(),
+            rows: rows.iter().map(|row| row.to_vec()).collect(),
+        }
+    }
+
     fn statements(self, dialect: Dialect) -> Vec<(String, Vec<Value>)> {
         match self {
             Planned::Statements(statements) => statements,
@@ -240,11 +247,7 @@ impl Pipeline {
         types: [&str; N],
         rows: &[[Value; N]],
     ) -> Part {
-        self.part(Planned::Rows {
-            sql: sql.to_string(),
-            types: types.iter().map(|t| t.to_string()).collect(),
-            rows: rows.iter().map(|row| row.to_vec()).collect(),
-        })
+        self.part(Planned::rows(sql, types, rows))
     }
 
     /// Inserts `rows` with `insert` (`INSERT INTO t(columns…)`, and anything after `{values}`
