@@ -402,19 +402,26 @@ async fn store_round(
     let mut writes = Pipeline::new();
     writes.add_insert(
         "INSERT INTO events(store, gateway, seq, id, kind, at, clock_synced, till, body, received_at, duplicate_id, receipt, refused, applied, customer)",
+        [
+            "TEXT", "TEXT", "BIGINT", "TEXT", "TEXT", "TEXT", "BIGINT", "TEXT", "TEXT", "TEXT",
+            "BIGINT", "TEXT", "TEXT", "BIGINT", "TEXT",
+        ],
         &rows,
     );
     writes.add_insert(
         "INSERT INTO pending_effects(applied, id, kind, body)",
+        ["BIGINT", "TEXT", "TEXT", "TEXT"],
         &queued,
     );
     writes.add_insert(
         "INSERT INTO coupon_redemptions(event_id, coupon, store, gateway, receipt, mode, uses) {values}
          ON CONFLICT DO NOTHING",
+        ["TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "TEXT", "BIGINT"],
         &redemptions,
     );
     writes.add_insert(
         "INSERT INTO coupon_conflicts(event_id, coupon, detail) {values} ON CONFLICT DO NOTHING",
+        ["TEXT", "TEXT", "TEXT"],
         &conflicts,
     );
     let moved: Vec<[db::Value; 3]> = round
@@ -432,6 +439,7 @@ async fn store_round(
     writes.add_insert(
         "INSERT INTO gateways(store, gateway, acked_upto) {values}
          ON CONFLICT(store, gateway) DO UPDATE SET acked_upto = excluded.acked_upto",
+        ["TEXT", "TEXT", "BIGINT"],
         &moved,
     );
     let ends: Vec<[db::Value; 3]> = round

@@ -1472,7 +1472,11 @@ mod tests {
             let plans: Result<Vec<String>, StoreError> = async {
                 transaction!(&engine.store, StoreError, |tx| async move {
                     let mut merges = db::Pipeline::new();
-                    merges.add_insert("INSERT INTO profile_aliases(from_ref, to_ref)", &aliases);
+                    merges.add_insert(
+                        "INSERT INTO profile_aliases(from_ref, to_ref)",
+                        ["TEXT", "TEXT"],
+                        &aliases,
+                    );
                     merges.run(tx).await?;
                     if tx.dialect() == db::Dialect::Postgres {
                         tx.execute("ANALYZE profile_aliases", &[]).await?;
@@ -1525,7 +1529,11 @@ mod tests {
                         .map(|n| [format!("m{n}").into(), format!("r{}", n % 7).into()])
                         .collect();
                     let mut writes = db::Pipeline::new();
-                    writes.add_insert("INSERT INTO profile_aliases(from_ref, to_ref)", &merges);
+                    writes.add_insert(
+                        "INSERT INTO profile_aliases(from_ref, to_ref)",
+                        ["TEXT", "TEXT"],
+                        &merges,
+                    );
                     writes.run(tx).await?;
                     // 2,500 present, 100 absent, the first 50 asked twice.
                     let keys: Vec<String> =
@@ -1621,6 +1629,78 @@ mod tests {
             assert_eq!(plans.len(), 1, "the lookup is one cached statement");
             assert_eq!(plans[0].int(0).unwrap(), 0, "no generic plan");
             assert_eq!(plans[0].int(1).unwrap(), 12, "planned for each of its runs");
+        }
+    }
+
+    /// A multi-row insert keeps every row and NULL whatever the number of rows, and on
+    /// PostgreSQL is one statement for any number (a `VALUES` list was a statement per row
+    /// count, each prepared and kept by every connection, and planned with a parameter per
+    /// value).
+    #[tokio::test]
+    async fn inserts_of_any_number_of_rows_keep_every_row_in_one_statement_shape() {
+        for engine in engines().await {
+            let outcome: Result<(Vec<db::Row>, Vec<db::Row>), StoreError> = async {
+                transaction!(&engine.store, StoreError, |tx| async move {
+                    let mut next = 0;
+                    for count in [1, 7, 700] {
+                        let rows: Vec<[db::Value; 4]> = (next..next + count)
+                            .map(|n: i64| {
+                                let verified = if n % 3 == 0 {
+                                    db::Value::Null
+                                } else {
+                                    n.into()
+                                };
+                                [
+                                    format!("{n:064x}").into(),
+                                    "card".into(),
+                                    verified,
+                                    "p:x".into(),
+                                ]
+                            })
+                            .collect();
+                        next += count;
+                        let mut writes = db::Pipeline::new();
+                        writes.add_insert(
+                            "INSERT INTO profile_identifiers(hash, kind, verified, profile)",
+                            ["TEXT", "TEXT", "BIGINT", "TEXT"],
+                            &rows,
+                        );
+                        writes.run(tx).await?;
+                    }
+                    let stored = tx
+                        .query(
+                            "SELECT COUNT(*), COUNT(verified), CAST(SUM(verified) AS BIGINT)
+                             FROM profile_identifiers",
+                            &[],
+                        )
+                        .await?;
+                    let shapes = if tx.dialect() == db::Dialect::Postgres {
+                        tx.query(
+                            "SELECT statement FROM pg_prepared_statements
+                             WHERE statement LIKE 'INSERT INTO profile_identifiers%'",
+                            &[],
+                        )
+                        .await?
+                    } else {
+                        Vec::new()
+                    };
+                    Ok::<_, StoreError>((stored, shapes))
+                })
+            }
+            .await;
+            let (stored, shapes) = outcome.unwrap();
+            let verified: Vec<i64> = (0..708).filter(|n| n % 3 != 0).collect();
+            assert_eq!(stored[0].int(0).unwrap(), 708, "{}: every row", engine.name);
+            assert_eq!(
+                stored[0].int(1).unwrap(),
+                verified.len() as i64,
+                "{}: NULLs stay NULL",
+                engine.name
+            );
+            assert_eq!(stored[0].int(2).unwrap(), verified.iter().sum::<i64>());
+            if engine.name == "postgres" {
+                assert_eq!(shapes.len(), 1, "one statement for 1, 7 and 700 rows");
+            }
         }
     }
 

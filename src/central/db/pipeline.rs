@@ -130,6 +130,58 @@ fn rows_statements(
         .collect()
 }
 
+/// `insert` for `rows` (see [`Pipeline::add_insert`]). On PostgreSQL the rows are read from
+/// one array per column: a multi-row `VALUES` list had a statement per row count, each
+/// prepared on first use and kept by every connection, and planned on every run with a
+/// parameter per value (over 600 for a group's events).
+fn insert_statements(
+    dialect: Dialect,
+    insert: &str,
+    types: &[String],
+    rows: Vec<Vec<Value>>,
+) -> Vec<(String, Vec<Value>)> {
+    let n = types.len();
+    if rows.is_empty() || n == 0 {
+        return Vec::new();
+    }
+    let with_rows = |rows_sql: String| {
+        if insert.contains("{values}") {
+            insert.replace("{values}", &rows_sql)
+        } else {
+            format!("{insert} {rows_sql}")
+        }
+    };
+    if dialect == Dialect::Postgres {
+        let arrays = (0..n)
+            .map(|c| format!("CAST(${} AS {}[])", c + 1, types[c]))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut columns: Vec<Vec<Value>> = (0..n).map(|_| Vec::with_capacity(rows.len())).collect();
+        for row in rows {
+            for (column, value) in columns.iter_mut().zip(row) {
+                column.push(value);
+            }
+        }
+        let columns = columns.into_iter().map(Value::List).collect();
+        return vec![(
+            with_rows(format!("SELECT * FROM unnest({arrays})")),
+            columns,
+        )];
+    }
+    rows.chunks((INSERT_PARAMS / n).max(1))
+        .map(|chunk| {
+            let values = (0..chunk.len())
+                .map(|r| format!("({})", placeholders(r * n + 1, n)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            (
+                with_rows(format!("VALUES {values}")),
+                chunk.iter().flatten().cloned().collect(),
+            )
+        })
+        .collect()
+}
+
 /// How set-wise statements name their rows: the table of rows, as `given`.
 const ROWS_AS_GIVEN: &str = "{values} AS given";
 
@@ -176,6 +228,11 @@ enum Planned {
         types: Vec<String>,
         rows: Vec<Vec<Value>>,
     },
+    Insert {
+        insert: String,
+        types: Vec<String>,
+        rows: Vec<Vec<Value>>,
+    },
 }
 
 impl Planned {
@@ -197,6 +254,11 @@ impl Planned {
                 keys,
             } => in_statements(dialect, &sql_prefix, &fixed, keys),
             Planned::Rows { sql, types, rows } => rows_statements(dialect, &sql, &types, &rows),
+            Planned::Insert {
+                insert,
+                types,
+                rows,
+            } => insert_statements(dialect, &insert, &types, rows),
         }
     }
 }
@@ -250,25 +312,21 @@ impl Pipeline {
         self.part(Planned::rows(sql, types, rows))
     }
 
-    /// Inserts `rows` with `insert` (`INSERT INTO t(columns…)`, and anything after `{values}`
-    /// such as an ON CONFLICT clause), many rows per statement.
-    pub fn add_insert<const N: usize>(&mut self, insert: &str, rows: &[[Value; N]]) -> Part {
-        let statements: Vec<_> = rows
-            .chunks((INSERT_PARAMS / N).max(1))
-            .map(|chunk| {
-                let values = (0..chunk.len())
-                    .map(|r| format!("({})", placeholders(r * N + 1, N)))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                let sql = if insert.contains("{values}") {
-                    insert.replace("{values}", &format!("VALUES {values}"))
-                } else {
-                    format!("{insert} VALUES {values}")
-                };
-                (sql, chunk.iter().flatten().cloned().collect())
-            })
-            .collect();
-        self.part(Planned::Statements(statements))
+    /// Inserts `rows`, whose columns have the SQL types `types`, with `insert` (`INSERT INTO
+    /// t(columns…)`, and anything after `{values}` such as an ON CONFLICT clause): on
+    /// PostgreSQL one statement of array parameters whatever the number of rows, on SQLite
+    /// many rows per statement.
+    pub fn add_insert<const N: usize>(
+        &mut self,
+        insert: &str,
+        types: [&str; N],
+        rows: &[[Value; N]],
+    ) -> Part {
+        self.part(Planned::Insert {
+            insert: insert.to_string(),
+            types: types.iter().map(|t| t.to_string()).collect(),
+            rows: rows.iter().map(|row| row.to_vec()).collect(),
+        })
     }
 
     /// Sends every statement, made for `tx`'s engine; the answers by part.

@@ -285,6 +285,7 @@ pub(super) async fn enter_points(
     let inserted = pipeline.add_insert(
         "INSERT INTO points_ledger(entry, profile, points, source, at) {values}
          ON CONFLICT DO NOTHING RETURNING profile, points",
+        ["TEXT", "TEXT", "BIGINT", "TEXT", "TEXT"],
         &rows,
     );
     let inserted = pipeline.run(tx).await?.take(inserted);
@@ -309,6 +310,7 @@ pub(super) async fn enter_points(
     writes.add_insert(
         "INSERT INTO ref_points(ref, points) {values}
          ON CONFLICT(ref) DO UPDATE SET points = ref_points.points + excluded.points",
+        ["TEXT", "BIGINT"],
         &added,
     );
     writes.add_values(ADD_TO_PROFILE_POINTS, POINTS_BY_REF, &added_to_roots);

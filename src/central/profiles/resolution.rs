@@ -334,7 +334,11 @@ impl Graph {
                 }
                 rows.push([profile.into(), created.into(), db::Value::Int(0)]);
             }
-            writes.add_insert("INSERT INTO profiles(ref, created, points)", &rows);
+            writes.add_insert(
+                "INSERT INTO profiles(ref, created, points)",
+                ["TEXT", "BIGINT", "BIGINT"],
+                &rows,
+            );
         }
         let merged: Vec<[db::Value; 2]> = std::mem::take(&mut self.merged)
             .into_iter()
@@ -343,6 +347,7 @@ impl Graph {
         writes.add_insert(
             "INSERT INTO profile_aliases(from_ref, to_ref) {values}
              ON CONFLICT(from_ref) DO UPDATE SET to_ref = excluded.to_ref",
+            ["TEXT", "TEXT"],
             &merged,
         );
         // Identifiers go to the root their profile resolves to after everything resolved
@@ -372,6 +377,7 @@ impl Graph {
         writes.add_insert(
             "INSERT INTO profile_identifiers(hash, kind, verified, profile) {values}
              ON CONFLICT DO NOTHING",
+            ["TEXT", "TEXT", "BIGINT", "TEXT"],
             &attached,
         );
         let mut moved: Vec<[db::Value; 2]> = Vec::new();
