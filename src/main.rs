@@ -14,6 +14,11 @@ mod demo;
 #[cfg(feature = "bench")]
 mod fleet_sim;
 
+/// See the `postgres` feature in Cargo.toml: the build for central at fleet scale.
+#[cfg(feature = "postgres")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     // rumqttd logs every probe connection and client drop as an ERROR; it is only our loopback
