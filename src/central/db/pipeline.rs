@@ -7,7 +7,8 @@
 //! as array parameters on PostgreSQL (one short statement whatever their number: its text,
 //! parsing and plan do not grow with the keys), as `IN (…)` lists and `VALUES` tables on
 //! SQLite, in chunks padded to a power of two so a statement comes in a handful of shapes (the
-//! engines cache prepared statements); multi-row inserts on both.
+//! engines cache prepared statements). Inserts likewise: one statement of array parameters on
+//! PostgreSQL, multi-row `VALUES` lists on SQLite.
 
 use std::ops::Range;
 
@@ -16,7 +17,7 @@ use super::{DbError, Dialect, Row, Tx, Value};
 /// Keys per set-wise read.
 const IN_CHUNK: usize = 1024;
 
-/// Parameters per multi-row insert, whatever the width of a row.
+/// Parameters per multi-row insert on SQLite, whatever the width of a row.
 const INSERT_PARAMS: usize = 960;
 
 /// Statements to send together, grouped in parts (a part is one logical read or write, which
@@ -88,31 +89,24 @@ fn rows_statements(
     dialect: Dialect,
     sql: &str,
     types: &[String],
-    rows: &[Vec<Value>],
+    rows: Vec<Vec<Value>>,
 ) -> Vec<(String, Vec<Value>)> {
     let n = types.len();
     if rows.is_empty() || n == 0 {
         return Vec::new();
     }
     if dialect == Dialect::Postgres && sql.contains(ROWS_AS_GIVEN) {
-        let arrays = (0..n)
-            .map(|c| format!("CAST(${} AS {}[])", c + 1, types[c]))
-            .collect::<Vec<_>>()
-            .join(", ");
         let columns = (1..=n)
             .map(|c| format!("column{c}"))
             .collect::<Vec<_>>()
             .join(", ");
         let sql = sql.replace(
             ROWS_AS_GIVEN,
-            &format!("unnest({arrays}) AS given({columns})"),
+            &format!("{} AS given({columns})", unnest(types)),
         );
-        let columns = (0..n)
-            .map(|c| Value::List(rows.iter().map(|row| row[c].clone()).collect()))
-            .collect();
-        return vec![(sql, columns)];
+        return vec![(sql, column_arrays(rows, n))];
     }
-    padded_chunks(rows, (IN_CHUNK / n).max(1))
+    padded_chunks(&rows, (IN_CHUNK / n).max(1))
         .map(|chunk| {
             let values = (0..chunk.len())
                 .map(|r| {
@@ -152,21 +146,8 @@ fn insert_statements(
         }
     };
     if dialect == Dialect::Postgres {
-        let arrays = (0..n)
-            .map(|c| format!("CAST(${} AS {}[])", c + 1, types[c]))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mut columns: Vec<Vec<Value>> = (0..n).map(|_| Vec::with_capacity(rows.len())).collect();
-        for row in rows {
-            for (column, value) in columns.iter_mut().zip(row) {
-                column.push(value);
-            }
-        }
-        let columns = columns.into_iter().map(Value::List).collect();
-        return vec![(
-            with_rows(format!("SELECT * FROM unnest({arrays})")),
-            columns,
-        )];
+        let sql = with_rows(format!("SELECT * FROM {}", unnest(types)));
+        return vec![(sql, column_arrays(rows, n))];
     }
     rows.chunks((INSERT_PARAMS / n).max(1))
         .map(|chunk| {
@@ -180,6 +161,30 @@ fn insert_statements(
             )
         })
         .collect()
+}
+
+/// `unnest(CAST($1 AS T1[]), …)`: rows of the SQL types `types` read from one array parameter
+/// per column (PostgreSQL).
+fn unnest(types: &[String]) -> String {
+    let arrays = types
+        .iter()
+        .enumerate()
+        .map(|(c, sql_type)| format!("CAST(${} AS {sql_type}[])", c + 1))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!("unnest({arrays})")
+}
+
+/// `rows` of `width` values as the parameters of [`unnest`]: one array per column, the values
+/// moved, not copied.
+fn column_arrays(rows: Vec<Vec<Value>>, width: usize) -> Vec<Value> {
+    let mut columns: Vec<Vec<Value>> = (0..width).map(|_| Vec::with_capacity(rows.len())).collect();
+    for row in rows {
+        for (column, value) in columns.iter_mut().zip(row) {
+            column.push(value);
+        }
+    }
+    columns.into_iter().map(Value::List).collect()
 }
 
 /// How set-wise statements name their rows: the table of rows, as `given`.
@@ -253,7 +258,7 @@ impl Planned {
                 fixed,
                 keys,
             } => in_statements(dialect, &sql_prefix, &fixed, keys),
-            Planned::Rows { sql, types, rows } => rows_statements(dialect, &sql, &types, &rows),
+            Planned::Rows { sql, types, rows } => rows_statements(dialect, &sql, &types, rows),
             Planned::Insert {
                 insert,
                 types,
