@@ -269,21 +269,17 @@ impl SimStore {
         // fuller batches rather than more of them.
         let topic = format!("storegate/v1/{}/{GATEWAY}/events", self.plan.store);
         while self.in_flight.len() < self.sync.window_batches {
-            let now = Instant::now();
-            let batch: Vec<WireEvent> = self
-                .unacked
-                .iter_mut()
-                .filter(|e| e.sent.is_none())
+            let unsent: Vec<usize> = (0..self.unacked.len())
+                .filter(|&index| self.unacked[index].sent.is_none())
                 .take(self.plan.batch)
-                .map(|e| {
-                    e.sent = Some(now);
-                    e.event.clone()
-                })
+                .collect();
+            let batch: Vec<WireEvent> = unsent
+                .iter()
+                .map(|&index| self.unacked[index].event.clone())
                 .collect();
             let Some(last) = batch.last().map(|e| e.seq) else {
                 return;
             };
-            self.in_flight.push_back(last);
             let payload = EventBatch {
                 gateway: GATEWAY.into(),
                 store: self.plan.store.clone(),
@@ -298,9 +294,16 @@ impl SimStore {
                 .try_publish(&topic, QoS::AtLeastOnce, false, bytes)
                 .is_err()
             {
-                // The request queue is full: what was marked sent goes again after the timeout.
+                // The request queue is full: like the gateway's pump, nothing counts as sent,
+                // and the next tick tries again. Marked sent, the batch was a gap central could
+                // not ack past until the ack timeout.
                 return;
             }
+            let now = Instant::now();
+            for index in unsent {
+                self.unacked[index].sent = Some(now);
+            }
+            self.in_flight.push_back(last);
         }
     }
 
