@@ -37,3 +37,11 @@ fn mosquitto_malformed_payloads_are_counted_and_ignored() {
 fn mosquitto_status_is_retained_and_the_last_will_names_the_session() {
     scenarios::status_and_last_will_carry_the_session(BrokerKind::Mosquitto);
 }
+
+#[test]
+#[ignore = "needs mosquitto; run by .ci/mosquitto-suite"]
+fn mosquitto_a_central_whose_store_stalls_past_its_keep_alive_keeps_its_session() {
+    scenarios::a_stalled_central_keeps_its_session_and_stores_everything_after(
+        BrokerKind::Mosquitto,
+    );
+}

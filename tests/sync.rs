@@ -37,3 +37,10 @@ fn malformed_payloads_on_every_inbound_topic_are_counted_and_ignored() {
 fn status_is_retained_and_the_last_will_names_the_session() {
     scenarios::status_and_last_will_carry_the_session(BrokerKind::Embedded);
 }
+
+#[test]
+fn a_central_whose_store_stalls_past_its_keep_alive_keeps_its_session_and_loses_nothing() {
+    scenarios::a_stalled_central_keeps_its_session_and_stores_everything_after(
+        BrokerKind::Embedded,
+    );
+}

@@ -22,6 +22,10 @@ pub const EFFECTS_BACKLOG_ALARM: u64 = 100_000;
 #[derive(Default)]
 pub struct Health {
     mqtt_connected: AtomicBool,
+    /// Connections the broker accepted since start: more than one means central lost its
+    /// session at least once (and, with a clean session, what the broker held for it).
+    mqtt_connects: AtomicU64,
+    mqtt_last_loss: Mutex<Option<String>>,
     writers_failing: Mutex<Option<String>>,
     resolver: Mutex<ResolverState>,
     not_queued: AtomicU64,
@@ -41,8 +45,18 @@ pub struct Report {
 }
 
 impl Health {
-    pub fn session(&self, connected: bool) {
-        self.mqtt_connected.store(connected, Ordering::Relaxed);
+    /// The broker accepted a connection.
+    pub fn connected(&self) {
+        self.mqtt_connects.fetch_add(1, Ordering::Relaxed);
+        self.mqtt_connected.store(true, Ordering::Relaxed);
+    }
+
+    /// A connection was lost or an attempt failed: why.
+    pub fn disconnected(&self, error: String) {
+        self.mqtt_connected.store(false, Ordering::Relaxed);
+        if let Ok(mut last) = self.mqtt_last_loss.lock() {
+            *last = Some(error);
+        }
     }
 
     /// A writer's transaction committed (`None`) or failed (why).
@@ -113,12 +127,22 @@ impl Health {
         if resolver_error.is_some() {
             broken.push("resolver");
         }
+        let last_loss = self
+            .mqtt_last_loss
+            .lock()
+            .map(|s| s.clone())
+            .unwrap_or_default();
         let part = |ok: bool| if ok { "ok" } else { "broken" };
         let detail = serde_json::json!({
             "status": if broken.is_empty() { "ok" } else { "broken" },
             "broken": broken,
             "alarms": alarms,
-            "mqtt": { "state": part(connected), "connected": connected },
+            "mqtt": {
+                "state": part(connected),
+                "connected": connected,
+                "connects": self.mqtt_connects.load(Ordering::Relaxed),
+                "last_loss": last_loss,
+            },
             "store": {
                 "state": part(pending.is_ok()),
                 "error": pending.as_ref().err(),

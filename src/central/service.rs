@@ -57,7 +57,9 @@ pub async fn run(
     // gateway re-sends, boxes catch up with `identity.since`), counted and logged.
     let (client, eventloop) = crate::mqtt::client(options, OUTGOING_QUEUE);
     let health = Arc::new(Health::default());
-    let (net_tx, mut net_rx) = mpsc::channel(256);
+    // Room for every message the broker sends ahead of central's PUBACKs (its in-flight limit
+    // per client), so the session task never waits for the intake.
+    let (net_tx, mut net_rx) = mpsc::channel(INTAKE_QUEUE);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(10));
     // Central's will never changes: every attempt keeps it.
@@ -68,7 +70,13 @@ pub async fn run(
         })
     };
     let driver = tokio::spawn(crate::mqtt::drive(
-        eventloop, backoff, 0, net_tx, stop_rx, keep_will,
+        eventloop,
+        client.clone(),
+        backoff,
+        0,
+        net_tx,
+        stop_rx,
+        keep_will,
     ));
     let api = match config.central.api_listen {
         Some(addr) => {
@@ -141,13 +149,16 @@ pub async fn run(
             }
             message = net_rx.recv() => match message {
                 Some(SessionEvent::Connected { .. }) => service.on_connected(),
-                Some(SessionEvent::Disconnected { .. }) => service.health.session(false),
-                Some(SessionEvent::Message { topic, payload, retain }) => {
+                Some(SessionEvent::Disconnected { error }) => service.health.disconnected(error),
+                // Each message is acked to the broker when its receipt is dropped: a batch once
+                // stored (or failed), an rpc once answered, anything refused at once.
+                Some(SessionEvent::Message { topic, payload, retain, receipt }) => {
                     match service.classify(&topic, &payload, retain) {
                         Some(Inbound::Batch(batch)) => {
                             let writer = &writers[writer_of(&batch.store, &batch.gateway, writer_count)];
-                            // A full queue holds the intake back: the broker keeps the rest.
-                            if writer.send(batch).await.is_err() {
+                            // A full queue holds the intake back; the broker holds the rest,
+                            // since central has not acked them.
+                            if writer.send((batch, receipt)).await.is_err() {
                                 ended = Err(CentralError::WorkerEnded);
                                 break;
                             }
@@ -160,6 +171,7 @@ pub async fn run(
                             tokio::spawn(async move {
                                 service.on_rpc(&store, &gateway, &payload).await;
                                 drop(permit);
+                                drop(receipt);
                             });
                         }
                         None => {}
@@ -223,6 +235,9 @@ fn options(config: &CentralConfig) -> Result<MqttOptions, CentralError> {
     );
     options.set_keep_alive(Duration::from_secs(config.mqtt.keep_alive_secs));
     options.set_clean_session(true);
+    // PUBACK once a message is dealt with, not on arrival: the broker's in-flight limit holds
+    // back what central has no room for (crate::mqtt::Receipt).
+    options.set_manual_acks(true);
     crate::mqtt::set_packet_limits(&mut options);
     options.set_inflight(256);
     let will = serde_json::to_vec(&CentralStatus {
@@ -272,6 +287,14 @@ const GROUP: usize = 64;
 /// Batches waiting for each writer before the intake waits for it.
 const WRITER_QUEUE: usize = 256;
 
+/// Messages read from the broker and not yet taken by the intake. Above the in-flight limit
+/// per client of the brokers central is run with (Mosquitto's `max_inflight_messages`, set in
+/// config/mosquitto.conf; rumqttd's 100), so the session task never waits for the intake.
+const INTAKE_QUEUE: usize = 1024;
+
+/// A batch and the receipt that acks its message to the broker once the batch is dealt with.
+type Queued = (super::GatewayBatch, crate::mqtt::Receipt);
+
 /// The writer a gateway's batches go to.
 fn writer_of(store: &str, gateway: &str, writers: usize) -> usize {
     use std::hash::{Hash, Hasher};
@@ -282,10 +305,11 @@ fn writer_of(store: &str, gateway: &str, writers: usize) -> usize {
 
 /// Stores the batches queued for one writer, what has queued up together in one transaction,
 /// until the queue closes.
-async fn write_batches(service: Arc<Service>, mut queued: mpsc::Receiver<super::GatewayBatch>) {
-    let mut batches = Vec::with_capacity(GROUP);
-    while queued.recv_many(&mut batches, GROUP).await > 0 {
-        service.on_batches(std::mem::take(&mut batches)).await;
+async fn write_batches(service: Arc<Service>, mut queued: mpsc::Receiver<Queued>) {
+    let mut group = Vec::with_capacity(GROUP);
+    while queued.recv_many(&mut group, GROUP).await > 0 {
+        let (batches, receipts): (Vec<_>, Vec<_>) = group.drain(..).unzip();
+        service.on_batches(batches, receipts).await;
     }
 }
 
@@ -365,7 +389,7 @@ async fn resolve_effects(service: Arc<Service>, mut stop: tokio::sync::watch::Re
 
 impl Service {
     fn on_connected(&self) {
-        self.health.session(true);
+        self.health.connected();
         let filter = |topic: &str| match &self.share_group {
             Some(group) => format!("$share/{group}/{topic}"),
             None => topic.to_string(),
@@ -439,7 +463,13 @@ impl Service {
     }
 
     /// Stores batches that arrived together in one transaction and answers each with its ack.
-    async fn on_batches(&self, batches: Vec<super::GatewayBatch>) {
+    /// Each receipt is dropped once its batch is dealt with (stored and answered, or failed
+    /// and left to the gateway's re-send), so the broker may send more.
+    async fn on_batches(
+        &self,
+        batches: Vec<super::GatewayBatch>,
+        receipts: Vec<crate::mqtt::Receipt>,
+    ) {
         let batches = Arc::new(batches);
         match self.store.store_batches(batches.clone()).await {
             Ok(outcomes) => {
@@ -459,7 +489,7 @@ impl Service {
             // each goes again on its own.
             Err(error) => {
                 tracing::warn!(%error, batches = batches.len(), "central: a group of batches failed; storing each alone");
-                for batch in batches.iter() {
+                for (batch, receipt) in batches.iter().zip(receipts) {
                     let (store, gateway) = (batch.store.clone(), batch.gateway.clone());
                     match self
                         .store
@@ -480,6 +510,7 @@ impl Service {
                             tracing::error!(%error, store, gateway, "central: storing a batch failed; not acked")
                         }
                     }
+                    drop(receipt);
                 }
             }
         }

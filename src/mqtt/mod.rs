@@ -11,8 +11,10 @@
 //! `max_packet_size`), and oversized payloads reach the receiver's own check, where they are
 //! counted and ignored.
 
+mod receipts;
 mod session;
 
+pub use receipts::Receipt;
 pub use session::{drive, forget_session, tls_configuration, Reconnect, SessionEvent};
 
 /// The largest packet a client accepts from the broker. Far above the protocol's payload cap

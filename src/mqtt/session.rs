@@ -1,11 +1,17 @@
 //! The task that polls rumqttc's event loop: reports connects, losses and messages to its
 //! owner, paces reconnects, and lets the owner renew the last will before each attempt.
+//!
+//! It never waits on its owner while the owner has room for the next message, so the event
+//! loop keeps answering the broker's keep-alive however long the owner takes over a message.
+//! An owner that takes time over each message (central) sets rumqttc's manual acks: its
+//! receipts (`receipts.rs`) then let the broker hold back what the owner has no room for.
 
-use rumqttc::{Event, EventLoop, LastWill, Outgoing, Packet, TlsConfiguration};
+use rumqttc::{AsyncClient, Event, EventLoop, LastWill, Outgoing, Packet, TlsConfiguration};
 use std::future::Future;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
+use super::receipts::{Receipt, Window};
 use crate::backoff::Backoff;
 
 /// What the session task reports to its owner.
@@ -30,6 +36,8 @@ pub enum SessionEvent {
         /// Set on a message the broker kept for the topic: a receiver ignores it on topics
         /// docs/protocol.md does not mark retained.
         retain: bool,
+        /// Acks the message when dropped, if the session acks by hand.
+        receipt: Receipt,
     },
 }
 
@@ -50,8 +58,11 @@ pub struct Reconnect {
 /// cannot advance the session counter) the attempt waits for the next backoff step instead
 /// of connecting with a stale session number: the owner sees a disconnected session, which
 /// is what `/healthz` and the status report, never a silently stopped task.
+/// `client` is the event loop's own: with manual acks set in its options, the receipts of
+/// `SessionEvent::Message` send their acks through it.
 pub async fn drive<R, F>(
     mut eventloop: EventLoop,
+    client: AsyncClient,
     mut backoff: Backoff,
     first_session: u64,
     net: mpsc::Sender<SessionEvent>,
@@ -70,6 +81,15 @@ pub async fn drive<R, F>(
     let mut connected_at: Option<Instant> = None;
     let mut last_error: Option<String> = None;
     let mut stopping = false;
+    let receipts = eventloop
+        .mqtt_options
+        .manual_acks()
+        .then(|| Window::new(client));
+    let keep_alive = eventloop.mqtt_options.keep_alive();
+    let _ping_keeper = receipts
+        .as_ref()
+        .filter(|_| !keep_alive.is_zero())
+        .map(|window| AbortOnDrop(tokio::spawn(window.clone().keep_pings_answered(keep_alive))));
     loop {
         let polled = if stopping {
             eventloop.poll().await
@@ -85,23 +105,44 @@ pub async fn drive<R, F>(
                 polled = eventloop.poll() => polled,
             }
         };
+        if let Some(receipts) = &receipts {
+            receipts.send_unsent();
+        }
         match polled {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
                 tracing::info!(broker = %address, session, "connected to the MQTT broker");
                 connected_at = Some(Instant::now());
                 last_error = None;
+                if let Some(receipts) = &receipts {
+                    receipts.connected();
+                }
                 if net.send(SessionEvent::Connected { session }).await.is_err() {
                     return;
                 }
             }
             Ok(Event::Incoming(Packet::Publish(publish))) => {
+                let receipt = match &receipts {
+                    Some(receipts) => receipts.deliver(&publish),
+                    None => Receipt::none(),
+                };
                 let message = SessionEvent::Message {
                     topic: publish.topic,
                     payload: publish.payload,
                     retain: publish.retain,
+                    receipt,
                 };
                 if net.send(message).await.is_err() {
                     return;
+                }
+            }
+            Ok(Event::Outgoing(Outgoing::PingReq)) => {
+                if let Some(receipts) = &receipts {
+                    receipts.ping_sent();
+                }
+            }
+            Ok(Event::Incoming(Packet::PingResp)) => {
+                if let Some(receipts) = &receipts {
+                    receipts.ping_answered();
                 }
             }
             Ok(Event::Outgoing(Outgoing::Disconnect)) if stopping => return,
@@ -145,6 +186,15 @@ pub async fn drive<R, F>(
                 }
             }
         }
+    }
+}
+
+/// Ends a task spawned for the session when the session task ends, by whatever return.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

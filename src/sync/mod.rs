@@ -232,7 +232,13 @@ impl Syncer {
             }
         };
         let driver = tokio::spawn(crate::mqtt::drive(
-            eventloop, backoff, session, net_tx, stop_rx, renew,
+            eventloop,
+            client.clone(),
+            backoff,
+            session,
+            net_tx,
+            stop_rx,
+            renew,
         ));
 
         let outbox = crate::journal::AsyncOutbox::new(journal.outbox()?);
@@ -389,10 +395,12 @@ impl Owner {
                 self.pump.disconnected();
                 self.rpc.fail_all(RpcCallError::Unreachable);
             }
+            // The gateway's session acks on receipt: each message is dealt with at once.
             SessionEvent::Message {
                 topic,
                 payload,
                 retain,
+                receipt: _,
             } => match inbound::parse(&self.topics, &topic, &payload, retain) {
                 Ok(message) => self.on_message(message).await,
                 Err(refusal) => {

@@ -317,3 +317,194 @@ pub fn status_and_last_will_carry_the_session(kind: BrokerKind) {
         "the retained status is the latest session's"
     );
 }
+
+/// Central's store stalls for longer than central's MQTT keep-alive while gateways go on
+/// sending: central keeps its session (it acks each message to the broker once dealt with, so
+/// the broker holds back the rest and the session task keeps answering the keep-alive), and
+/// once the store is back every batch is stored once and acked, the few that failed during the
+/// stall through a gateway's re-send. Before central acked by hand, its intake stopped reading
+/// the session, the broker dropped it for a missed keep-alive and discarded what it held.
+pub fn a_stalled_central_keeps_its_session_and_stores_everything_after(kind: BrokerKind) {
+    const GATEWAYS: u64 = 200;
+    const BATCHES: u64 = 10;
+    const KEEP_ALIVE_SECS: u64 = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = start_broker(kind, dir.path(), port);
+    let api = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let token = "stall-test-token";
+    let db = dir.path().join("central.db");
+    let config = dir.path().join("central.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[mqtt]\nurl = \"mqtt://127.0.0.1:{port}\"\nkeep_alive_secs = {KEEP_ALIVE_SECS}\n[central]\ndb = \"{}\"\nclient_id = \"central-stall\"\napi_listen = \"{api}\"\napi_tokens = [\"{token}\"]\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let mut central = Proc::spawn(
+        "central",
+        bin(),
+        &["central", "--config", &config.display().to_string()],
+        dir.path(),
+    );
+    central.ready(Duration::from_secs(10));
+    let agent = http();
+    let mqtt_health = || -> serde_json::Value {
+        let response = agent
+            .get(&format!("http://{api}/healthz"))
+            .header("Authorization", &format!("Bearer {token}"))
+            .call();
+        match response {
+            Ok(mut r) => r.body_mut().read_json::<serde_json::Value>().unwrap()["mqtt"].clone(),
+            Err(ureq::Error::StatusCode(_)) | Err(_) => serde_json::Value::Null,
+        }
+    };
+    eventually("central connected", Duration::from_secs(10), || {
+        mqtt_health()["connected"] == true
+    });
+
+    // The acks each gateway got, by the gateway in the ack's topic.
+    let acked: Arc<Mutex<HashMap<String, u64>>> = Arc::default();
+    let mut options = rumqttc::MqttOptions::new("stall-acks", "127.0.0.1", port);
+    options.set_max_packet_size(1024 * 1024, 1024 * 1024);
+    let (observer, mut connection) = rumqttc::Client::new(options, 64);
+    let (subscribed_tx, subscribed) = std::sync::mpsc::channel();
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (acked, stop, observer) = (acked.clone(), stop.clone(), observer.clone());
+        std::thread::spawn(move || {
+            for event in connection.iter() {
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
+                match event {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                        let filter = format!("storegate/v1/{STORE}/+/ack");
+                        let _ = observer.try_subscribe(filter, rumqttc::QoS::AtLeastOnce);
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                        let _ = subscribed_tx.send(());
+                    }
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                        let gateway = p.topic.split('/').nth(3).unwrap_or_default().to_string();
+                        let ack: serde_json::Value =
+                            serde_json::from_slice(&p.payload).unwrap_or_default();
+                        if let Some(upto) = ack["upto_seq"].as_u64() {
+                            let mut acked = acked.lock().unwrap();
+                            let at = acked.entry(gateway).or_default();
+                            *at = (*at).max(upto);
+                        }
+                    }
+                    Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(50)),
+                }
+            }
+        })
+    };
+    subscribed
+        .recv_timeout(Duration::from_secs(10))
+        .expect("subscribed to acks");
+
+    let batch = |gateway: u64, seq: u64| {
+        let gateway = format!("gw-{gateway}");
+        let topic = format!("storegate/v1/{STORE}/{gateway}/events");
+        let payload = serde_json::json!({
+            "gateway": gateway, "store": STORE, "sent_at": "2026-11-26T10:00:00.000Z",
+            "events": [{
+                "seq": seq, "id": format!("ev-{gateway}-{seq}"), "kind": "purchase",
+                "at": "2026-11-26T10:00:00.000Z", "clock_synced": true, "till": "t1",
+                "body": { "receipt": format!("r-{gateway}-{seq}"), "total_minor": 100,
+                          "currency": "EUR", "customer": null,
+                          "lines": [{ "sku": "a", "qty": 1, "unit_minor": 100 }] }
+            }]
+        });
+        (topic, payload.to_string().into_bytes())
+    };
+    let (gateways, publisher_thread) = publisher(port);
+
+    // The store stalls: another connection holds SQLite's write lock, so each of central's
+    // transactions waits out its busy timeout and fails.
+    let mut lock = rusqlite::Connection::open(&db).unwrap();
+    let stall = lock
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Exclusive)
+        .unwrap();
+    for seq in 1..=BATCHES {
+        for gateway in 0..GATEWAYS {
+            let (topic, payload) = batch(gateway, seq);
+            gateways
+                .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+                .unwrap();
+        }
+    }
+    // Time itself is the condition here: the stall must outlast the broker's keep-alive
+    // deadline (1.5 keep-alives without a packet from central).
+    std::thread::sleep(Duration::from_secs(KEEP_ALIVE_SECS * 5 / 2));
+    assert_eq!(
+        mqtt_health()["connected"],
+        true,
+        "central lost its session during the stall"
+    );
+    stall.rollback().unwrap();
+    drop(lock);
+
+    // Each gateway re-sends what is unacked after its ack timeout, as a real one does.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let behind: Vec<(u64, u64)> = {
+            let acked = acked.lock().unwrap();
+            (0..GATEWAYS)
+                .filter_map(|g| {
+                    let upto = acked.get(&format!("gw-{g}")).copied().unwrap_or(0);
+                    (upto < BATCHES).then_some((g, upto))
+                })
+                .collect()
+        };
+        if behind.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} gateways still unacked after 60 s, e.g. {:?}",
+            behind.len(),
+            &behind[..behind.len().min(5)]
+        );
+        std::thread::sleep(Duration::from_secs(2));
+        let still: Vec<(u64, u64)> = {
+            let acked = acked.lock().unwrap();
+            behind
+                .into_iter()
+                .filter(|(g, upto)| acked.get(&format!("gw-{g}")).copied().unwrap_or(0) == *upto)
+                .collect()
+        };
+        for (gateway, upto) in still {
+            for seq in upto + 1..=BATCHES {
+                let (topic, payload) = batch(gateway, seq);
+                gateways
+                    .publish(topic, rumqttc::QoS::AtLeastOnce, false, payload)
+                    .unwrap();
+            }
+        }
+    }
+
+    let health = mqtt_health();
+    assert_eq!(
+        health["connects"], 1,
+        "central reconnected at least once: {health}"
+    );
+    let stored: (i64, i64) = rusqlite::Connection::open(&db)
+        .unwrap()
+        .query_row("SELECT COUNT(*), COUNT(DISTINCT id) FROM events", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    let expected = (GATEWAYS * BATCHES) as i64;
+    assert_eq!(stored, (expected, expected), "every batch stored once");
+    stop.store(true, Ordering::Relaxed);
+    let _ = observer.disconnect();
+    let _ = gateways.disconnect();
+    let _ = watcher.join();
+    let _ = publisher_thread.join();
+}
