@@ -58,6 +58,7 @@ pub struct Reconnect {
 /// cannot advance the session counter) the attempt waits for the next backoff step instead
 /// of connecting with a stale session number: the owner sees a disconnected session, which
 /// is what `/healthz` and the status report, never a silently stopped task.
+///
 /// `client` is the event loop's own: with manual acks set in its options, the receipts of
 /// `SessionEvent::Message` send their acks through it.
 pub async fn drive<R, F>(
