@@ -632,6 +632,16 @@ pub struct Subscription {
 
 impl Subscription {
     pub fn start(port: u16, filter: &str) -> Subscription {
+        Self::spawn(port, filter, false)
+    }
+
+    /// Like `start`, each message as `{"topic": …, "message": …}`, for a filter with
+    /// wildcards where the topic says whose message it is.
+    pub fn start_with_topics(port: u16, filter: &str) -> Subscription {
+        Self::spawn(port, filter, true)
+    }
+
+    fn spawn(port: u16, filter: &str, with_topics: bool) -> Subscription {
         let mut options =
             rumqttc::MqttOptions::new(format!("sub-{}", ulid::Ulid::new()), "127.0.0.1", port);
         // Tests publish oversized garbage on the topics they watch: a 10 KiB limit (rumqttc's
@@ -658,8 +668,12 @@ impl Subscription {
                         let _ = subscribed_tx.send(());
                     }
                     Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
-                        if let Ok(v) = serde_json::from_slice(&p.payload) {
-                            let _ = tx.send(v);
+                        if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&p.payload) {
+                            let _ = tx.send(if with_topics {
+                                serde_json::json!({ "topic": p.topic, "message": v })
+                            } else {
+                                v
+                            });
                         }
                     }
                     Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) => break,
