@@ -230,6 +230,16 @@ impl Dialect {
         }
     }
 
+    /// `text` as central's key columns compare: byte for byte. On PostgreSQL the key columns
+    /// are `COLLATE "C"` (the database's default may be a locale), and a recursive query whose
+    /// first rows come from a parameter must say so; SQLite compares bytes by default.
+    pub fn key_text(self, text: &str) -> String {
+        match self {
+            Dialect::Sqlite => text.to_string(),
+            Dialect::Postgres => format!("{text} COLLATE \"C\""),
+        }
+    }
+
     /// A group's rows as the text of a JSON array of `[first, second]` pairs.
     pub fn json_pairs(self, first: &str, second: &str) -> String {
         match self {

@@ -164,12 +164,16 @@ fn insert_statements(
 }
 
 /// `unnest(CAST($1 AS T1[]), …)`: rows of the SQL types `types` read from one array parameter
-/// per column (PostgreSQL).
+/// per column (PostgreSQL). Text comes as the key columns compare (`COLLATE "C"`), so rows
+/// given to a recursive walk of keys match the keys it reads.
 fn unnest(types: &[String]) -> String {
     let arrays = types
         .iter()
         .enumerate()
-        .map(|(c, sql_type)| format!("CAST(${} AS {sql_type}[])", c + 1))
+        .map(|(c, sql_type)| match sql_type.as_str() {
+            "TEXT" => format!("CAST(${} AS TEXT[]) COLLATE \"C\"", c + 1),
+            _ => format!("CAST(${} AS {sql_type}[])", c + 1),
+        })
         .collect::<Vec<_>>()
         .join(", ");
     format!("unnest({arrays})")

@@ -80,6 +80,33 @@ const SCHEMA: &[&str] = &[
     // A root profile holds its members' points and identifiers, so a view reads the root
     // alone.
     super::ROOTS_HOLD_THEIR_MEMBERS,
+    // Keys compare byte for byte, as SQLite's do: stores, gateways, event ids, coupons, refs
+    // and hashes are identifiers, not words to sort for a reader. Under the database's
+    // default collation (a libc locale, even C.UTF-8) every comparison in their indexes
+    // went through strcoll: at 15,000 events/s the events insert took 8.9 ms a group with it
+    // and 5.1 ms without, the walk of merges 30 ms and 14. The tables keep their rows; each
+    // changed column's indexes are rebuilt.
+    "ALTER TABLE gateways ALTER COLUMN store TYPE TEXT COLLATE \"C\",
+        ALTER COLUMN gateway TYPE TEXT COLLATE \"C\";
+    ALTER TABLE events ALTER COLUMN store TYPE TEXT COLLATE \"C\",
+        ALTER COLUMN gateway TYPE TEXT COLLATE \"C\", ALTER COLUMN id TYPE TEXT COLLATE \"C\",
+        ALTER COLUMN receipt TYPE TEXT COLLATE \"C\", ALTER COLUMN customer TYPE TEXT COLLATE \"C\";
+    ALTER TABLE seq_conflicts ALTER COLUMN id TYPE TEXT COLLATE \"C\";
+    ALTER TABLE coupon_reservations ALTER COLUMN coupon TYPE TEXT COLLATE \"C\";
+    ALTER TABLE coupon_redemptions ALTER COLUMN event_id TYPE TEXT COLLATE \"C\",
+        ALTER COLUMN coupon TYPE TEXT COLLATE \"C\";
+    ALTER TABLE coupon_conflicts ALTER COLUMN event_id TYPE TEXT COLLATE \"C\";
+    ALTER TABLE counters ALTER COLUMN name TYPE TEXT COLLATE \"C\";
+    ALTER TABLE profiles ALTER COLUMN ref TYPE TEXT COLLATE \"C\";
+    ALTER TABLE profile_identifiers ALTER COLUMN hash TYPE TEXT COLLATE \"C\",
+        ALTER COLUMN profile TYPE TEXT COLLATE \"C\";
+    ALTER TABLE profile_aliases ALTER COLUMN from_ref TYPE TEXT COLLATE \"C\",
+        ALTER COLUMN to_ref TYPE TEXT COLLATE \"C\";
+    ALTER TABLE points_ledger ALTER COLUMN entry TYPE TEXT COLLATE \"C\",
+        ALTER COLUMN profile TYPE TEXT COLLATE \"C\";
+    ALTER TABLE ref_points ALTER COLUMN ref TYPE TEXT COLLATE \"C\";
+    ALTER TABLE online_purchases ALTER COLUMN order_id TYPE TEXT COLLATE \"C\",
+        ALTER COLUMN customer TYPE TEXT COLLATE \"C\";",
 ];
 
 /// Connections central keeps open to PostgreSQL.

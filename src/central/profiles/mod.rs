@@ -210,14 +210,16 @@ impl Part {
     }
 }
 
-/// The refs that resolve to `$1` (itself included), as the table `members(ref)`.
-const MEMBERS: &str = "WITH RECURSIVE members(ref) AS (
-    SELECT CAST($1 AS TEXT)
-    UNION SELECT from_ref FROM profile_aliases JOIN members ON to_ref = members.ref)";
-
 /// Every ref that resolves to `root` (itself included).
 pub(super) async fn members(tx: &mut impl Tx, root: &str) -> Result<Vec<String>, DbError> {
-    tx.query(&format!("{MEMBERS} SELECT ref FROM members"), params![root])
+    let root_key = tx.dialect().key_text("CAST($1 AS TEXT)");
+    let members = format!(
+        "WITH RECURSIVE members(ref) AS (
+            SELECT {root_key}
+            UNION SELECT from_ref FROM profile_aliases JOIN members ON to_ref = members.ref)
+        SELECT ref FROM members"
+    );
+    tx.query(&members, params![root])
         .await?
         .iter()
         .map(|row| row.text(0))
