@@ -1887,4 +1887,83 @@ mod tests {
             assert_eq!(other_tables, tables, "{other} vs {name}");
         }
     }
+
+    /// A database from before central's keys compared byte for byte (its key columns under
+    /// the database's default collation) migrates with its rows: the keys become `C`, and
+    /// what it held still dedups and acks.
+    #[cfg(feature = "postgres")]
+    #[tokio::test]
+    async fn a_database_whose_keys_used_its_default_collation_migrates_with_its_rows() {
+        let Some(engine) = postgres_engine().await else {
+            return;
+        };
+        let Some((server, name)) = engine.database.clone() else {
+            return;
+        };
+        let outcome = store(&engine, "s", "g", &[event(1, "a1"), event(2, "a2")]).await;
+        assert_eq!(outcome.acked_upto, 2);
+        let url = format!("{}/{name}", server.rsplit_once('/').unwrap().0);
+        let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        const KEYS: &str = "SELECT table_name::text, column_name::text
+            FROM information_schema.columns
+            WHERE table_schema = 'public' AND collation_name = 'C' ORDER BY 1, 2";
+        let keys: Vec<(String, String)> = client
+            .query(KEYS, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        assert!(
+            keys.contains(&("events".into(), "id".into()))
+                && keys.contains(&("profile_aliases".into(), "to_ref".into())),
+            "{keys:?}"
+        );
+        // Back to the schema the migration before it left, rows and all.
+        let mut downgrade = String::new();
+        for (table, column) in &keys {
+            downgrade.push_str(&format!(
+                "ALTER TABLE {table} ALTER COLUMN {column} TYPE TEXT COLLATE \"default\";"
+            ));
+        }
+        let version = client
+            .query_one("SELECT version FROM schema_version", &[])
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+        downgrade.push_str(&format!(
+            "UPDATE schema_version SET version = {};",
+            version - 1
+        ));
+        client.batch_execute(&downgrade).await.unwrap();
+        assert!(client.query(KEYS, &[]).await.unwrap().is_empty());
+
+        let reopened = Engine {
+            name: "postgres",
+            store: Store::open(&url).await.unwrap(),
+            _dir: None,
+            database: None,
+        };
+        let migrated: Vec<(String, String)> = client
+            .query(KEYS, &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|row| (row.get(0), row.get(1)))
+            .collect();
+        assert_eq!(migrated, keys);
+        let again = store(&reopened, "s", "g", &[event(1, "a1"), event(2, "a2")]).await;
+        assert_eq!(
+            (again.acked_upto, again.stored),
+            (2, 0),
+            "a re-send of what it held"
+        );
+        let next = store(&reopened, "s", "g", &[event(3, "a3")]).await;
+        assert_eq!((next.acked_upto, next.stored), (3, 1));
+        drop(reopened);
+        drop(engine);
+    }
 }
