@@ -789,7 +789,7 @@ mod tests {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .unwrap();
-        let url = format!("{}/{name}", server.rsplit_once('/').unwrap().0);
+        let url = database_url(&server, &name);
         let store = Store::open(&url).await.unwrap();
         Some(Engine {
             name: "postgres",
@@ -797,6 +797,12 @@ mod tests {
             _dir: None,
             database: Some((server, name)),
         })
+    }
+
+    /// The URL of database `name` on the server `server` names.
+    #[cfg(feature = "postgres")]
+    fn database_url(server: &str, name: &str) -> String {
+        format!("{}/{name}", server.rsplit_once('/').unwrap().0)
     }
 
     impl Drop for Engine {
@@ -1902,21 +1908,27 @@ mod tests {
         };
         let outcome = store(&engine, "s", "g", &[event(1, "a1"), event(2, "a2")]).await;
         assert_eq!(outcome.acked_upto, 2);
-        let url = format!("{}/{name}", server.rsplit_once('/').unwrap().0);
+        let url = database_url(&server, &name);
         let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
             .await
             .unwrap();
         tokio::spawn(connection);
-        const KEYS: &str = "SELECT table_name::text, column_name::text
-            FROM information_schema.columns
-            WHERE table_schema = 'public' AND collation_name = 'C' ORDER BY 1, 2";
-        let keys: Vec<(String, String)> = client
-            .query(KEYS, &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| (row.get(0), row.get(1)))
-            .collect();
+        // Every (table, column) that compares byte for byte.
+        let c_keys = || async {
+            client
+                .query(
+                    "SELECT table_name::text, column_name::text
+                     FROM information_schema.columns
+                     WHERE table_schema = 'public' AND collation_name = 'C' ORDER BY 1, 2",
+                    &[],
+                )
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| (row.get(0), row.get(1)))
+                .collect::<Vec<(String, String)>>()
+        };
+        let keys = c_keys().await;
         assert!(
             keys.contains(&("events".into(), "id".into()))
                 && keys.contains(&("profile_aliases".into(), "to_ref".into())),
@@ -1939,7 +1951,7 @@ mod tests {
             version - 1
         ));
         client.batch_execute(&downgrade).await.unwrap();
-        assert!(client.query(KEYS, &[]).await.unwrap().is_empty());
+        assert!(c_keys().await.is_empty());
 
         let reopened = Engine {
             name: "postgres",
@@ -1947,14 +1959,7 @@ mod tests {
             _dir: None,
             database: None,
         };
-        let migrated: Vec<(String, String)> = client
-            .query(KEYS, &[])
-            .await
-            .unwrap()
-            .iter()
-            .map(|row| (row.get(0), row.get(1)))
-            .collect();
-        assert_eq!(migrated, keys);
+        assert_eq!(c_keys().await, keys);
         let again = store(&reopened, "s", "g", &[event(1, "a1"), event(2, "a2")]).await;
         assert_eq!(
             (again.acked_upto, again.stored),
